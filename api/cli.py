@@ -1,0 +1,387 @@
+"""``liuhen``: the command line. With ``--json`` a command prints exactly one JSON document on
+stdout; progress and logs go to stderr. Errors exit non-zero (see ``api.errors.exit_code``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from api.errors import exit_code, problem
+from configs.settings import load_settings
+from ingest import catalog
+from ingest.manifest import Manifest, check_file_name
+from ingest.runtime import Runtime, runtime
+from integrity.errors import LiuhenError
+from storage import repository as repo
+
+app = typer.Typer(
+    name="liuhen",
+    help="留痕 liuhen: seal body-camera evidence into WORM storage, log it, index it by case.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log_app = typer.Typer(help="The tamper-evident log: key, checkpoint, proofs.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+ActorOpt = Annotated[
+    str | None,
+    typer.Option("--actor", envvar="LIUHEN_ACTOR", help="Who is acting (logged as custody)."),
+]
+
+
+def _actor(actor: str | None) -> str:
+    return actor or f"cli:{getpass.getuser()}"
+
+
+def _emit(doc: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+    else:
+        human()
+
+
+def _fail(error: LiuhenError, as_json: bool) -> NoReturn:
+    doc = problem(error)
+    if as_json:
+        sys.stdout.write(json.dumps({"error": doc}, ensure_ascii=False) + "\n")
+    typer.echo(f"liuhen: {doc['title']}: {error}", err=True)
+    raise typer.Exit(exit_code(error))
+
+
+@contextmanager
+def _runtime(as_json: bool) -> Iterator[Runtime]:
+    try:
+        with runtime(load_settings()) as rt:
+            yield rt
+    except LiuhenError as e:
+        _fail(e, as_json)
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("LIUHEN_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="Files to seal as evidence.")],
+    case: Annotated[list[str] | None, typer.Option("--case", help="Case ID (repeatable).")] = None,
+    device: Annotated[str | None, typer.Option(help="Device ID that recorded the files.")] = None,
+    officer: Annotated[str | None, typer.Option(help="Officer ID (警号).")] = None,
+    track: Annotated[
+        Path | None, typer.Option(help="GPS track (NMEA 0183 or GPX) recorded alongside.")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Return after the pipeline finished.")] = False,
+    as_json: JsonOpt = False,
+    actor: ActorOpt = None,
+) -> None:
+    """Seal FILES into WORM storage, link them to cases, print their receipts."""
+    from ingest.intake import seal_file
+    from ingest.pipeline_hooks import after_ingest
+
+    who = _actor(actor)
+    results: list[dict[str, Any]] = []
+    with _runtime(as_json) as rt:
+        try:
+            for path in files:
+                if not path.is_file():
+                    raise_missing(path)
+                check_file_name(path.name)
+                manifest = Manifest(
+                    device_id=device,
+                    officer_id=officer,
+                    case_ids=tuple(case or ()),
+                    file_name=path.name,
+                )
+                sealed = seal_file(rt, path, manifest, actor=who)
+                results.append(
+                    {
+                        "id": sealed.item_id,
+                        "sha256": sealed.sha256,
+                        "size": sealed.size,
+                        "media_type": sealed.media_type,
+                        "status": sealed.status,
+                        "case_ids": sealed.case_ids,
+                        "duplicate": sealed.duplicate,
+                        "file": str(path),
+                        "log_index": sealed.log_index,
+                        "leaf": sealed.leaf,
+                        "receipt": rt.ledger.receipt(sealed.log_index),
+                    }
+                )
+                typer.echo(f"sealed {path} → {sealed.item_id}", err=True)
+            after_ingest(rt, results, track=track, wait=wait, actor=who)
+        except LiuhenError as e:
+            _fail(e, as_json)
+        except ValueError as e:
+            from ingest.errors import ManifestError
+
+            _fail(ManifestError(str(e)), as_json)
+
+    def human() -> None:
+        for r in results:
+            dup = " (already sealed)" if r["duplicate"] else ""
+            typer.echo(
+                f"{r['id']}  {r['sha256']}  {r['size']:>12}  {r['status']}{dup}  {r['file']}"
+            )
+
+    _emit({"items": results}, as_json, human)
+
+
+def raise_missing(path: Path) -> NoReturn:
+    from ingest.errors import IntakeRefused
+
+    raise IntakeRefused(f"{path}: no such file")
+
+
+@app.command()
+def item(
+    item_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOpt = False,
+    actor: ActorOpt = None,
+) -> None:
+    """Show one item: hashes, status, problems, time, place, derivatives, custody."""
+    from ingest.retrieve import log_read, resolve
+
+    with _runtime(as_json) as rt:
+        try:
+            log_read(rt, resolve(rt, item_id), action="view", actor=_actor(actor))
+            with rt.sessions() as session:
+                doc = catalog.item_document(session, repo.get_item(session, item_id=item_id))
+        except LiuhenError as e:
+            _fail(e, as_json)
+
+    def human() -> None:
+        for key in (
+            "id",
+            "sha256",
+            "size",
+            "media_type",
+            "status",
+            "case_ids",
+            "captured_at",
+            "captured_at_source",
+            "received_at",
+            "gps",
+            "log_index",
+        ):
+            typer.echo(f"{key:>20}: {doc[key]}")
+        for p in doc["problems"]:
+            typer.echo(f"{'problem':>20}: [{p['stage']}/{p['code']}] {p['message']}")
+        for d in doc["derivatives"]:
+            typer.echo(f"{'derivative':>20}: {d['role']} {d['sha256']} {d['size']}")
+
+    _emit(doc, as_json, human)
+
+
+@app.command("case")
+def case_cmd(
+    case_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOpt = False,
+) -> None:
+    """List the items of a case."""
+    with _runtime(as_json) as rt:
+        try:
+            with rt.sessions() as session:
+                doc = catalog.case_document(session, case_id)
+        except LiuhenError as e:
+            _fail(e, as_json)
+
+    def human() -> None:
+        typer.echo(f"case {doc['case_id']}: {len(doc['items'])} item(s)")
+        for i in doc["items"]:
+            typer.echo(
+                f"  {i['id']}  {i['media_type']:<18} {i['status']:<13} "
+                f"{i['captured_at'] or '-':<27} {i['original_name'] or ''}"
+            )
+
+    _emit(doc, as_json, human)
+
+
+@app.command()
+def get(
+    item_id: Annotated[str, typer.Argument(metavar="ID")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the bytes.")],
+    derivative: Annotated[
+        str | None, typer.Option(help="A derivative role (proxy, thumb-000, ...).")
+    ] = None,
+    as_json: JsonOpt = False,
+    actor: ActorOpt = None,
+) -> None:
+    """Write the original (or a derivative) to a file; exit non-zero if its hash is wrong."""
+    from ingest.retrieve import log_read, resolve, write_to_file
+
+    with _runtime(as_json) as rt:
+        try:
+            target = resolve(rt, item_id, derivative)
+            log_read(rt, target, action="download", actor=_actor(actor))
+            write_to_file(rt, target, output)
+        except LiuhenError as e:
+            _fail(e, as_json)
+    doc = {
+        "id": target.item_id,
+        "role": target.role,
+        "sha256": target.sha256,
+        "size": target.size,
+        "output": str(output),
+    }
+    _emit(doc, as_json, lambda: typer.echo(f"wrote {output} ({target.size} bytes, SHA-256 ok)"))
+
+
+@app.command()
+def receipt(
+    item_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a fresh receipt (C2SP tlog-proof) for an item's leaf, against the latest checkpoint."""
+    with _runtime(as_json) as rt:
+        try:
+            with rt.sessions() as session:
+                it = repo.get_item(session, item_id=item_id)
+                leaf = repo.get_leaf(session, index=it.log_index).data
+            text = rt.ledger.receipt(it.log_index)
+        except LiuhenError as e:
+            _fail(e, as_json)
+    doc = {"id": item_id, "log_index": it.log_index, "leaf": leaf, "receipt": text}
+    _emit(doc, as_json, lambda: print(text, end=""))  # noqa: T201
+
+
+@log_app.command("key")
+def log_key(as_json: JsonOpt = False) -> None:
+    """Print the log's verifier key (C2SP note verifier-key string)."""
+    with _runtime(as_json) as rt:
+        vkey = rt.ledger.key.verifier_key
+    _emit({"verifier_key": vkey, "origin": rt.ledger.origin}, as_json, lambda: typer.echo(vkey))
+
+
+@log_app.command("checkpoint")
+def log_checkpoint(as_json: JsonOpt = False) -> None:
+    """Print the latest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
+    with _runtime(as_json) as rt:
+        try:
+            signed = rt.ledger.publish()
+        except LiuhenError as e:
+            _fail(e, as_json)
+    doc = {"size": signed.checkpoint.size, "note": signed.note}
+    _emit(doc, as_json, lambda: print(signed.note, end=""))  # noqa: T201
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+) -> None:
+    """Serve the HTTP API (and run the pipeline workers) until interrupted."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = load_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level="info",
+    )
+
+
+@app.command()
+def worker(
+    threads: Annotated[
+        int | None, typer.Option(help="Worker threads (default from settings).")
+    ] = None,
+) -> None:
+    """Run pipeline workers until interrupted (SIGINT/SIGTERM finish the current job first)."""
+    import signal
+    import threading
+
+    from ingest.worker import WorkerPool
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with _runtime(False) as rt:
+        pool = WorkerPool(rt, threads or max(1, rt.settings.pipeline.workers))
+        pool.start()
+        typer.echo(f"liuhen worker: {pool.size} thread(s); Ctrl-C to stop", err=True)
+        stop.wait()
+        pool.stop()
+
+
+@app.command()
+def demo(
+    serve_after: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Keep serving the API afterwards.")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the embedded services, seal generated sample media under a demo case, show the
+    case, then serve the API on 127.0.0.1 until Ctrl-C."""
+    import tempfile
+
+    from ingest.intake import seal_file
+    from ingest.samples import DEMO_CASE, DEMO_DEVICE, DEMO_OFFICER, make_samples
+    from ingest.worker import wait_for
+
+    settings = load_settings()
+    with _runtime(as_json) as rt, tempfile.TemporaryDirectory() as tmp:
+        typer.echo(f"liuhen demo: data under {settings.home_dir}", err=True)
+        ids = []
+        for path in make_samples(Path(tmp)):
+            manifest = Manifest(
+                device_id=DEMO_DEVICE,
+                officer_id=DEMO_OFFICER,
+                case_ids=(DEMO_CASE,),
+                file_name=path.name,
+            )
+            sealed = seal_file(rt, path, manifest, actor="demo")
+            ids.append(sealed.item_id)
+            typer.echo(
+                f"sealed {path.name} → {sealed.item_id} (log index {sealed.log_index})", err=True
+            )
+        typer.echo("running the pipeline (probe, time, place, proxy, thumbnails) ...", err=True)
+        wait_for(rt, ids)
+        with rt.sessions() as session:
+            doc = catalog.case_document(session, DEMO_CASE)
+        checkpoint = rt.ledger.publish()
+        vkey = rt.ledger.key.verifier_key
+
+    def human() -> None:
+        typer.echo(f"case {doc['case_id']}: {len(doc['items'])} item(s)")
+        for i in doc["items"]:
+            typer.echo(
+                f"  {i['id']}  {i['media_type']:<18} {i['status']:<13} "
+                f"{i['captured_at'] or '-':<27} {i['original_name'] or ''}"
+            )
+        typer.echo(f"log: {checkpoint.checkpoint.size} leaves; verifier key {vkey}")
+
+    _emit({**doc, "log_size": checkpoint.checkpoint.size, "verifier_key": vkey}, as_json, human)
+    if serve_after:
+        typer.echo(
+            f"serving http://{settings.api.host}:{settings.api.port}/docs (Ctrl-C to stop)",
+            err=True,
+        )
+        serve(host=None, port=None)
+
+
+def main() -> None:
+    _setup_logging()
+    app()
+
+
+if __name__ == "__main__":
+    main()

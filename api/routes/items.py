@@ -1,0 +1,150 @@
+"""Items: simple upload, metadata, original and derivative bytes, receipts."""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.deps import ActorDep, RuntimeDep
+from api.ranges import RangeNotSatisfiable, parse_range
+from ingest import catalog
+from ingest.errors import IntakeRefused, ManifestError
+from ingest.intake import seal_file
+from ingest.manifest import parse_manifest
+from ingest.retrieve import Target, log_read, resolve, verified_stream
+from storage import repository as repo
+
+router = APIRouter(prefix="/v1/items", tags=["items"])
+
+
+@router.post("", status_code=201)
+def upload_item(
+    rt: RuntimeDep,
+    actor: ActorDep,
+    response: Response,
+    file: Annotated[UploadFile, File(description="The recording, byte for byte.")],
+    manifest: Annotated[str, Form(description="Manifest JSON (device, officer, cases, ...).")],
+) -> dict[str, Any]:
+    """Seal one (small) file with its manifest. Big files use resumable intake."""
+    parsed = parse_manifest(manifest, case_id_pattern=rt.settings.case_id_pattern)
+    if parsed.file_name is None and file.filename:
+        try:
+            parsed = parse_manifest(
+                {**parsed.model_dump(mode="json"), "file_name": os.path.basename(file.filename)},
+                case_id_pattern=rt.settings.case_id_pattern,
+            )
+        except ManifestError:
+            pass  # a hostile multipart file name is dropped; the manifest is what counts
+    limit = rt.settings.api.max_upload_mb * 1024 * 1024
+    if parsed.size is not None and parsed.size > limit:
+        raise IntakeRefused(f"declared size {parsed.size} exceeds this endpoint's {limit} bytes")
+    rt.settings.spool_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="upload-", dir=rt.settings.spool_dir)
+    try:
+        with os.fdopen(fd, "wb") as spool:
+            copied = _copy_limited(file, spool, limit)
+        if copied > limit:
+            raise IntakeRefused(f"body exceeds this endpoint's {limit} bytes")
+        sealed = seal_file(rt, Path(name), parsed, actor=actor)
+    finally:
+        os.unlink(name)
+    if sealed.duplicate:
+        response.status_code = 200
+    return {
+        "id": sealed.item_id,
+        "sha256": sealed.sha256,
+        "size": sealed.size,
+        "media_type": sealed.media_type,
+        "status": sealed.status,
+        "case_ids": sealed.case_ids,
+        "duplicate": sealed.duplicate,
+        "log_index": sealed.log_index,
+        "leaf": sealed.leaf,
+        "receipt": rt.ledger.receipt(sealed.log_index),
+    }
+
+
+def _copy_limited(src: UploadFile, dst: Any, limit: int) -> int:
+    copied = 0
+    while block := src.file.read(1024 * 1024):
+        copied += len(block)
+        if copied > limit:
+            return copied
+        dst.write(block)
+    return copied
+
+
+@router.get("/{item_id}")
+def get_item(rt: RuntimeDep, actor: ActorDep, item_id: str) -> dict[str, Any]:
+    log_read(rt, resolve(rt, item_id), action="view", actor=actor)
+    with rt.sessions() as session:
+        return catalog.item_document(session, repo.get_item(session, item_id=item_id))
+
+
+@router.get("/{item_id}/receipt")
+def get_receipt(rt: RuntimeDep, item_id: str) -> dict[str, Any]:
+    """A fresh C2SP tlog-proof for the item's leaf, with the exact leaf data it proves."""
+    with rt.sessions() as session:
+        item = repo.get_item(session, item_id=item_id)
+        leaf = repo.get_leaf(session, index=item.log_index).data
+    return {
+        "id": item_id,
+        "log_index": item.log_index,
+        "leaf": leaf,
+        "receipt": rt.ledger.receipt(item.log_index),
+    }
+
+
+@router.get("/{item_id}/original", response_class=StreamingResponse)
+def get_original(rt: RuntimeDep, actor: ActorDep, request: Request, item_id: str) -> Response:
+    """The original, streamed, re-hashed on the way (a mismatch aborts the transfer)."""
+    return _bytes_response(rt, actor, request, resolve(rt, item_id))
+
+
+@router.get("/{item_id}/derivatives/{role}", response_class=StreamingResponse)
+def get_derivative(
+    rt: RuntimeDep, actor: ActorDep, request: Request, item_id: str, role: str
+) -> Response:
+    return _bytes_response(rt, actor, request, resolve(rt, item_id, role))
+
+
+def _bytes_response(rt: RuntimeDep, actor: str, request: Request, target: Target) -> Response:
+    digest = base64.b64encode(bytes.fromhex(target.sha256)).decode()
+    headers = {
+        "ETag": f'"{target.sha256}"',
+        "Repr-Digest": f"sha-256=:{digest}:",
+        "Digest": f"SHA-256={digest}",
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, no-transform",
+        "X-Content-Type-Options": "nosniff",
+    }
+    try:
+        byte_range = parse_range(request.headers.get("range"), target.size)
+    except RangeNotSatisfiable:
+        return JSONResponse(
+            {"type": "about:blank", "title": "Range Not Satisfiable", "status": 416},
+            status_code=416,
+            headers={"Content-Range": f"bytes */{target.size}"},
+            media_type="application/problem+json",
+        )
+    details: dict[str, object] | None = (
+        {"range": request.headers.get("range")} if byte_range else None
+    )
+    log_read(rt, target, action="download", actor=actor, details=details)
+    if byte_range is None:
+        headers["Content-Length"] = str(target.size)
+        return StreamingResponse(
+            verified_stream(rt, target), media_type=target.media_type, headers=headers
+        )
+    first, last = byte_range
+    length = last - first + 1
+    headers["Content-Range"] = f"bytes {first}-{last}/{target.size}"
+    headers["Content-Length"] = str(length)
+    body = rt.store.iter_bytes(target.key, target.version_id, offset=first, length=length)
+    return StreamingResponse(body, status_code=206, media_type=target.media_type, headers=headers)

@@ -1,0 +1,34 @@
+"""The log, for auditors and monitors: key, latest checkpoint, consistency proofs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from api.deps import RuntimeDep
+
+router = APIRouter(prefix="/v1/log", tags=["log"])
+
+
+@router.get("/key", response_class=PlainTextResponse)
+def log_key(rt: RuntimeDep) -> str:
+    """The log's verifier key (C2SP note verifier-key string)."""
+    return rt.ledger.key.verifier_key + "\n"
+
+
+@router.get("/checkpoint", response_class=PlainTextResponse)
+def checkpoint(rt: RuntimeDep) -> str:
+    """The latest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
+    return rt.ledger.publish().note
+
+
+@router.get("/proof/consistency")
+def consistency(
+    rt: RuntimeDep,
+    size1: Annotated[int, Query(alias="from", ge=0)],
+    size2: Annotated[int, Query(alias="to", ge=0)],
+) -> dict[str, Any]:
+    """RFC 9162 consistency proof between two tree sizes (base64 hashes)."""
+    return {"from": size1, "to": size2, "proof": rt.ledger.consistency(size1, size2)}

@@ -1,0 +1,1 @@
+"""Settings and the shipped TOML profiles (embedded, production)."""

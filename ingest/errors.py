@@ -1,0 +1,63 @@
+"""Errors of the ingest package.
+
+LiuhenError
+ └── IngestError
+      ├── IntakeRefused        the request is not evidence (empty file, bad manifest, ...)
+      │    ├── ManifestError   the manifest is malformed or names something invalid
+      │    ├── EmptyFile       nothing to preserve
+      │    └── IntegrityMismatch  declared SHA-256 / size differ from the received bytes
+      ├── MediaError           a media tool could not read or make something
+      │    ├── ProbeError      the container / image could not be understood
+      │    ├── TranscodeError  ffmpeg failed to make a derivative
+      │    └── ToolTimeout     a media tool ran past its time limit
+      └── MetadataError        time / place metadata could not be read
+           └── TrackParseError a GPS track (NMEA, GPX) is malformed
+"""
+
+from __future__ import annotations
+
+from integrity.errors import LiuhenError
+
+
+class IngestError(LiuhenError):
+    code = "ingest_error"
+
+
+class IntakeRefused(IngestError):
+    code = "intake_refused"
+
+
+class ManifestError(IntakeRefused):
+    code = "bad_manifest"
+
+
+class EmptyFile(IntakeRefused):
+    code = "empty_file"
+
+
+class IntegrityMismatch(IntakeRefused):
+    code = "integrity_mismatch"
+
+
+class MediaError(IngestError):
+    code = "media_error"
+
+
+class ProbeError(MediaError):
+    code = "probe_failed"
+
+
+class TranscodeError(MediaError):
+    code = "transcode_failed"
+
+
+class ToolTimeout(MediaError):
+    code = "tool_timeout"
+
+
+class MetadataError(IngestError):
+    code = "metadata_error"
+
+
+class TrackParseError(MetadataError):
+    code = "track_parse_error"

@@ -1,0 +1,247 @@
+"""Seal: a local file plus its manifest becomes an item, or is refused with nothing visible.
+
+Order (DESIGN.md, "The path of one upload"): stream the bytes to their content address while
+hashing; refuse on a mismatch (and delete the unretained version); then, in one transaction,
+insert the item (the unique SHA-256 catches duplicates), lock its version under COMPLIANCE
+retention, link its cases, append its item leaf and its ``sealed`` custody leaf, and queue its
+pipeline job. Only after the commit is a receipt handed out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from ingest import custody
+from ingest.errors import EmptyFile, IntegrityMismatch
+from ingest.manifest import Manifest, check_case_id
+from ingest.runtime import Runtime
+from ingest.sniff import sniff_file
+from integrity.hashing import sha256_file
+from integrity.leaves import item_leaf
+from storage import keys
+from storage import repository as repo
+from storage.db import transaction
+from storage.errors import Conflict, ObjectStoreError
+from storage.ids import new_id
+from storage.objects import StoredObject, retain_until
+from storage.tables import Item
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SealResult:
+    item_id: str
+    sha256: str
+    size: int
+    media_type: str
+    status: str
+    case_ids: list[str]
+    log_index: int
+    leaf: str
+    """The exact item leaf data (canonical JSON) that ``log_index`` commits to."""
+    duplicate: bool
+    new_links: list[str] = field(default_factory=list)
+
+
+def seal_file(
+    rt: Runtime, path: Path, manifest: Manifest, *, actor: str, now: datetime | None = None
+) -> SealResult:
+    """Seal ``path`` as evidence. Raises IntakeRefused subclasses for what is not evidence."""
+    now = now or datetime.now(UTC)
+    for case_id in manifest.case_ids:
+        check_case_id(case_id, rt.settings.case_id_pattern)
+    size = path.stat().st_size
+    if size == 0:
+        raise EmptyFile("the file is empty: there is nothing to preserve")
+    if manifest.size is not None and manifest.size != size:
+        raise IntegrityMismatch(f"declared size {manifest.size} bytes, received {size} bytes")
+    media_type = sniff_file(path)
+    expected = manifest.sha256 or sha256_file(path)[0]
+
+    if _already_sealed(rt, expected):
+        # A retry or the same file by another path: confirm the bytes, then just link.
+        actual, _ = sha256_file(path) if manifest.sha256 else (expected, size)
+        _check(expected, actual, size, size)
+        return _link_existing(rt, expected, manifest, actor=actor, now=now)
+
+    key = keys.original_key(expected)
+    stored = rt.store.put_file(key, path, content_type=media_type)
+    if stored.sha256 != expected or stored.size != size:
+        _discard(rt, stored)
+        _check(expected, stored.sha256, size, stored.size)
+    try:
+        return _commit_new(rt, stored, manifest, media_type=media_type, actor=actor, now=now)
+    except Conflict:
+        _discard(rt, stored)  # someone sealed the same bytes meanwhile: theirs stands
+        return _link_existing(rt, expected, manifest, actor=actor, now=now)
+    except BaseException:
+        _discard(rt, stored)
+        raise
+
+
+def _already_sealed(rt: Runtime, sha256: str) -> bool:
+    """A cheap look before uploading (saves re-sending a retry); the unique constraint decides."""
+    with rt.sessions() as session:
+        return repo.find_item_by_sha256(session, sha256=sha256) is not None
+
+
+def _check(expected: str, actual: str, declared_size: int, actual_size: int) -> None:
+    if expected != actual:
+        raise IntegrityMismatch(
+            f"SHA-256 mismatch: the manifest says {expected}, the received bytes hash to {actual}"
+        )
+    if declared_size != actual_size:
+        raise IntegrityMismatch(f"size changed while reading: {declared_size} → {actual_size}")
+
+
+def _discard(rt: Runtime, stored: StoredObject) -> None:
+    """Remove a version no row points to. Refused if already retained: then it stays, unseen."""
+    with contextlib.suppress(ObjectStoreError):
+        rt.store.remove_version(stored.key, stored.version_id)
+
+
+def _commit_new(
+    rt: Runtime,
+    stored: StoredObject,
+    manifest: Manifest,
+    *,
+    media_type: str,
+    actor: str,
+    now: datetime,
+) -> SealResult:
+    until = retain_until(rt.settings.retention, now=now)
+    case_ids = sorted(set(manifest.case_ids))
+    offset_ms = (
+        round((now - manifest.device_time).total_seconds() * 1000) if manifest.device_time else None
+    )
+    with transaction(rt.sessions) as session:
+        _ensure_parties(session, manifest, now)
+        item = Item(
+            id=new_id(),
+            sha256=stored.sha256,
+            size=stored.size,
+            media_type=media_type,
+            original_name=manifest.file_name,
+            object_key=stored.key,
+            version_id=stored.version_id,
+            retain_until=until,
+            device_id=manifest.device_id,
+            officer_id=manifest.officer_id,
+            status="sealed",
+            problems=[],
+            received_at=now,
+            # The device's word until the pipeline finds better (DESIGN.md order of trust).
+            captured_at=manifest.capture_start,
+            captured_at_source="manifest" if manifest.capture_start else None,
+            captured_end=manifest.capture_end,
+            device_clock_offset_ms=offset_ms,
+            manifest=manifest.model_dump(mode="json"),
+            log_index=-1,  # set below, once the sequencer has handed out the index
+        )
+
+        def build() -> dict[str, object]:
+            return item_leaf(
+                sha256=stored.sha256,
+                size=stored.size,
+                media_type=media_type,
+                device_id=manifest.device_id,
+                officer_id=manifest.officer_id,
+                case_ids=case_ids,
+                received_at=now,
+                original_name=manifest.file_name,
+                manifest_signature=manifest.signature,
+            )
+
+        leaf = rt.ledger.append(session, kind="item", item_id=item.id, build=build, now=now)
+        item.log_index = leaf.index
+        repo.insert_item(session, item=item)
+        for case_id in case_ids:
+            repo.link_case(session, item_id=item.id, case_id=case_id, actor=actor, now=now)
+        custody.record(
+            session,
+            rt.ledger,
+            item=item,
+            action="sealed",
+            actor=actor,
+            now=now,
+            details={"case_ids": case_ids, "version_id": stored.version_id},
+        )
+        repo.enqueue_job(session, item_id=item.id, now=now)
+        # Retention last inside the transaction: if it fails, nothing is committed.
+        rt.store.retain(stored.key, stored.version_id, until)
+    return SealResult(
+        item_id=item.id,
+        sha256=item.sha256,
+        size=item.size,
+        media_type=media_type,
+        status=item.status,
+        case_ids=case_ids,
+        log_index=leaf.index,
+        leaf=leaf.data,
+        duplicate=False,
+        new_links=case_ids,
+    )
+
+
+def _ensure_parties(session: Session, manifest: Manifest, now: datetime) -> None:
+    if manifest.device_id:
+        repo.ensure_device(session, device_id=manifest.device_id, now=now)
+    if manifest.officer_id:
+        repo.ensure_person(session, person_id=manifest.officer_id, now=now)
+
+
+def _link_existing(
+    rt: Runtime, sha256: str, manifest: Manifest, *, actor: str, now: datetime
+) -> SealResult:
+    with transaction(rt.sessions) as session:
+        item = repo.find_item_by_sha256(session, sha256=sha256)
+        if item is None:  # pragma: no cover - the constraint said it exists
+            raise Conflict(f"item {sha256} vanished")
+        new_links = []
+        for case_id in sorted(set(manifest.case_ids)):
+            if repo.link_case(session, item_id=item.id, case_id=case_id, actor=actor, now=now):
+                new_links.append(case_id)
+                custody.record(
+                    session,
+                    rt.ledger,
+                    item=item,
+                    action="link",
+                    actor=actor,
+                    now=now,
+                    details={"case_id": case_id},
+                    reason="linked when the same bytes arrived again",
+                )
+        custody.record(
+            session,
+            rt.ledger,
+            item=item,
+            action="received_again",
+            actor=actor,
+            now=now,
+            details={
+                "device_id": manifest.device_id,
+                "officer_id": manifest.officer_id,
+                "file_name": manifest.file_name,
+            },
+        )
+        leaf = repo.get_leaf(session, index=item.log_index)
+        case_ids = repo.case_ids_of(session, item_id=item.id)
+        return SealResult(
+            item_id=item.id,
+            sha256=item.sha256,
+            size=item.size,
+            media_type=item.media_type,
+            status=item.status,
+            case_ids=case_ids,
+            log_index=item.log_index,
+            leaf=leaf.data,
+            duplicate=True,
+            new_links=new_links,
+        )

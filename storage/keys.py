@@ -1,0 +1,34 @@
+"""The one place that knows object keys (DESIGN.md, "Storage layout")."""
+
+from __future__ import annotations
+
+import re
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ROLE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_EXT = re.compile(r"[a-z0-9]{1,8}")
+_ITEM_ID = re.compile(r"[0-9A-Za-z]{10,40}")
+
+
+def original_key(sha256: str) -> str:
+    if not _HEX64.fullmatch(sha256):
+        raise ValueError(f"not a lowercase hex SHA-256: {sha256!r}")
+    return f"originals/sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def derivative_key(item_id: str, role: str, ext: str) -> str:
+    if not (_ITEM_ID.fullmatch(item_id) and _ROLE.fullmatch(role) and _EXT.fullmatch(ext)):
+        raise ValueError(f"bad derivative key parts: {item_id!r} {role!r} {ext!r}")
+    return f"derived/{item_id}/{role}.{ext}"
+
+
+def checkpoint_key(tree_size: int) -> str:
+    return f"log/checkpoints/{tree_size}"
+
+
+def timestamp_key(tree_size: int) -> str:
+    return f"log/checkpoints/{tree_size}.tsr"
+
+
+def leaf_bundle_key(first: int, last: int) -> str:
+    return f"log/leaves/{first}-{last}.jsonl"

@@ -1,0 +1,299 @@
+"""Typed keyword-only functions over the index. Callers own the transaction (``db.transaction``).
+
+Uniqueness is enforced by the database (items by SHA-256, derivatives by item and role), never
+by check-then-insert: a violation inside a savepoint becomes :class:`Conflict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.errors import Conflict, NotFound
+from storage.tables import (
+    Case,
+    Checkpoint,
+    CustodyEvent,
+    Derivative,
+    Device,
+    Item,
+    ItemCase,
+    Job,
+    LogLeaf,
+    LogState,
+    Person,
+)
+
+# --- parties -------------------------------------------------------------------------------
+
+
+def ensure_device(session: Session, *, device_id: str, now: datetime) -> None:
+    if session.get(Device, device_id) is None:
+        _insert_if_absent(session, Device(id=device_id, created_at=now))
+
+
+def ensure_person(session: Session, *, person_id: str, now: datetime) -> None:
+    if session.get(Person, person_id) is None:
+        _insert_if_absent(session, Person(id=person_id, created_at=now))
+
+
+def ensure_case(session: Session, *, case_id: str, now: datetime) -> None:
+    if session.get(Case, case_id) is None:
+        _insert_if_absent(session, Case(id=case_id, created_at=now))
+
+
+def _insert_if_absent(session: Session, row: object) -> None:
+    # A concurrent writer may have created the same row; theirs is as good as ours.
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        pass
+
+
+# --- items ---------------------------------------------------------------------------------
+
+
+def insert_item(session: Session, *, item: Item) -> None:
+    """Insert a new item; :class:`Conflict` when its SHA-256 is already indexed."""
+    try:
+        with session.begin_nested():
+            session.add(item)
+    except IntegrityError as e:
+        raise Conflict(f"an item with SHA-256 {item.sha256} exists") from e
+
+
+def get_item(session: Session, *, item_id: str) -> Item:
+    item = session.get(Item, item_id)
+    if item is None:
+        raise NotFound(f"no item {item_id!r}")
+    return item
+
+
+def find_item_by_sha256(session: Session, *, sha256: str) -> Item | None:
+    return session.scalars(select(Item).where(Item.sha256 == sha256)).one_or_none()
+
+
+def all_item_ids(session: Session) -> list[str]:
+    return list(session.scalars(select(Item.id).order_by(Item.id)))
+
+
+def update_item(session: Session, *, item_id: str, **values: Any) -> None:
+    session.execute(update(Item).where(Item.id == item_id).values(**values))
+
+
+# --- cases ---------------------------------------------------------------------------------
+
+
+def case_ids_of(session: Session, *, item_id: str) -> list[str]:
+    rows = session.scalars(
+        select(ItemCase.case_id).where(ItemCase.item_id == item_id).order_by(ItemCase.case_id)
+    )
+    return list(rows)
+
+
+def link_case(session: Session, *, item_id: str, case_id: str, actor: str, now: datetime) -> bool:
+    """Link an item to a case; False when the link already existed."""
+    ensure_case(session, case_id=case_id, now=now)
+    try:
+        with session.begin_nested():
+            session.add(ItemCase(item_id=item_id, case_id=case_id, linked_at=now, linked_by=actor))
+    except IntegrityError:
+        return False
+    return True
+
+
+def unlink_case(session: Session, *, item_id: str, case_id: str) -> bool:
+    result = session.execute(
+        delete(ItemCase).where(ItemCase.item_id == item_id, ItemCase.case_id == case_id)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def get_case(session: Session, *, case_id: str) -> Case:
+    case = session.get(Case, case_id)
+    if case is None:
+        raise NotFound(f"no case {case_id!r}")
+    return case
+
+
+def items_of_case(session: Session, *, case_id: str) -> Sequence[Item]:
+    return session.scalars(
+        select(Item)
+        .join(ItemCase, ItemCase.item_id == Item.id)
+        .where(ItemCase.case_id == case_id)
+        .order_by(Item.captured_at.is_(None), Item.captured_at, Item.received_at, Item.id)
+    ).all()
+
+
+# --- derivatives ---------------------------------------------------------------------------
+
+
+def derivatives_of(session: Session, *, item_id: str) -> Sequence[Derivative]:
+    return session.scalars(
+        select(Derivative).where(Derivative.item_id == item_id).order_by(Derivative.role)
+    ).all()
+
+
+def get_derivative(session: Session, *, item_id: str, role: str) -> Derivative:
+    row = session.scalars(
+        select(Derivative).where(Derivative.item_id == item_id, Derivative.role == role)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"item {item_id!r} has no derivative {role!r}")
+    return row
+
+
+def insert_derivative(session: Session, *, derivative: Derivative) -> None:
+    try:
+        with session.begin_nested():
+            session.add(derivative)
+    except IntegrityError as e:
+        raise Conflict(
+            f"item {derivative.item_id} already has a derivative {derivative.role!r}"
+        ) from e
+
+
+# --- custody -------------------------------------------------------------------------------
+
+
+def custody_of(session: Session, *, item_id: str) -> Sequence[CustodyEvent]:
+    return session.scalars(
+        select(CustodyEvent).where(CustodyEvent.item_id == item_id).order_by(CustodyEvent.log_index)
+    ).all()
+
+
+def last_custody_hash(session: Session, *, item_id: str) -> str | None:
+    return session.scalars(
+        select(CustodyEvent.leaf_hash)
+        .where(CustodyEvent.item_id == item_id)
+        .order_by(CustodyEvent.log_index.desc())
+        .limit(1)
+    ).one_or_none()
+
+
+def add_custody(session: Session, *, event: CustodyEvent) -> None:
+    session.add(event)
+    session.flush()
+
+
+# --- the log -------------------------------------------------------------------------------
+
+
+def next_log_index(session: Session) -> int:
+    """Hand out the next dense leaf index. Locks the sequencer row until the transaction ends."""
+    size = session.execute(
+        update(LogState)
+        .where(LogState.id == 1)
+        .values(size=LogState.size + 1)
+        .returning(LogState.size)
+    ).scalar_one()
+    return int(size) - 1
+
+
+def log_size(session: Session) -> int:
+    return int(session.execute(select(LogState.size).where(LogState.id == 1)).scalar_one())
+
+
+def add_leaf(session: Session, *, leaf: LogLeaf) -> None:
+    session.add(leaf)
+    session.flush()
+
+
+def leaves_between(session: Session, *, start: int, stop: int) -> Sequence[LogLeaf]:
+    return session.scalars(
+        select(LogLeaf).where(LogLeaf.idx >= start, LogLeaf.idx < stop).order_by(LogLeaf.idx)
+    ).all()
+
+
+def leaf_rows_count(session: Session) -> int:
+    return int(session.execute(select(func.count()).select_from(LogLeaf)).scalar_one())
+
+
+def get_leaf(session: Session, *, index: int) -> LogLeaf:
+    leaf = session.get(LogLeaf, index)
+    if leaf is None:
+        raise NotFound(f"no log leaf {index}")
+    return leaf
+
+
+def latest_checkpoint(session: Session) -> Checkpoint | None:
+    return session.scalars(select(Checkpoint).order_by(Checkpoint.size.desc()).limit(1)).first()
+
+
+def checkpoints(session: Session) -> Sequence[Checkpoint]:
+    return session.scalars(select(Checkpoint).order_by(Checkpoint.size)).all()
+
+
+def get_checkpoint(session: Session, *, size: int) -> Checkpoint:
+    cp = session.get(Checkpoint, size)
+    if cp is None:
+        raise NotFound(f"no checkpoint of size {size}")
+    return cp
+
+
+def add_checkpoint(session: Session, *, checkpoint: Checkpoint) -> None:
+    session.add(checkpoint)
+    session.flush()
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+def enqueue_job(session: Session, *, item_id: str, now: datetime) -> None:
+    job = session.get(Job, item_id)
+    if job is None:
+        session.add(Job(item_id=item_id, state="queued", attempts=0, due_at=now, updated_at=now))
+    else:
+        job.state, job.due_at, job.updated_at, job.locked_by = "queued", now, now, None
+    session.flush()
+
+
+def claim_job(session: Session, *, worker: str, now: datetime, lease_until: datetime) -> str | None:
+    """Take the oldest due job (queued, or running with an expired lease: a crashed worker)."""
+    stmt = (
+        select(Job)
+        .where(
+            ((Job.state == "queued") & (Job.due_at <= now))
+            | ((Job.state == "running") & (Job.locked_until < now))
+        )
+        .order_by(Job.due_at)
+        .limit(1)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    job = session.scalars(stmt).first()
+    if job is None:
+        return None
+    job.state, job.locked_by, job.locked_until = "running", worker, lease_until
+    job.attempts += 1
+    job.updated_at = now
+    session.flush()
+    return job.item_id
+
+
+def get_job(session: Session, *, item_id: str) -> Job | None:
+    return session.get(Job, item_id)
+
+
+def finish_job(
+    session: Session, *, item_id: str, state: str, now: datetime, error: str | None = None
+) -> None:
+    job = session.get(Job, item_id)
+    if job is not None:
+        job.state, job.updated_at, job.last_error = state, now, error
+        job.locked_by = job.locked_until = None
+        session.flush()
+
+
+def pending_jobs(session: Session) -> int:
+    return int(
+        session.execute(
+            select(func.count()).select_from(Job).where(Job.state.in_(("queued", "running")))
+        ).scalar_one()
+    )

@@ -1,0 +1,205 @@
+"""The index schema (SQLAlchemy 2). Alembic migrations in ``storage/migrations`` build it.
+
+Facts that must never silently change (an item's SHA-256, size, object version, its log leaf)
+are plain columns here and are also in the Merkle log, so ``liuhen verify`` can compare them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the index; use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, _dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(200))
+    unit: Mapped[str | None] = mapped_column(String(100))
+    public_key: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class Person(Base):
+    """An officer (or any person who acts on evidence)."""
+
+    __tablename__ = "persons"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    unit: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+
+
+class Case(Base):
+    __tablename__ = "cases"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str | None] = mapped_column(String(400))
+    unit: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(100))
+    original_name: Mapped[str | None] = mapped_column(Text)
+    object_key: Mapped[str] = mapped_column(String(200))
+    version_id: Mapped[str] = mapped_column(String(200))
+    retain_until: Mapped[datetime]
+    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"), index=True)
+    officer_id: Mapped[str | None] = mapped_column(ForeignKey("persons.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    problems: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    captured_at: Mapped[datetime | None] = mapped_column(index=True)
+    captured_at_source: Mapped[str | None] = mapped_column(String(32))
+    captured_end: Mapped[datetime | None]
+    device_clock_offset_ms: Mapped[int | None] = mapped_column(BigInteger)
+    utc_offset_minutes: Mapped[int | None] = mapped_column(Integer)
+    gps_lat: Mapped[str | None] = mapped_column(String(16))
+    gps_lon: Mapped[str | None] = mapped_column(String(16))
+    bbox: Mapped[list[str] | None] = mapped_column(JSON)
+    """[min_lon, min_lat, max_lon, max_lat] as decimal strings, from a GPS track."""
+    track_item_id: Mapped[str | None] = mapped_column(ForeignKey("items.id"))
+    """The item holding the GPS track (NMEA/GPX) recorded alongside this one."""
+    media: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What the probe found (container, codecs, duration, dimensions)."""
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    log_index: Mapped[int] = mapped_column(BigInteger, unique=True)
+
+
+class ItemCase(Base):
+    __tablename__ = "item_cases"
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), primary_key=True, index=True)
+    linked_at: Mapped[datetime]
+    linked_by: Mapped[str] = mapped_column(String(64))
+
+
+class Derivative(Base):
+    __tablename__ = "derivatives"
+    __table_args__ = (UniqueConstraint("item_id", "role"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    object_key: Mapped[str] = mapped_column(String(200))
+    version_id: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(100))
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    log_index: Mapped[int] = mapped_column(BigInteger, unique=True)
+
+
+class CustodyEvent(Base):
+    """Who did what to an item, when and why; each one is also a log leaf."""
+
+    __tablename__ = "custody_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str | None] = mapped_column(ForeignKey("items.id"), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    log_index: Mapped[int] = mapped_column(BigInteger, unique=True)
+    leaf_hash: Mapped[str] = mapped_column(String(64))
+
+
+class LogLeaf(Base):
+    __tablename__ = "log_leaves"
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    data: Mapped[str] = mapped_column(Text)
+    """The exact canonical JSON that was hashed (UTF-8)."""
+    kind: Mapped[str] = mapped_column(String(16))
+    item_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime]
+
+
+class LogState(Base):
+    """One row: the sequencer. Incrementing it inside a transaction hands out dense indexes."""
+
+    __tablename__ = "log_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    note: Mapped[str] = mapped_column(Text)
+    """The signed checkpoint note, exactly as published."""
+    created_at: Mapped[datetime]
+    object_version: Mapped[str | None] = mapped_column(String(200))
+    tsr: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """RFC 3161 time-stamp response over the note, when a TSA is configured."""
+    tsa_time: Mapped[datetime | None]
+
+
+class Job(Base):
+    """Pipeline work for one item; a job carries only the item ID and reloads everything."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_due", "state", "due_at"),)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    locked_by: Mapped[str | None] = mapped_column(String(100))
+    locked_until: Mapped[datetime | None]
+    due_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,182 @@
+"""The spine on real services: seal → index → retrieve, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from ingest import intake
+from ingest.errors import EmptyFile, IntegrityMismatch, ManifestError
+from ingest.intake import seal_file
+from ingest.manifest import Manifest
+from ingest.retrieve import resolve, write_to_file
+from ingest.runtime import Runtime
+from integrity.errors import HashMismatch
+from storage import keys
+from storage import repository as repo
+from storage.errors import ObjectLocked
+from storage.tables import CustodyEvent, Item, ItemCase, LogLeaf
+from tests.conftest import TESTDATA
+
+PHOTOS = sorted(
+    p for p in (TESTDATA / "photos").rglob("*") if p.suffix.lower() in {".jpg", ".heic"}
+)
+
+
+def _count(rt: Runtime, table: type) -> int:
+    with rt.sessions() as s:
+        return int(s.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_testdata_is_there() -> None:
+    assert len(PHOTOS) >= 25
+
+
+def test_round_trip_every_photo(rt: Runtime, tmp_path: Path) -> None:
+    for photo in PHOTOS:
+        sealed = seal_file(
+            rt, photo, Manifest(case_ids=("A-2026-001",), file_name=photo.name), actor="test"
+        )
+        expected = hashlib.sha256(photo.read_bytes()).hexdigest()
+        assert sealed.sha256 == expected
+        assert sealed.size == photo.stat().st_size
+        out = tmp_path / "out"
+        write_to_file(rt, resolve(rt, sealed.item_id), out)
+        assert out.read_bytes() == photo.read_bytes()
+    with rt.sessions() as s:
+        assert len(repo.items_of_case(s, case_id="A-2026-001")) == len(PHOTOS)
+        assert repo.log_size(s) == 2 * len(PHOTOS)  # item leaf + sealed custody leaf each
+
+
+def test_original_is_stored_under_content_address_with_compliance_retention(
+    rt: Runtime,
+) -> None:
+    photo = PHOTOS[0]
+    sealed = seal_file(rt, photo, Manifest(), actor="test")
+    with rt.sessions() as s:
+        item = repo.get_item(s, item_id=sealed.item_id)
+    assert item.object_key == keys.original_key(sealed.sha256)
+    assert item.object_key.startswith(f"originals/sha256/{sealed.sha256[:2]}/{sealed.sha256[2:4]}/")
+    mode, until = rt.store.retention(item.object_key, item.version_id)
+    assert mode == "COMPLIANCE"
+    assert until is not None and until >= item.received_at.replace(microsecond=0)
+    days = (until - item.received_at).days
+    assert days >= 183
+
+
+def test_same_bytes_again_is_the_same_item_and_case_links_merge(rt: Runtime) -> None:
+    photo = PHOTOS[1]
+    first = seal_file(rt, photo, Manifest(case_ids=("A-1",)), actor="test")
+    again = seal_file(rt, photo, Manifest(case_ids=("A-1", "B-2")), actor="test")
+    assert again.item_id == first.item_id
+    assert again.duplicate and not first.duplicate
+    assert again.new_links == ["B-2"]
+    assert again.case_ids == ["A-1", "B-2"]
+    assert again.log_index == first.log_index and again.leaf == first.leaf
+    assert _count(rt, Item) == 1
+    assert _count(rt, ItemCase) == 2
+    with rt.sessions() as s:
+        actions = [e.action for e in repo.custody_of(s, item_id=first.item_id)]
+    assert actions == ["sealed", "link", "received_again"]
+
+
+def test_duplicate_caught_by_the_unique_constraint_not_a_pre_check(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two seals racing past the pre-check: the constraint decides, the loser links."""
+    photo = PHOTOS[2]
+    first = seal_file(rt, photo, Manifest(case_ids=("A-1",)), actor="test")
+    monkeypatch.setattr(intake, "_already_sealed", lambda *_: False)
+    second = seal_file(rt, photo, Manifest(case_ids=("C-3",)), actor="test")
+    assert second.duplicate and second.item_id == first.item_id
+    assert second.case_ids == ["A-1", "C-3"]
+    assert _count(rt, Item) == 1
+    with rt.sessions() as s:
+        # The loser's leaf index was rolled back: the log stays dense.
+        idx = [leaf.idx for leaf in s.scalars(select(LogLeaf).order_by(LogLeaf.idx))]
+    assert idx == list(range(len(idx)))
+
+
+def test_hash_mismatch_is_refused_and_leaves_nothing(rt: Runtime, tmp_path: Path) -> None:
+    photo = PHOTOS[3]
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    with pytest.raises(IntegrityMismatch, match="SHA-256 mismatch"):
+        seal_file(rt, photo, Manifest(sha256=wrong), actor="test")
+    assert _count(rt, Item) == 0
+    assert _count(rt, LogLeaf) == 0
+    # The refused upload went to the key of the hash the manifest claimed; it is gone again.
+    key = keys.original_key(wrong)
+    versions = list(rt.store.client.list_objects(rt.store.bucket, prefix=key, include_version=True))
+    assert versions == []
+
+
+def test_size_mismatch_and_empty_file_are_refused(rt: Runtime, tmp_path: Path) -> None:
+    with pytest.raises(IntegrityMismatch, match="declared size"):
+        seal_file(rt, PHOTOS[0], Manifest(size=5), actor="test")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(EmptyFile, match="empty"):
+        seal_file(rt, empty, Manifest(), actor="test")
+    assert _count(rt, Item) == 0
+
+
+def test_bad_case_id_is_refused(rt: Runtime) -> None:
+    with pytest.raises(ManifestError, match="invalid case ID"):
+        seal_file(rt, PHOTOS[0], Manifest(case_ids=("../etc",)), actor="test")
+    assert _count(rt, Item) == 0
+
+
+def test_crash_between_put_and_commit_leaves_no_item(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention is the last step inside the transaction; if it fails nothing is committed."""
+
+    def boom(*_: object) -> None:
+        raise ObjectLocked("simulated failure before commit")
+
+    monkeypatch.setattr(rt.store, "retain", boom)
+    with pytest.raises(ObjectLocked):
+        seal_file(rt, PHOTOS[4], Manifest(case_ids=("A-1",)), actor="test")
+    assert _count(rt, Item) == 0
+    assert _count(rt, ItemCase) == 0
+    assert _count(rt, CustodyEvent) == 0
+    with rt.sessions() as s:
+        assert repo.log_size(s) == 0
+
+
+def test_store_refuses_to_delete_a_sealed_original(rt: Runtime) -> None:
+    sealed = seal_file(rt, PHOTOS[5], Manifest(), actor="test")
+    with rt.sessions() as s:
+        item = repo.get_item(s, item_id=sealed.item_id)
+    with pytest.raises(ObjectLocked):
+        rt.store.remove_version(item.object_key, item.version_id)
+    assert rt.store.size(item.object_key, item.version_id) == item.size
+
+
+def test_overwritten_key_does_not_change_what_is_read(rt: Runtime, tmp_path: Path) -> None:
+    """A put over a sealed key makes a new version; reads go by version ID."""
+    photo = PHOTOS[6]
+    sealed = seal_file(rt, photo, Manifest(), actor="test")
+    key = keys.original_key(sealed.sha256)
+    rt.store.put_bytes(key, b"forged bytes", content_type="image/jpeg")
+    out = tmp_path / "out.jpg"
+    write_to_file(rt, resolve(rt, sealed.item_id), out)
+    assert out.read_bytes() == photo.read_bytes()
+
+
+def test_get_refuses_bytes_that_do_not_match_the_index(rt: Runtime, tmp_path: Path) -> None:
+    photo = PHOTOS[7]
+    sealed = seal_file(rt, photo, Manifest(), actor="test")
+    key = keys.original_key(sealed.sha256)
+    forged = rt.store.put_bytes(key, b"forged bytes", content_type="image/jpeg")
+    from storage.db import transaction
+
+    with transaction(rt.sessions) as s:
+        repo.update_item(s, item_id=sealed.item_id, version_id=forged.version_id)
+    out = tmp_path / "out.jpg"
+    with pytest.raises(HashMismatch, match="expected SHA-256"):
+        write_to_file(rt, resolve(rt, sealed.item_id), out)
+    assert not out.exists()
