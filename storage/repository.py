@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -194,6 +194,23 @@ def next_log_index(session: Session) -> int:
         .returning(LogState.size)
     ).scalar_one()
     return int(size) - 1
+
+
+def reserve_log_indexes(session: Session, count: int) -> int:
+    """Hand out count consecutive indexes at once; returns the first."""
+    size = session.execute(
+        update(LogState)
+        .where(LogState.id == 1)
+        .values(size=LogState.size + count)
+        .returning(LogState.size)
+    ).scalar_one()
+    return int(size) - count
+
+
+def add_leaves(session: Session, *, rows: list[dict[str, Any]]) -> None:
+    """Insert many leaf rows in one statement (executemany): the batch path of the log."""
+    if rows:
+        session.execute(insert(LogLeaf), rows)
 
 
 def log_size(session: Session) -> int:

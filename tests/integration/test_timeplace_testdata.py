@@ -35,7 +35,6 @@ PHOTOS = TESTDATA / "photos"
 GPX = TESTDATA / "tracks" / "Geotag.gpx"
 NMEA = TESTDATA / "tracks" / "Geotag2.nmea"
 
-pytestmark = pytest.mark.skipif(not PHOTOS.is_dir(), reason="shared testdata not present")
 
 
 def _exiftool() -> dict[str, dict[str, Any]]:

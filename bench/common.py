@@ -1,0 +1,58 @@
+"""Small helpers shared by the benchmarks: timing and a temporary embedded runtime."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from configs.settings import Settings
+from ingest.runtime import Runtime, open_runtime
+from storage.seaweed import EmbeddedSeaweed
+
+
+def timed(fn: Callable[[], object], *, repeat: int = 3) -> float:
+    """Median wall time of ``repeat`` runs, in seconds."""
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+@contextmanager
+def bench_runtime(**overrides: object) -> Iterator[Runtime]:
+    """A runtime on a private SeaweedFS and SQLite in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="liuhen-bench-") as tmp:
+        root = Path(tmp)
+        weed = EmbeddedSeaweed(root / "seaweed")
+        s3 = weed.start()
+        try:
+            settings = Settings(
+                profile="embedded",
+                home=root / "home",
+                s3={  # type: ignore[arg-type]
+                    "embedded": False,
+                    "endpoint": s3.endpoint,
+                    "access_key": s3.access_key,
+                    "secret_key": s3.secret_key,
+                    "bucket": "bench",
+                },
+                pipeline={"workers": 0},  # type: ignore[arg-type]
+                **overrides,  # type: ignore[arg-type]
+            )
+            rt = open_runtime(settings)
+            try:
+                yield rt
+            finally:
+                rt.close()
+        finally:
+            weed.release()
+
+
+def line(name: str, value: float, unit: str, note: str = "") -> None:
+    print(f"{name:<44} {value:>14,.3f} {unit:<10} {note}")  # noqa: T201

@@ -1,0 +1,412 @@
+"""The HTTP API on real services (SQLite and PostgreSQL): upload, read back, ranges, problems,
+the log endpoints, and offline verification of what the API hands out."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import func, select
+
+from api.app import create_app
+from configs.settings import Settings
+from ingest.runtime import Runtime, open_runtime
+from integrity.merkle import leaf_hash, verify_consistency
+from integrity.note import Checkpoint, Verifier, open_note
+from integrity.verify import verify_receipt
+from storage import keys
+from storage.tables import Item, ItemCase, LogLeaf
+
+PROBLEM_JSON = "application/problem+json"
+MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, workers=0)) as c:
+        yield c
+
+
+@pytest.fixture
+def runtime(client: TestClient) -> Runtime:
+    """The app's own runtime, to look into the index behind the API."""
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    return rt
+
+
+def _clip(size: int = 4096) -> bytes:
+    """Bytes no other test uploads (the bucket is shared), looking like an MP4."""
+    return MP4_HEAD + os.urandom(size - len(MP4_HEAD))
+
+
+def _upload(
+    client: TestClient,
+    data: bytes,
+    manifest: dict[str, Any] | str | None = None,
+    *,
+    filename: str = "clip.mp4",
+) -> Response:
+    text = manifest if isinstance(manifest, str) else json.dumps(manifest or {})
+    return client.post(
+        "/v1/items",
+        files={"file": (filename, data, "application/octet-stream")},
+        data={"manifest": text},
+    )
+
+
+def _assert_problem(r: Response, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM_JSON)
+    doc: dict[str, Any] = r.json()
+    assert doc["status"] == status
+    assert doc["type"] and doc["title"] and doc["detail"]
+    return doc
+
+
+def _count(rt: Runtime, table: type) -> int:
+    with rt.sessions() as s:
+        return int(s.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+# --- upload and metadata ------------------------------------------------------------------
+
+
+def test_upload_then_same_bytes_again_is_the_same_item(client: TestClient) -> None:
+    data = _clip()
+    sha = hashlib.sha256(data).hexdigest()
+    manifest = {"device_id": "DSJ-001", "officer_id": "010203", "case_ids": ["A-1"], "sha256": sha}
+    first = _upload(client, data, manifest)
+    assert first.status_code == 201, first.text
+    doc = first.json()
+    assert doc["sha256"] == sha
+    assert doc["size"] == len(data)
+    assert doc["media_type"] == "video/mp4"
+    assert doc["case_ids"] == ["A-1"]
+    assert doc["duplicate"] is False
+    assert doc["log_index"] == 0
+    assert json.loads(doc["leaf"])["sha256"] == sha
+    assert doc["receipt"].startswith("c2sp.org/tlog-proof@v1\n")
+
+    again = _upload(client, data, {"case_ids": ["B-2"]}, filename="retry.mp4")
+    assert again.status_code == 200, again.text
+    dup = again.json()
+    assert dup["id"] == doc["id"]
+    assert dup["duplicate"] is True
+    assert dup["case_ids"] == ["A-1", "B-2"]
+    assert (dup["log_index"], dup["leaf"]) == (doc["log_index"], doc["leaf"])
+
+    item = client.get(f"/v1/items/{doc['id']}", headers={"X-Liuhen-Actor": "reviewer-7"})
+    assert item.status_code == 200
+    meta = item.json()
+    assert (meta["id"], meta["sha256"], meta["size"]) == (doc["id"], sha, len(data))
+    assert meta["case_ids"] == ["A-1", "B-2"]
+    assert meta["original_name"] == "clip.mp4"
+    assert (meta["device_id"], meta["officer_id"]) == ("DSJ-001", "010203")
+    assert meta["leaf"] == doc["leaf"]
+    actions = [(e["action"], e["actor"]) for e in meta["custody"]]
+    assert actions == [
+        ("sealed", "api:anonymous"),
+        ("link", "api:anonymous"),
+        ("received_again", "api:anonymous"),
+        ("view", "api:reviewer-7"),
+    ]
+
+
+def test_upload_response_receipt_verifies_offline(client: TestClient) -> None:
+    doc = _upload(client, _clip(), {"case_ids": ["A-1"]}).json()
+    vkey = client.get("/v1/log/key").text.strip()
+    checkpoint = verify_receipt(
+        leaf_data=doc["leaf"].encode(), receipt_text=doc["receipt"], verifier_key=vkey
+    )
+    assert checkpoint.size > doc["log_index"]
+
+
+# --- reading bytes back -------------------------------------------------------------------
+
+
+def test_original_streams_identical_bytes_with_digest_headers(client: TestClient) -> None:
+    data = _clip(300_000)
+    item_id = _upload(client, data).json()["id"]
+    r = client.get(f"/v1/items/{item_id}/original")
+    assert r.status_code == 200
+    assert r.content == data
+    assert r.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+    assert r.headers["repr-digest"] == f"sha-256=:{_b64_sha256(data)}:"
+    assert r.headers["digest"] == f"SHA-256={_b64_sha256(data)}"
+    assert r.headers["content-length"] == str(len(data))
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.headers["content-type"] == "video/mp4"
+
+
+@pytest.mark.parametrize(
+    ("header", "first", "last"),
+    [
+        ("bytes=0-99", 0, 99),
+        ("bytes=100-", 100, 999),
+        ("bytes=-50", 950, 999),
+        ("bytes=990-5000", 990, 999),  # a last byte past the end is cut to the end
+        ("bytes=-5000", 0, 999),  # a suffix longer than the object is the whole object
+        ("bytes=999-999", 999, 999),
+    ],
+)
+def test_range_requests(client: TestClient, header: str, first: int, last: int) -> None:
+    data = _clip(1000)
+    item_id = _upload(client, data).json()["id"]
+    r = client.get(f"/v1/items/{item_id}/original", headers={"Range": header})
+    assert r.status_code == 206, r.text
+    assert r.headers["content-range"] == f"bytes {first}-{last}/1000"
+    assert r.headers["content-length"] == str(last - first + 1)
+    assert r.content == data[first : last + 1]
+    # The digest headers describe the whole representation, not the part.
+    assert r.headers["repr-digest"] == f"sha-256=:{_b64_sha256(data)}:"
+
+
+def test_unsatisfiable_and_ignored_ranges(client: TestClient) -> None:
+    data = _clip(1000)
+    item_id = _upload(client, data).json()["id"]
+    url = f"/v1/items/{item_id}/original"
+    for header in ("bytes=1000-", "bytes=1000-1010", "bytes=5-2", "bytes=-0"):
+        r = client.get(url, headers={"Range": header})
+        _assert_problem(r, 416)
+        assert r.headers["content-range"] == "bytes */1000", header
+    for header in ("bytes=0-1,5-9", "items=0-9", "bytes=abc"):  # not served as ranges: the body
+        r = client.get(url, headers={"Range": header})
+        assert r.status_code == 200, header
+        assert r.content == data
+
+
+# --- cases and not found ------------------------------------------------------------------
+
+
+def test_case_lists_its_items_even_with_a_slash_in_its_id(client: TestClient) -> None:
+    a = _upload(client, _clip(), {"case_ids": ["JX/2026/0042"]}).json()
+    b = _upload(client, _clip(), {"case_ids": ["JX/2026/0042", "JX-7"]}).json()
+    _upload(client, _clip(), {"case_ids": ["JX-7"]})
+    r = client.get("/v1/cases/JX/2026/0042")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["case_id"] == "JX/2026/0042"
+    assert sorted(i["id"] for i in doc["items"]) == sorted([a["id"], b["id"]])
+    assert len(client.get("/v1/cases/JX-7").json()["items"]) == 2
+
+
+def test_unknown_item_and_case_are_404_problems(client: TestClient) -> None:
+    _upload(client, _clip(), {"case_ids": ["A-1"]})
+    for url in (
+        "/v1/items/0000000000NOSUCHITEM",
+        "/v1/items/0000000000NOSUCHITEM/original",
+        "/v1/items/0000000000NOSUCHITEM/receipt",
+        "/v1/items/0000000000NOSUCHITEM/derivatives/proxy",
+        "/v1/cases/NO-SUCH-CASE",
+        "/v1/cases/A-1/sub",
+    ):
+        doc = _assert_problem(client.get(url), 404)
+        assert doc["code"] == "not_found", url
+        assert doc["instance"] == url
+
+
+def test_invalid_case_id_in_the_path_is_refused(client: TestClient) -> None:
+    doc = _assert_problem(client.get("/v1/cases/has space"), 422)
+    assert "invalid case ID" in doc["detail"]
+
+
+# --- refusals -----------------------------------------------------------------------------
+
+_DATA = _clip(2048)
+_SHA = hashlib.sha256(_DATA).hexdigest()
+
+BAD_MANIFESTS: dict[str, tuple[str, str]] = {
+    # name: (manifest text, expected words in the problem detail)
+    "garbage JSON": ("{not json", "not valid JSON"),
+    "JSON array": ('["A-1"]', "JSON object"),
+    "JSON string": ('"A-1"', "JSON object"),
+    "case id traversal": ('{"case_ids": ["../x"]}', "invalid case ID"),
+    "case id too long": (json.dumps({"case_ids": ["A" * 65]}), "invalid case ID"),
+    "case id with spaces": ('{"case_ids": ["A 1"]}', "invalid case ID"),
+    "case id empty": ('{"case_ids": [""]}', "invalid case ID"),
+    "file_name traversal": ('{"file_name": "../clip.mp4"}', "plain name"),
+    "file_name with slash": ('{"file_name": "dcim/clip.mp4"}', "plain name"),
+    "file_name with NUL": ('{"file_name": "clip\\u0000.mp4"}', "control characters"),
+    "file_name dot-dot": ('{"file_name": ".."}', "plain name"),
+    "negative size": ('{"size": -1}', "size"),
+    "zero size": ('{"size": 0}', "size"),
+    "size larger than the file": (json.dumps({"size": len(_DATA) + 1}), "declared size"),
+    "size smaller than the file": (json.dumps({"size": len(_DATA) - 1}), "declared size"),
+    "huge declared size": (json.dumps({"size": (1 << 40) + 1}), "size"),
+    "wrong sha256": (json.dumps({"sha256": hashlib.sha256(b"x").hexdigest()}), "mismatch"),
+    "non-hex sha256": (json.dumps({"sha256": "z" * 64}), "hexadecimal"),
+    "short sha256": (json.dumps({"sha256": _SHA[:63]}), "hexadecimal"),
+    "unknown field": ('{"case_ids": [], "evil": 1}', "evil"),
+    "naive device time": ('{"device_time": "2026-01-01T08:00:00"}', "UTC offset"),
+    "bad device id": ('{"device_id": "../dev"}', "device_id"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_MANIFESTS)
+def test_bad_manifest_is_refused_and_leaves_nothing(
+    client: TestClient, runtime: Runtime, name: str
+) -> None:
+    text, words = BAD_MANIFESTS[name]
+    doc = _assert_problem(_upload(client, _DATA, text), 422)
+    assert words in doc["detail"], doc
+    assert doc["code"] in {"bad_manifest", "integrity_mismatch"}
+    assert _count(runtime, Item) == 0
+    assert _count(runtime, ItemCase) == 0
+    assert _count(runtime, LogLeaf) == 0
+
+
+def test_wrong_sha256_leaves_no_object_version(client: TestClient, runtime: Runtime) -> None:
+    claimed = hashlib.sha256(os.urandom(32)).hexdigest()
+    doc = _assert_problem(_upload(client, _clip(), {"sha256": claimed}), 422)
+    assert doc["code"] == "integrity_mismatch"
+    store = runtime.store
+    key = keys.original_key(claimed)
+    assert list(store.client.list_objects(store.bucket, prefix=key, include_version=True)) == []
+
+
+def test_empty_file_is_refused(client: TestClient, runtime: Runtime) -> None:
+    doc = _assert_problem(_upload(client, b"", {"case_ids": ["A-1"]}), 422)
+    assert "empty" in doc["detail"]
+    assert doc["code"] == "empty_file"
+    assert _count(runtime, Item) == 0
+
+
+def test_missing_parts_are_a_problem(client: TestClient) -> None:
+    r = client.post("/v1/items", data={"manifest": "{}"})
+    doc = _assert_problem(r, 422)
+    assert "file" in doc["detail"]
+
+
+@pytest.mark.parametrize(
+    "filename", ["../../etc/passwd", "/etc/passwd", "..", "a\\..\\..\\b.mp4", "clip\x01.mp4"]
+)
+def test_hostile_multipart_file_name_is_not_a_path(client: TestClient, filename: str) -> None:
+    r = _upload(client, _clip(), {"case_ids": ["A-1"]}, filename=filename)
+    assert r.status_code == 201, r.text
+    name = client.get(f"/v1/items/{r.json()['id']}").json()["original_name"]
+    assert name is None or ("/" not in name and "\\" not in name and name not in {".", ".."})
+    assert name is None or name.isprintable()
+
+
+def test_manifest_file_name_wins_over_the_multipart_name(client: TestClient) -> None:
+    r = _upload(client, _clip(), {"file_name": "DSJ_20260101.mp4"}, filename="upload.bin")
+    name = client.get(f"/v1/items/{r.json()['id']}").json()["original_name"]
+    assert name == "DSJ_20260101.mp4"
+
+
+def test_body_over_the_endpoint_limit_is_refused(
+    make_settings: Any, tmp_path: Any
+) -> None:
+    settings = make_settings(api={"max_upload_mb": 1})
+    with TestClient(create_app(settings, workers=0)) as c:
+        doc = _assert_problem(_upload(c, _clip(1024 * 1024 + 1)), 422)
+        assert "exceeds" in doc["detail"]
+        doc = _assert_problem(_upload(c, _clip(), {"size": 2 * 1024 * 1024}), 422)
+        assert "exceeds" in doc["detail"]
+        rt: Runtime = c.app.state.runtime  # type: ignore[attr-defined]
+        assert _count(rt, Item) == 0
+        assert list(settings.spool_dir.iterdir()) == []  # the spool is cleaned up
+
+
+# --- service endpoints --------------------------------------------------------------------
+
+
+def test_health_docs_and_openapi(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+    spec = client.get("/openapi.json").json()
+    for path in (
+        "/v1/items",
+        "/v1/items/{item_id}",
+        "/v1/items/{item_id}/original",
+        "/v1/items/{item_id}/receipt",
+        "/v1/cases/{case_id}",
+        "/v1/log/key",
+        "/v1/log/checkpoint",
+        "/v1/log/proof/consistency",
+        "/healthz",
+    ):
+        assert path in spec["paths"], path
+
+
+def test_log_key_checkpoint_receipt_and_consistency_verify_offline(client: TestClient) -> None:
+    first = _upload(client, _clip(), {"case_ids": ["A-1"]}).json()
+    vkey = client.get("/v1/log/key").text.strip()
+    verifier = Verifier.from_key(vkey)
+
+    def checkpoint() -> Checkpoint:
+        r = client.get("/v1/log/checkpoint")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/plain")
+        return Checkpoint.parse(open_note(r.text, [verifier]).text)
+
+    old = checkpoint()
+    assert old.size == 2  # the item leaf and its "sealed" custody leaf
+    second = _upload(client, _clip(), {"case_ids": ["A-1"]}).json()
+    assert second["log_index"] == old.size
+
+    r = client.get(f"/v1/items/{first['id']}/receipt")
+    assert r.status_code == 200
+    receipt = r.json()
+    assert (receipt["id"], receipt["log_index"], receipt["leaf"]) == (
+        first["id"],
+        first["log_index"],
+        first["leaf"],
+    )
+    verified = verify_receipt(
+        leaf_data=receipt["leaf"].encode(), receipt_text=receipt["receipt"], verifier_key=vkey
+    )
+    new = checkpoint()
+    assert verified == new
+    assert new.size == 4
+
+    def proof(size1: int, size2: int) -> list[bytes]:
+        r = client.get("/v1/log/proof/consistency", params={"from": size1, "to": size2})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert (doc["from"], doc["to"]) == (size1, size2)
+        return [base64.b64decode(h) for h in doc["proof"]]
+
+    verify_consistency(
+        size1=old.size, size2=new.size, proof=proof(old.size, new.size),
+        root1=old.root_hash, root2=new.root_hash,
+    )
+    # The tree of one leaf has that leaf's hash as its root.
+    root1 = leaf_hash(first["leaf"].encode())
+    verify_consistency(
+        size1=1, size2=new.size, proof=proof(1, new.size), root1=root1, root2=new.root_hash
+    )
+    verify_consistency(
+        size1=new.size, size2=new.size, proof=proof(new.size, new.size),
+        root1=new.root_hash, root2=new.root_hash,
+    )
+
+
+@pytest.mark.parametrize(("size1", "size2"), [(0, 2), (3, 2), (1, 99), (-1, 2)])
+def test_consistency_proof_out_of_range_is_a_client_error(
+    client: TestClient, size1: int, size2: int
+) -> None:
+    _upload(client, _clip())
+    r = client.get("/v1/log/proof/consistency", params={"from": size1, "to": size2})
+    doc = _assert_problem(r, r.status_code)
+    assert r.status_code in {400, 422}, doc
+
+
+def test_app_opens_nothing_before_its_lifespan(settings: Settings) -> None:
+    app = create_app(settings, workers=0)
+    assert not hasattr(app.state, "runtime")
+    rt = open_runtime(settings)  # another process on the same index meanwhile is fine
+    rt.close()
