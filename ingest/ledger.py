@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from integrity import tsa
-from integrity.errors import IntegrityError, TimestampError
+from integrity.errors import IntegrityError, NoteError, ProofError, TimestampError
 from integrity.leaves import canonical_json
 from integrity.log import LogKey, SignedCheckpoint, make_receipt, next_checkpoint, open_checkpoint
 from integrity.merkle import MerkleTree, leaf_hash
@@ -32,6 +32,9 @@ from storage.tables import Checkpoint as CheckpointRow
 from storage.tables import LogLeaf
 
 log = logging.getLogger(__name__)
+
+SCRUB_ROWS = 2048
+"""How many already-cached leaf rows each signing reads back (see ``Ledger._scrub``)."""
 
 
 class LogCorrupt(IntegrityError):
@@ -72,6 +75,7 @@ class Ledger:
         self.retention = retention
         self.tsa_config = tsa_config
         self.tree = MerkleTree()
+        self._scrub_from = 0
         self._lock = threading.Lock()
 
     # --- appending (inside the caller's transaction) -------------------------------------
@@ -106,6 +110,38 @@ class Ledger:
         )
         return AppendedLeaf(index, digest.hex(), data.decode())
 
+    def append_many(
+        self,
+        session: Session,
+        entries: list[tuple[str, str | None, dict[str, Any]]],
+        *,
+        now: datetime,
+    ) -> list[AppendedLeaf]:
+        """Append several ready-built leaves ``(kind, item_id, leaf)`` with one sequencer
+        update and one multi-row insert: the batch path (imports, verification runs)."""
+        if not entries:
+            return []
+        datas = [canonical_json(leaf) for _, _, leaf in entries]
+        first = repo.reserve_log_indexes(session, len(entries))
+        rows = []
+        appended = []
+        for offset, ((kind, item_id, _), data) in enumerate(zip(entries, datas, strict=True)):
+            digest = leaf_hash(data)
+            decoded = data.decode()
+            rows.append(
+                {
+                    "idx": first + offset,
+                    "leaf_hash": digest,
+                    "data": decoded,
+                    "kind": kind,
+                    "item_id": item_id,
+                    "created_at": now,
+                }
+            )
+            appended.append(AppendedLeaf(first + offset, digest.hex(), decoded))
+        repo.add_leaves(session, rows=rows)
+        return appended
+
     # --- the tree ------------------------------------------------------------------------
 
     def _sync(self, session: Session, size: int) -> None:
@@ -126,6 +162,29 @@ class Ledger:
             if len(rows) != stop - start:
                 raise LogCorrupt(f"leaves {start}..{stop - 1}: {len(rows)} rows found")
             start = stop
+
+    def _scrub(self, session: Session) -> None:
+        """Read a window of cached leaves back and refuse to go on if a row has changed.
+
+        ``_sync`` only reads rows it has not seen, so a row edited after this process cached it
+        (its hash recomputed to match) would go unnoticed, and we would keep signing over it.
+        Each signing sweeps the next SCRUB_ROWS rows (all of a small log), so such an edit
+        stops signing within size / SCRUB_ROWS checkpoints; ``liuhen verify --all`` reads all.
+        """
+        cached = self.tree.size
+        start = self._scrub_from if self._scrub_from < cached else 0
+        stop = min(cached, start + SCRUB_ROWS)
+        rows = repo.leaves_between(session, start=start, stop=stop)
+        if len(rows) != stop - start:
+            raise LogCorrupt(f"leaves {start}..{stop - 1}: {len(rows)} rows found")
+        for expected, row in enumerate(rows, start):
+            if row.idx != expected:
+                raise LogCorrupt(f"leaf {expected} is missing from the log")
+            if leaf_hash(row.data.encode()) != row.leaf_hash:
+                raise LogCorrupt(f"leaf {expected}: stored hash does not match its data")
+            if row.leaf_hash != self.tree.leaf(expected):
+                raise LogCorrupt(f"leaf {expected} changed after it was appended")
+        self._scrub_from = 0 if stop == cached else stop  # next time, from the start
 
     def _lock_sequencer(self, session: Session) -> int:
         if session.get_bind().dialect.name == "postgresql":
@@ -148,13 +207,18 @@ class Ledger:
                     open_checkpoint(latest.note, self.key.verifier), latest.note
                 )
             self._sync(session, size)
-            signed = next_checkpoint(
-                tree=self.tree,
-                size=size,
-                origin=self.origin,
-                key=self.key,
-                previous_note=latest.note if latest else None,
-            )
+            self._scrub(session)
+            try:
+                signed = next_checkpoint(
+                    tree=self.tree,
+                    size=size,
+                    origin=self.origin,
+                    key=self.key,
+                    previous_note=latest.note if latest else None,
+                )
+            except (ProofError, NoteError) as e:
+                # The rows no longer extend what was signed, or the key no longer opens it.
+                raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
             now = datetime.now(UTC)
             until = retain_until(self.retention, now=now)
             first = latest.size if latest else 0

@@ -177,6 +177,41 @@ def last_custody_hash(session: Session, *, item_id: str) -> str | None:
     ).one_or_none()
 
 
+def last_custody_hashes(session: Session, *, item_ids: list[str]) -> dict[str, str]:
+    """For each item, the leaf hash its next custody leaf must name as ``prev``: the last
+    custody leaf's, or the item leaf's when it has none yet."""
+    last = (
+        select(CustodyEvent.item_id, func.max(CustodyEvent.log_index).label("idx"))
+        .where(CustodyEvent.item_id.in_(item_ids))
+        .group_by(CustodyEvent.item_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(CustodyEvent.item_id, CustodyEvent.leaf_hash).join(
+            last,
+            (CustodyEvent.item_id == last.c.item_id) & (CustodyEvent.log_index == last.c.idx),
+        )
+    )
+    prevs: dict[str, str] = {}
+    for custody_item, custody_hash in rows:
+        if custody_item is not None:
+            prevs[custody_item] = custody_hash
+    missing = [i for i in item_ids if i not in prevs]
+    if missing:
+        for item_id, item_leaf_hash in session.execute(
+            select(Item.id, LogLeaf.leaf_hash)
+            .join(LogLeaf, LogLeaf.idx == Item.log_index)
+            .where(Item.id.in_(missing))
+        ):
+            prevs[item_id] = item_leaf_hash.hex()
+    return prevs
+
+
+def add_custody_rows(session: Session, *, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(CustodyEvent), rows)
+
+
 def add_custody(session: Session, *, event: CustodyEvent) -> None:
     session.add(event)
     session.flush()

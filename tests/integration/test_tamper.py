@@ -1,0 +1,371 @@
+"""Tampering behind liuhen's back, the way someone with access to the bucket, the database or
+the key file could: each change is found by ``verify_all`` and named (code, item, leaf), the
+items nobody touched still pass ``verify_item``, and the ledger refuses to sign over it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert
+
+from ingest import jobs
+from ingest.audit import Report, verify_all, verify_item
+from ingest.intake import SealResult
+from ingest.ledger import LogCorrupt
+from ingest.retrieve import log_read, resolve
+from ingest.runtime import Runtime, runtime
+from integrity.errors import ProofError
+from integrity.leaves import canonical_json
+from integrity.merkle import leaf_hash
+from integrity.note import generate_signer_key
+from integrity.verify import verify_receipt
+from storage import keys
+from storage import repository as repo
+from storage.tables import ItemCase, LogLeaf
+from tests.conftest import TESTDATA
+from tests.integration.logkit import distinct_files, seal, sql
+
+SMALL_PHOTO = TESTDATA / "photos" / "mobile" / "date-priority-test.jpg"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Four sealed items under two checkpoints (sizes 4 and 8)."""
+
+    a: SealResult
+    b: SealResult
+    c: SealResult
+    d: SealResult
+
+    @property
+    def all(self) -> list[SealResult]:
+        return [self.a, self.b, self.c, self.d]
+
+
+@pytest.fixture
+def evidence(rt: Runtime, tmp_path: Path) -> Evidence:
+    files = distinct_files(tmp_path / "in", 4)
+    a, b = seal(rt, files[0], "C-1"), seal(rt, files[1], "C-2")
+    rt.ledger.publish()
+    c, d = seal(rt, files[2], "C-1", "C-2"), seal(rt, files[3])
+    rt.ledger.publish()
+    report = verify_all(rt, actor="auditor")
+    assert report.ok, report.failures  # the baseline every tamper test starts from
+    return Evidence(a, b, c, d)
+
+
+def named(report: Report, what: str) -> set[tuple[str | None, int | None]]:
+    return {(f.item_id, f.leaf_index) for f in report.failures if f.what == what}
+
+
+def concerns(report: Report) -> set[tuple[str | None, str]]:
+    return {(f.item_id, f.what) for f in report.failures}
+
+
+def assert_untouched(rt: Runtime, *items: SealResult) -> None:
+    for item in items:
+        report = verify_item(rt, item.item_id, actor="auditor")
+        assert report.ok, (item.item_id, report.failures)
+
+
+def leaf_row(rt: Runtime, index: int) -> LogLeaf:
+    with rt.sessions() as session:
+        return repo.get_leaf(session, index=index)
+
+
+def edited(data: str, **changes: Any) -> str:
+    return canonical_json({**json.loads(data), **changes}).decode()
+
+
+def write_leaf(rt: Runtime, index: int, data: str, *, rehash: bool = True) -> None:
+    """Replace a leaf row's data; with ``rehash`` its stored hash too, as a careful forger
+    would, so the row is consistent with itself."""
+    if rehash:
+        sql(
+            rt,
+            "UPDATE log_leaves SET data = :d, leaf_hash = :h WHERE idx = :i",
+            d=data,
+            h=leaf_hash(data.encode()),
+            i=index,
+        )
+    else:
+        sql(rt, "UPDATE log_leaves SET data = :d WHERE idx = :i", d=data, i=index)
+
+
+# --- object storage ----------------------------------------------------------------------------
+
+
+def test_original_overwritten_and_repointed_is_named(rt: Runtime, evidence: Evidence) -> None:
+    a = evidence.a
+    key = keys.original_key(a.sha256)
+    forged = rt.store.put_bytes(key, b"forged bytes", content_type="application/octet-stream")
+    sql(rt, "UPDATE items SET version_id = :v WHERE id = :i", v=forged.version_id, i=a.item_id)
+
+    report = verify_all(rt, actor="auditor")
+    assert concerns(report) == {(a.item_id, "original_hash"), (a.item_id, "original_size")}
+    assert report.as_dict()["ok"] is False
+    assert_untouched(rt, evidence.b, evidence.c, evidence.d)
+    assert not verify_item(rt, a.item_id, actor="auditor").ok
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_derivative_overwritten_and_repointed_is_named(rt: Runtime, evidence: Evidence) -> None:
+    photo = seal(rt, SMALL_PHOTO)
+    jobs.run(rt, photo.item_id)
+    rt.ledger.publish()
+    with rt.sessions() as session:
+        made = list(repo.derivatives_of(session, item_id=photo.item_id))
+    assert made, "the pipeline made no derivative of the photo"
+    assert verify_all(rt, actor="auditor").ok  # every derivative against its leaf
+
+    target = made[0]
+    forged = rt.store.put_bytes(target.object_key, b"not a thumbnail", content_type="image/jpeg")
+    sql(
+        rt, "UPDATE derivatives SET version_id = :v WHERE id = :i", v=forged.version_id, i=target.id
+    )
+    report = verify_all(rt, actor="auditor")
+    assert named(report, "derivative_hash") == {(photo.item_id, target.log_index)}
+    assert concerns(report) == {
+        (photo.item_id, "derivative_hash"),
+        (photo.item_id, "derivative_size"),
+    }
+    assert_untouched(rt, *evidence.all)
+
+
+# --- the index ---------------------------------------------------------------------------------
+
+
+def _set_sha256(rt: Runtime, item_id: str) -> None:
+    sql(rt, "UPDATE items SET sha256 = :s WHERE id = :i", s="0" * 64, i=item_id)
+
+
+def _grow(rt: Runtime, item_id: str) -> None:
+    sql(rt, "UPDATE items SET size = size + 1 WHERE id = :i", i=item_id)
+
+
+def _add_link(rt: Runtime, item_id: str) -> None:
+    with rt.engine.begin() as conn:
+        conn.execute(
+            insert(ItemCase).values(
+                item_id=item_id, case_id="C-2", linked_at=datetime.now(UTC), linked_by="intruder"
+            )
+        )
+
+
+def _drop_link(rt: Runtime, item_id: str) -> None:
+    sql(rt, "DELETE FROM item_cases WHERE item_id = :i", i=item_id)
+
+
+def _move_link(rt: Runtime, item_id: str) -> None:
+    sql(rt, "UPDATE item_cases SET case_id = 'C-2' WHERE item_id = :i", i=item_id)
+
+
+def _custody_actor(rt: Runtime, item_id: str) -> None:
+    sql(rt, "UPDATE custody_events SET actor = 'someone else' WHERE item_id = :i", i=item_id)
+
+
+EDITS = {
+    "sha256": (_set_sha256, "index_vs_leaf"),
+    "size": (_grow, "index_vs_leaf"),
+    "link-added": (_add_link, "case_links"),
+    "link-removed": (_drop_link, "case_links"),
+    "link-moved": (_move_link, "case_links"),
+    "custody-actor": (_custody_actor, "custody_row"),
+}
+# All on SQLite; on PostgreSQL the two that take its own paths (a bound SQL edit, and the
+# REPEATABLE READ second look at links).
+ON_BOTH = {"sha256", "link-added"}
+
+
+@pytest.mark.parametrize(
+    ("backend", "edit"),
+    [("sqlite", name) for name in EDITS] + [("postgresql", name) for name in sorted(ON_BOTH)],
+)
+def test_index_edits_are_named(rt: Runtime, evidence: Evidence, edit: str) -> None:
+    change, code = EDITS[edit]
+    a = evidence.a  # sealed with case C-1 only
+    change(rt, a.item_id)
+    report = verify_all(rt, actor="auditor")
+    assert concerns(report) == {(a.item_id, code)}, report.failures
+    assert_untouched(rt, evidence.b, evidence.c, evidence.d)
+
+
+# --- the log's rows ----------------------------------------------------------------------------
+
+
+def test_deleted_leaf_row_is_named(rt: Runtime, evidence: Evidence) -> None:
+    b = evidence.b
+    sql(rt, "DELETE FROM log_leaves WHERE idx = :i", i=b.log_index)
+
+    report = verify_all(rt, actor="auditor")
+    assert (b.item_id, b.log_index) in named(report, "leaf_missing")
+    assert report.first_bad_leaf == b.log_index
+    # Its copy in the mirror stands in for it, so nothing else of the log or of b fails.
+    assert concerns(report) == {(b.item_id, "leaf_missing"), (None, "log_size")}
+    assert_untouched(rt, evidence.a, evidence.c, evidence.d)
+    with pytest.raises(LogCorrupt):
+        rt.ledger.publish()  # the run's verify events are new leaves: this would sign
+
+
+def test_reordered_leaf_rows_are_named(rt: Runtime, evidence: Evidence) -> None:
+    b, c = evidence.b, evidence.c
+    first, second = leaf_row(rt, b.log_index), leaf_row(rt, c.log_index)
+    write_leaf(rt, b.log_index, second.data)
+    write_leaf(rt, c.log_index, first.data)
+
+    report = verify_all(rt, actor="auditor")
+    assert named(report, "leaf_order") == {(b.item_id, b.log_index), (c.item_id, c.log_index)}
+    assert report.first_bad_leaf == b.log_index
+    assert "checkpoint_root" in {f.what for f in report.failures}
+    assert_untouched(rt, evidence.a, evidence.d)
+
+
+@pytest.mark.parametrize(("rehash", "code"), [(True, "leaf_data"), (False, "leaf_hash")])
+def test_edited_leaf_is_named(rt: Runtime, evidence: Evidence, rehash: bool, code: str) -> None:
+    b = evidence.b
+    write_leaf(rt, b.log_index, edited(b.leaf, case_ids=[]), rehash=rehash)
+
+    report = verify_all(rt, actor="auditor")
+    assert named(report, code) == {(b.item_id, b.log_index)}
+    assert report.first_bad_leaf == b.log_index
+    # Both checkpoints cover it; the first says where to look. The mirror, which they vouch
+    # for, still proves the second extends the first.
+    roots = [f.detail for f in report.failures if f.what == "checkpoint_root"]
+    assert len(roots) == 2
+    assert "checkpoint 4 " in roots[0] and "differ in leaves 0..3" in roots[0]
+    assert "checkpoint_consistency" not in {f.what for f in report.failures}
+    assert_untouched(rt, evidence.a, evidence.c, evidence.d)
+
+
+@pytest.mark.parametrize("rehash", [True, False])
+def test_ledger_refuses_to_sign_after_a_leaf_row_was_edited(
+    rt: Runtime, evidence: Evidence, tmp_path: Path, rehash: bool
+) -> None:
+    a = evidence.a
+    write_leaf(rt, a.log_index, edited(a.leaf, size=1), rehash=rehash)
+    more = distinct_files(tmp_path / "more", 1)[0]
+    seal(rt, more)
+    # This process cached the tree before the edit; a new one reads the rows as they are.
+    with pytest.raises(LogCorrupt):
+        rt.ledger.publish()
+    with runtime(rt.settings) as fresh, pytest.raises(LogCorrupt):
+        fresh.ledger.publish()
+    with rt.sessions() as session:
+        assert [c.size for c in repo.checkpoints(session)] == [4, 8]
+
+
+def test_garbage_in_a_leaf_row_is_reported_not_raised(rt: Runtime, evidence: Evidence) -> None:
+    c = evidence.c
+    write_leaf(rt, c.log_index, "}{ not a leaf")
+    report = verify_all(rt, actor="auditor")
+    assert {(c.item_id, c.log_index)} <= named(report, "leaf_format") & named(report, "leaf_data")
+    assert report.first_bad_leaf == c.log_index
+    assert_untouched(rt, evidence.a, evidence.b, evidence.d)
+
+
+def test_truncated_log_is_named(rt: Runtime, evidence: Evidence) -> None:
+    """The last item's leaves gone and the sequencer wound back to match."""
+    d = evidence.d
+    with rt.sessions() as session:
+        last = repo.log_size(session) - 1  # the baseline run's last verify event
+    sql(rt, "DELETE FROM log_leaves WHERE idx >= :i", i=d.log_index)
+    sql(rt, "UPDATE log_state SET size = :i WHERE id = 1", i=d.log_index)
+
+    report = verify_all(rt, actor="auditor")
+    assert concerns(report) == {(None, "log_size")}
+    sizes = sorted(f.detail for f in report.failures)
+    assert sizes == [
+        f"checkpoint 8 was signed but the log has {d.log_index} leaves",
+        f"the index points at leaf {last}; the log has {d.log_index}",
+    ]
+    with rt.sessions() as session:  # the run did not append over the lost indexes
+        assert repo.log_size(session) == d.log_index
+    with pytest.raises(LogCorrupt):
+        rt.ledger.publish()
+    with runtime(rt.settings) as fresh, pytest.raises(LogCorrupt, match="shrank"):
+        fresh.ledger.publish()
+
+
+def test_broken_custody_chain_is_named(rt: Runtime, evidence: Evidence) -> None:
+    c = evidence.c
+    for _ in range(2):  # two more custody leaves, past the latest checkpoint
+        log_read(rt, resolve(rt, c.item_id), action="view", actor="officer")
+    with rt.sessions() as session:
+        events = list(repo.custody_of(session, item_id=c.item_id))
+    k = events[-2].log_index
+    forged = edited(leaf_row(rt, k).data, prev=_hash_of(evidence.a.leaf))
+    write_leaf(rt, k, forged)
+    sql(
+        rt,
+        "UPDATE custody_events SET leaf_hash = :h WHERE log_index = :k",
+        h=_hash_of(forged),
+        k=k,
+    )
+
+    report = verify_all(rt, actor="auditor")
+    assert concerns(report) == {(c.item_id, "custody_chain")}
+    assert report.first_bad_leaf == k  # and the leaf after it, which chains to the old hash
+    assert named(report, "custody_chain") == {(c.item_id, k), (c.item_id, k + 1)}
+    assert_untouched(rt, evidence.a, evidence.b, evidence.d)
+    assert "custody_chain" in {f.what for f in verify_item(rt, c.item_id, actor="a").failures}
+
+
+def _hash_of(data: str) -> str:
+    return leaf_hash(data.encode()).hex()
+
+
+# --- checkpoints and the key -------------------------------------------------------------------
+
+
+def test_edited_checkpoint_note_is_named(rt: Runtime, evidence: Evidence) -> None:
+    with rt.sessions() as session:
+        latest = repo.latest_checkpoint(session)
+    assert latest is not None
+    origin, size, _root, rest = latest.note.split("\n", 3)
+    forged = "\n".join([origin, size, "A" * 43 + "=", rest])
+    sql(rt, "UPDATE checkpoints SET note = :n WHERE size = :s", n=forged, s=latest.size)
+
+    report = verify_all(rt, actor="auditor")
+    assert concerns(report) == {(None, "checkpoint_signature"), (None, "checkpoint_mirror")}
+    # The mirrored copy under Object Lock still vouches for the log and every item.
+    assert_untouched(rt, *evidence.all)
+    seal(rt, distinct_files(rt.settings.home_dir / "more", 1)[0])
+    with pytest.raises(LogCorrupt, match="refusing to sign"):
+        rt.ledger.publish()
+
+
+@pytest.fixture
+def replaced_key(rt: Runtime, evidence: Evidence) -> Iterator[Runtime]:
+    """The key file swapped for a new key, and a process that loads it."""
+    skey, _ = generate_signer_key(rt.settings.log.origin)
+    rt.settings.log_key_path.write_text(skey + "\n")
+    with runtime(rt.settings) as swapped:
+        assert swapped.ledger.key.verifier_key != rt.ledger.key.verifier_key
+        yield swapped
+
+
+def test_replaced_log_key_is_named(replaced_key: Runtime, evidence: Evidence) -> None:
+    report = verify_all(replaced_key, actor="auditor")
+    assert concerns(report) == {(None, "checkpoint_signature"), (None, "log_key")}
+    assert len(named(report, "checkpoint_signature")) == 1  # both, without a leaf index
+    assert sum(f.what == "checkpoint_signature" for f in report.failures) == 2
+    one = verify_item(replaced_key, evidence.a.item_id, actor="auditor")
+    assert concerns(one) == {(evidence.a.item_id, "checkpoint_signature")}
+    seal(replaced_key, distinct_files(replaced_key.settings.home_dir / "more", 1)[0])
+    with pytest.raises(LogCorrupt, match="refusing to sign"):
+        replaced_key.ledger.publish()
+
+
+def test_receipt_for_one_item_does_not_verify_for_another(rt: Runtime, evidence: Evidence) -> None:
+    key = rt.ledger.key.verifier_key
+    receipt = rt.ledger.receipt(evidence.a.log_index)
+    verify_receipt(leaf_data=evidence.a.leaf.encode(), receipt_text=receipt, verifier_key=key)
+    for other in (evidence.b, evidence.c, evidence.d):
+        with pytest.raises(ProofError):
+            verify_receipt(leaf_data=other.leaf.encode(), receipt_text=receipt, verifier_key=key)
