@@ -1,21 +1,54 @@
 """The pipeline: what happens to an item after it is sealed, in one place (``STAGES``).
 
+``run`` follows ``STAGES``; nothing else decides the order:
+
+    fetch          copy the original out of object storage, re-hashed on the way out
+    probe          what the bytes are, from their content (``media.probe``)
+    capture_time   when: GPS, EXIF, container tag, file name, manifest (DESIGN.md order)
+    place          where: EXIF GPS, ISO 6709 tag, else the linked track's fix nearest in time
+    derivatives    what the kind calls for: proxy + thumbnails + contact sheet (video),
+                   proxy + waveform (audio), display + thumbnail (photo), GeoJSON (tracks)
+    store          upload, index and log (a ``derivative`` leaf) each derivative not yet stored
+    finish         write time, place, media facts, problems and status to the item
+
 A job carries only the item ID and reloads everything, so running it twice is harmless:
-probe, time and place are recomputed and overwritten; a derivative whose role the item
-already has is not made again. What fails becomes a problem on the item; nothing is lost.
+probe, time and place are recomputed and overwritten, problems replaced; derivatives are made
+only when the item lacks one its kind calls for, and a role the item already has is never
+stored or logged again. What fails becomes a problem on the item; nothing is lost.
+
+Status, decided by ``_status`` (and ``mark_failed`` for a job that kept raising):
+
+    ready          every derivative step succeeded. Warnings stay in ``problems`` and do not
+                   lower the status: ``clock_skew``, ``utc_offset_assumed``,
+                   ``capture_time_unknown``, a probe that saw a ``truncated`` container but
+                   could still derive everything, a linked track without a fix near capture.
+    partial        at least one derivative step (proxy, thumbnails, contact, waveform, photo,
+                   track, store) failed or degraded (a JPEG decoded with missing data);
+                   whatever was made is kept.
+    unprocessable  nothing could be derived: the original is missing or does not match its
+                   hash (fetch), or no tool understands it (probe, track).
+
+A job that raises (an unreachable store, a bug) is retried by the worker; when it gives up,
+``mark_failed`` adds a ``pipeline_failed`` problem and sets ``partial`` if an earlier run
+stored derivatives, else ``unprocessable``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
+import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from configs.settings import Settings
 from ingest import media, timeplace
 from ingest.errors import MediaError, MetadataError
 from ingest.problems import Problem
@@ -26,17 +59,20 @@ from integrity.leaves import derivative_leaf
 from storage import keys
 from storage import repository as repo
 from storage.db import transaction
-from storage.errors import Conflict, ObjectStoreError
-from storage.objects import retain_until
+from storage.errors import Conflict, ObjectNotFound, ObjectStoreError, StoreUnavailable
+from storage.objects import StoredObject, retain_until
 from storage.tables import Derivative, Item
 
 log = logging.getLogger(__name__)
 
-STAGES = ("fetch", "probe", "capture_time", "place", "derivatives", "finish")
+STAGES = ("fetch", "probe", "capture_time", "place", "derivatives", "store", "finish")
 """The pipeline order. ``run`` below follows it; nothing else decides it."""
 
-TRACK_TYPES = {"application/gpx+xml", "application/vnd.nmea"}
-MEDIA_STAGES = {"probe", "proxy", "thumbnails", "contact", "waveform", "photo", "track", "fetch"}
+TRACK_TYPES = frozenset({"application/gpx+xml", "application/vnd.nmea"})
+DERIVATIVE_STAGES = frozenset(
+    {"proxy", "thumbnails", "contact", "waveform", "photo", "track", "store"}
+)
+"""Stages whose problems mean a derivative is missing or degraded: the item is ``partial``."""
 
 
 @dataclass
@@ -50,6 +86,9 @@ class _Snapshot:
     manifest: dict[str, Any]
     track_item_id: str | None
     roles: set[str]
+    """Derivative roles the item already has (stored by an earlier run)."""
+    problems: list[Problem]
+    """The item's problems as the last run left them."""
 
 
 @dataclass
@@ -64,16 +103,11 @@ def run(rt: Runtime, item_id: str) -> str:
     """Process one item through every stage; return its final status."""
     snap = _load(rt, item_id)
     _set_status(rt, item_id, "processing")
-    settings = rt.settings
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f"job-{item_id}-", dir=settings.work_dir))
+    workdir = _make_workdir(rt.settings, item_id)
     out = _Outcome()
     try:
         src = workdir / "original"  # never the device's name: names are data, not paths
-        try:
-            write_to_file(rt, resolve(rt, item_id), src)
-        except IntegrityError as e:
-            out.problems.append(Problem("fetch", "original_mismatch", str(e)))
+        if not _fetch(rt, snap, src, out):
             return _finish(rt, snap, out, status="unprocessable")
         if snap.media_type in TRACK_TYPES:
             _track_item(src, workdir, out)
@@ -81,17 +115,7 @@ def run(rt: Runtime, item_id: str) -> str:
             _probe(snap, src, out)
             track = _linked_track(rt, snap, workdir, out)
             _time_and_place(rt, snap, src, track, out)
-            if out.info is not None:
-                made, noted = media.derive(
-                    src,
-                    out.info,
-                    workdir / "out",
-                    limits=_limits(rt),
-                    thumbs=settings.pipeline.thumbnails,
-                    ffmpeg_exe=settings.pipeline.ffmpeg,
-                )
-                out.derived += made
-                out.problems += noted
+            _derive(rt, snap, src, workdir, out)
             if track is not None:
                 out.derived.append(_geojson(track, workdir, "track"))
         _store_derivatives(rt, snap, out)
@@ -112,6 +136,7 @@ def _load(rt: Runtime, item_id: str) -> _Snapshot:
             dict(item.manifest or {}),
             item.track_item_id,
             roles,
+            [Problem(**p) for p in item.problems or []],
         )
 
 
@@ -125,7 +150,47 @@ def _limits(rt: Runtime) -> media.Limits:
     return media.Limits(timeout_s=p.job_timeout_s, memory_bytes=p.job_memory_mb * 1024 * 1024)
 
 
+# --- work directories ----------------------------------------------------------------------
+
+
+def _make_workdir(settings: Settings, item_id: str) -> Path:
+    """A scratch folder ``<work>/<pid>@<host>@<item>-XXXX``: leftovers name their process."""
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    prefix = f"{os.getpid()}@{socket.gethostname()}@{item_id}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=settings.work_dir))
+
+
+def remove_stale_workdirs(settings: Settings, *, alive: Callable[[int], bool]) -> int:
+    """Delete scratch folders of dead processes of this host (a worker killed mid-transcode
+    leaves its half-written proxy behind); returns how many were removed."""
+    if not settings.work_dir.is_dir():
+        return 0
+    host = socket.gethostname()
+    removed = 0
+    for entry in settings.work_dir.iterdir():
+        pid, _, rest = entry.name.partition("@")
+        owner, at, _ = rest.partition("@")
+        if entry.is_dir() and at and owner == host and pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 # --- stages --------------------------------------------------------------------------------
+
+
+def _fetch(rt: Runtime, snap: _Snapshot, src: Path, out: _Outcome) -> bool:
+    """Copy the original to ``src``; False (and a problem) when it is gone or not what was
+    sealed. An unreachable store raises: that is worth a retry, a missing object is not."""
+    try:
+        write_to_file(rt, resolve(rt, snap.id), src)
+    except IntegrityError as e:
+        out.problems.append(Problem("fetch", "original_mismatch", str(e)))
+        return False
+    except ObjectNotFound as e:
+        out.problems.append(Problem("fetch", "original_missing", str(e)))
+        return False
+    return True
 
 
 def _probe(snap: _Snapshot, src: Path, out: _Outcome) -> None:
@@ -133,6 +198,9 @@ def _probe(snap: _Snapshot, src: Path, out: _Outcome) -> None:
         out.info = media.probe(src)
     except MediaError as e:
         out.problems.append(Problem("probe", e.code, str(e)))
+        return
+    except Exception as e:  # a parser's own error on hostile bytes must not lose the item
+        out.problems.append(Problem("probe", "unexpected_error", f"{type(e).__name__}: {e}"))
         return
     out.problems += out.info.problems
     info = out.info
@@ -152,7 +220,7 @@ def _linked_track(
     try:
         write_to_file(rt, resolve(rt, snap.track_item_id), path)
         return timeplace.load_track(path)
-    except (MetadataError, IntegrityError) as e:
+    except (MetadataError, IntegrityError, ObjectNotFound) as e:
         out.problems.append(Problem("place", e.code, f"linked track unusable: {e}"))
         return None
 
@@ -215,6 +283,38 @@ def _time_and_place(
             )
 
 
+def _wanted_roles(info: media.ProbeResult, thumbs: int) -> set[str]:
+    """The roles ``media.derive`` makes for this kind when every step succeeds."""
+    if info.kind == "image":
+        return {"display", "thumb-000"}
+    if info.kind == "audio":
+        return {"proxy", "waveform"}
+    return {"proxy", "contact", *(f"thumb-{i:03d}" for i in range(thumbs))}
+
+
+def _derive(rt: Runtime, snap: _Snapshot, src: Path, workdir: Path, out: _Outcome) -> None:
+    """Make the derivatives, unless an earlier run already stored all of them: then what that
+    run noted while making them (a JPEG decoded with missing data) still holds."""
+    info = out.info
+    thumbs = rt.settings.pipeline.thumbnails
+    if info is None:
+        return
+    if _wanted_roles(info, thumbs) <= snap.roles:
+        made_by = DERIVATIVE_STAGES - {"track", "store"}  # the stages media.derive reports
+        out.problems += [p for p in snap.problems if p.stage in made_by]
+        return
+    made, noted = media.derive(
+        src,
+        info,
+        workdir / "out",
+        limits=_limits(rt),
+        thumbs=thumbs,
+        ffmpeg_exe=rt.settings.pipeline.ffmpeg,
+    )
+    out.derived += made
+    out.problems += noted
+
+
 def _track_item(src: Path, workdir: Path, out: _Outcome) -> None:
     try:
         track = timeplace.load_track(src)
@@ -222,15 +322,19 @@ def _track_item(src: Path, workdir: Path, out: _Outcome) -> None:
         out.problems.append(Problem("track", e.code, str(e)))
         return
     out.derived.append(_geojson(track, workdir, "track"))
-    if track.fixes:
-        out.values["bbox"] = _bbox(track)
-        times = [f.time for f in track.fixes if f.time is not None]
-        if times:
-            out.values.update(
-                captured_at=min(times), captured_end=max(times), captured_at_source="gps"
-            )
-        first = track.fixes[0]
-        out.values.update(gps_lat=first.lat_str, gps_lon=first.lon_str)
+    if not track.fixes:
+        return
+    out.values["bbox"] = _bbox(track)
+    timed = [(f.time, f) for f in track.fixes if f.time is not None]
+    start = track.fixes[0]
+    if timed:
+        start = min(timed, key=lambda pair: pair[0])[1]
+        out.values.update(
+            captured_at=min(t for t, _ in timed),
+            captured_end=max(t for t, _ in timed),
+            captured_at_source="gps",
+        )
+    out.values.update(gps_lat=start.lat_str, gps_lon=start.lon_str)
 
 
 def _geojson(track: timeplace.Track, workdir: Path, role: str) -> media.Derived:
@@ -246,64 +350,82 @@ def _geojson(track: timeplace.Track, workdir: Path, role: str) -> media.Derived:
 
 
 def _store_derivatives(rt: Runtime, snap: _Snapshot, out: _Outcome) -> None:
-    """Upload each new derivative, then index and log it in one transaction."""
+    """Upload each new derivative, then index and log it in one transaction.
+
+    A role the item already has is skipped; a role another worker stored meanwhile loses the
+    unique constraint and our upload is removed. An unreachable store raises (retry later);
+    any other store failure becomes a ``store`` problem.
+    """
     for d in out.derived:
         if d.role in snap.roles:
-            continue  # made by an earlier run: idempotent
+            continue  # stored by an earlier run: idempotent
         key = keys.derivative_key(snap.id, d.role, d.ext)
         try:
             stored = rt.store.put_file(key, d.path, content_type=d.media_type)
-            now = datetime.now(UTC)
-            with transaction(rt.sessions) as session:
-                recipe = d.recipe.as_dict()
-
-                def build(
-                    stored_sha: str = stored.sha256,
-                    size: int = stored.size,
-                    role: str = d.role,
-                    recipe: dict[str, Any] = recipe,
-                ) -> dict[str, Any]:
-                    return derivative_leaf(
-                        item_id=snap.id,
-                        sha256=stored_sha,
-                        size=size,
-                        parent_sha256=snap.sha256,
-                        role=role,
-                        recipe=recipe,
-                    )
-
-                leaf = rt.ledger.append(
-                    session, kind="derivative", item_id=snap.id, build=build, now=now
-                )
-                repo.insert_derivative(
-                    session,
-                    derivative=Derivative(
-                        item_id=snap.id,
-                        role=d.role,
-                        object_key=key,
-                        version_id=stored.version_id,
-                        sha256=stored.sha256,
-                        size=stored.size,
-                        media_type=d.media_type,
-                        recipe=recipe,
-                        created_at=now,
-                        log_index=leaf.index,
-                    ),
-                )
-                rt.store.retain(
-                    key, stored.version_id, retain_until(rt.settings.retention, now=now)
-                )
-            snap.roles.add(d.role)
-        except Conflict:
-            continue  # another worker stored this role first
+        except StoreUnavailable:
+            raise
         except ObjectStoreError as e:
-            out.problems.append(Problem(d.role, e.code, f"could not store {d.role}: {e}"))
+            out.problems.append(Problem("store", e.code, f"could not store {d.role}: {e}"))
+            continue
+        try:
+            _index_derivative(rt, snap, d, stored)
+        except Conflict:
+            _discard(rt, stored)  # another worker stored this role first; theirs stands
+        except StoreUnavailable:
+            _discard(rt, stored)
+            raise
+        except ObjectStoreError as e:  # retention refused: nothing was committed
+            _discard(rt, stored)
+            out.problems.append(Problem("store", e.code, f"could not retain {d.role}: {e}"))
+            continue
+        snap.roles.add(d.role)
+
+
+def _index_derivative(rt: Runtime, snap: _Snapshot, d: media.Derived, stored: StoredObject) -> None:
+    now = datetime.now(UTC)
+    recipe = d.recipe.as_dict()
+
+    def build() -> dict[str, Any]:
+        return derivative_leaf(
+            item_id=snap.id,
+            sha256=stored.sha256,
+            size=stored.size,
+            parent_sha256=snap.sha256,
+            role=d.role,
+            recipe=recipe,
+        )
+
+    with transaction(rt.sessions) as session:
+        leaf = rt.ledger.append(session, kind="derivative", item_id=snap.id, build=build, now=now)
+        repo.insert_derivative(
+            session,
+            derivative=Derivative(
+                item_id=snap.id,
+                role=d.role,
+                object_key=stored.key,
+                version_id=stored.version_id,
+                sha256=stored.sha256,
+                size=stored.size,
+                media_type=d.media_type,
+                recipe=recipe,
+                created_at=now,
+                log_index=leaf.index,
+            ),
+        )
+        # Retention last inside the transaction: if it fails, nothing is committed.
+        rt.store.retain(stored.key, stored.version_id, retain_until(rt.settings.retention, now=now))
+
+
+def _discard(rt: Runtime, stored: StoredObject) -> None:
+    """Remove an upload no row points to (refused if already retained: then it stays, unseen)."""
+    with contextlib.suppress(ObjectStoreError):
+        rt.store.remove_version(stored.key, stored.version_id)
 
 
 def _status(out: _Outcome) -> str:
     if out.info is None and not out.derived:
         return "unprocessable"
-    if any(p.stage in MEDIA_STAGES or p.stage.startswith("thumb") for p in out.problems):
+    if any(p.stage in DERIVATIVE_STAGES for p in out.problems):
         return "partial"
     return "ready"
 
@@ -338,12 +460,19 @@ def _minutes(offset: timedelta | None) -> int | None:
 
 
 def mark_failed(rt: Runtime, item_id: str, message: str) -> None:
-    """A job that kept failing: the item keeps what it has and says why."""
+    """A job that kept raising: the item keeps what it has and says why.
+
+    Its status becomes ``partial`` when an earlier run stored derivatives, else
+    ``unprocessable``; a ``pipeline_failed`` problem carries the last error.
+    """
     with transaction(rt.sessions) as session:
         item: Item = repo.get_item(session, item_id=item_id)
         problems = list(item.problems or [])
-        problems.append(Problem("pipeline", "pipeline_failed", message).as_dict())
-        status = "partial" if item.status in {"processing", "sealed"} else item.status
+        failed = Problem("pipeline", "pipeline_failed", message).as_dict()
+        if failed not in problems:
+            problems.append(failed)
+        has_derivatives = bool(repo.derivatives_of(session, item_id=item_id))
+        status = "partial" if has_derivatives else "unprocessable"
         repo.update_item(session, item_id=item_id, status=status, problems=problems)
 
 

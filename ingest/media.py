@@ -15,12 +15,15 @@ and ffmpeg is told the demuxer that the probe found.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import os
 import resource
+import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -236,7 +239,10 @@ def _iso_boxes(path: Path) -> tuple[list[bytes], bool]:
             f.seek(offset)
             size, kind = struct.unpack(">I4s", f.read(8))
             if size == 1:
-                (size,) = struct.unpack(">Q", f.read(8))
+                large = f.read(8)
+                if len(large) < 8:  # the 64-bit size itself is cut off
+                    return kinds, True
+                (size,) = struct.unpack(">Q", large)
             elif size == 0:  # "extends to end of file"
                 size = end - offset
             if size < 8:
@@ -476,11 +482,35 @@ def _file_url(path: Path) -> str:
     return "file:" + str(path.resolve())
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, loaded before any fork (loading a library in a forked child may hang)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
 def _run_tool(cmd: list[str], *, limits: Limits, workdir: Path) -> None:
-    """Run a media tool with a time and memory cap; stderr goes to a file, not into memory."""
+    """Run a media tool with a time and memory cap; stderr goes to a file, not into memory.
+
+    On Linux the tool is killed when the thread that started it dies, so a worker killed
+    mid-transcode leaves no ffmpeg running on.
+    """
+    prctl = _prctl()
+    parent = os.getpid()
 
     def cap_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:  # the parent died before the line above took effect
+                os._exit(1)
 
     with tempfile.TemporaryFile(dir=workdir) as err:
         try:
