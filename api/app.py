@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -74,12 +75,22 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # RFC 9457 §4.2.1: with "about:blank" the title is the status phrase; specifics go
+        # in "detail".
         doc = {
             "type": "about:blank",
-            "title": str(exc.detail),
+            "title": _phrase(exc.status_code),
             "status": exc.status_code,
+            "detail": str(exc.detail),
             "instance": request.url.path,
         }
         return JSONResponse(
             doc, status_code=exc.status_code, media_type=PROBLEM_JSON, headers=exc.headers
         )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -12,17 +12,21 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from api.errors import exit_code, problem
 from configs.settings import load_settings
-from ingest import catalog
+from ingest.errors import IntakeRefused, ManifestError
 from ingest.manifest import Manifest, check_file_name
-from ingest.runtime import Runtime, runtime
 from integrity.errors import LiuhenError
-from storage import repository as repo
+
+if TYPE_CHECKING:
+    from ingest.runtime import Runtime
+
+# Heavy modules (SQLAlchemy, minio, media tools) are imported inside the commands that use
+# them, so that ``liuhen --help`` answers at once.
 
 app = typer.Typer(
     name="liuhen",
@@ -52,16 +56,21 @@ def _emit(doc: Any, as_json: bool, human: Callable[[], None]) -> None:
         human()
 
 
-def _fail(error: LiuhenError, as_json: bool) -> NoReturn:
+def _fail(error: LiuhenError, as_json: bool, *, partial: dict[str, Any] | None = None) -> NoReturn:
     doc = problem(error)
     if as_json:
-        sys.stdout.write(json.dumps({"error": doc}, ensure_ascii=False) + "\n")
+        out = {**(partial or {}), "error": doc}
+        sys.stdout.write(json.dumps(out, ensure_ascii=False, indent=2) + "\n")
+    for item in (partial or {}).get("items", []):
+        typer.echo(f"liuhen: sealed before the error: {item['id']} ({item['file']})", err=True)
     typer.echo(f"liuhen: {doc['title']}: {error}", err=True)
     raise typer.Exit(exit_code(error))
 
 
 @contextmanager
 def _runtime(as_json: bool) -> Iterator[Runtime]:
+    from ingest.runtime import runtime
+
     try:
         with runtime(load_settings()) as rt:
             yield rt
@@ -91,16 +100,21 @@ def ingest(
 ) -> None:
     """Seal FILES into WORM storage, link them to cases, print their receipts."""
     from ingest.intake import seal_file
-    from ingest.pipeline_hooks import after_ingest
 
     who = _actor(actor)
     results: list[dict[str, Any]] = []
+    try:  # refuse bad arguments before anything is sealed
+        for path in [*files, *([track] if track else [])]:
+            if not path.is_file():
+                raise IntakeRefused(f"{path}: no such file")
+            check_file_name(path.name)
+    except ValueError as e:
+        _fail(ManifestError(str(e)), as_json)
+    except LiuhenError as e:
+        _fail(e, as_json)
     with _runtime(as_json) as rt:
         try:
             for path in files:
-                if not path.is_file():
-                    raise_missing(path)
-                check_file_name(path.name)
                 manifest = Manifest(
                     device_id=device,
                     officer_id=officer,
@@ -124,13 +138,14 @@ def ingest(
                     }
                 )
                 typer.echo(f"sealed {path} → {sealed.item_id}", err=True)
-            after_ingest(rt, results, track=track, wait=wait, actor=who)
-        except LiuhenError as e:
-            _fail(e, as_json)
-        except ValueError as e:
-            from ingest.errors import ManifestError
+            if track is not None or wait:
+                # The pipeline pulls in the media tools (OpenCV, PyAV): only when asked.
+                from ingest.pipeline_hooks import after_ingest
 
-            _fail(ManifestError(str(e)), as_json)
+                after_ingest(rt, results, track=track, wait=wait, actor=who)
+        except LiuhenError as e:
+            # What was sealed before the error stays sealed: say so, with its receipts.
+            _fail(e, as_json, partial={"items": results})
 
     def human() -> None:
         for r in results:
@@ -142,12 +157,6 @@ def ingest(
     _emit({"items": results}, as_json, human)
 
 
-def raise_missing(path: Path) -> NoReturn:
-    from ingest.errors import IntakeRefused
-
-    raise IntakeRefused(f"{path}: no such file")
-
-
 @app.command()
 def item(
     item_id: Annotated[str, typer.Argument(metavar="ID")],
@@ -155,7 +164,9 @@ def item(
     actor: ActorOpt = None,
 ) -> None:
     """Show one item: hashes, status, problems, time, place, derivatives, custody."""
+    from ingest import catalog
     from ingest.retrieve import log_read, resolve
+    from storage import repository as repo
 
     with _runtime(as_json) as rt:
         try:
@@ -194,6 +205,8 @@ def case_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List the items of a case."""
+    from ingest import catalog
+
     with _runtime(as_json) as rt:
         try:
             with rt.sessions() as session:
@@ -248,6 +261,8 @@ def receipt(
     as_json: JsonOpt = False,
 ) -> None:
     """Print a fresh receipt (C2SP tlog-proof) for an item's leaf, against the latest checkpoint."""
+    from storage import repository as repo
+
     with _runtime(as_json) as rt:
         try:
             with rt.sessions() as session:
@@ -395,6 +410,7 @@ def demo(
     case, then serve the API on 127.0.0.1 until Ctrl-C."""
     import tempfile
 
+    from ingest import catalog
     from ingest.intake import seal_file
     from ingest.samples import DEMO_CASE, DEMO_DEVICE, DEMO_OFFICER, make_samples
     from ingest.worker import wait_for

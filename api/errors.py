@@ -6,7 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from configs.errors import ConfigError
-from ingest.errors import IntakeRefused, IntegrityMismatch, MediaError, MetadataError
+from ingest.errors import (
+    IntakeRefused,
+    IntegrityMismatch,
+    MediaError,
+    MetadataError,
+    TooLarge,
+)
 from integrity.errors import IntegrityError, LiuhenError
 from storage.errors import (
     Conflict,
@@ -20,6 +26,7 @@ from storage.errors import (
 # Most specific first: the first matching class decides.
 STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (IntegrityMismatch, 422, "The bytes do not match what the manifest declares"),
+    (TooLarge, 413, "Content Too Large"),
     (IntakeRefused, 422, "Not accepted as evidence"),
     (NotFound, 404, "Not found"),
     (ObjectNotFound, 404, "Stored object not found"),

@@ -23,7 +23,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     if not first_s:  # suffix: the last N bytes
         n = int(last_s)
-        if n == 0:
+        if n == 0 or size == 0:  # nothing to give (RFC 9110 §14.1.2)
             raise RangeNotSatisfiable
         return max(0, size - n), size - 1
     first = int(first_s)

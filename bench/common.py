@@ -35,14 +35,14 @@ def bench_runtime(**overrides: object) -> Iterator[Runtime]:
             settings = Settings(
                 profile="embedded",
                 home=root / "home",
-                s3={  # type: ignore[arg-type]
+                s3={
                     "embedded": False,
                     "endpoint": s3.endpoint,
                     "access_key": s3.access_key,
                     "secret_key": s3.secret_key,
                     "bucket": "bench",
                 },
-                pipeline={"workers": 0},  # type: ignore[arg-type]
+                pipeline={"workers": 0},
                 **overrides,  # type: ignore[arg-type]
             )
             rt = open_runtime(settings)
@@ -55,4 +55,4 @@ def bench_runtime(**overrides: object) -> Iterator[Runtime]:
 
 
 def line(name: str, value: float, unit: str, note: str = "") -> None:
-    print(f"{name:<44} {value:>14,.3f} {unit:<10} {note}")  # noqa: T201
+    print(f"{name:<44} {value:>14,.3f} {unit:<10} {note}")

@@ -22,20 +22,21 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import bench_runtime, line  # noqa: E402
-from integrity.leaves import canonical_json, custody_leaf  # noqa: E402
-from integrity.merkle import (  # noqa: E402
+from bench.common import bench_runtime, line
+from integrity.leaves import canonical_json, custody_leaf
+from integrity.merkle import (
     MerkleTree,
     leaf_hash,
     verify_consistency,
     verify_inclusion,
 )
-from storage.db import transaction  # noqa: E402
+from storage.db import transaction
 
 
 def _leaf_dict(i: int) -> dict[str, Any]:
@@ -57,8 +58,8 @@ def bench_append(n: int) -> None:
     size = statistics.mean(len(d) for d in datas)
 
     t0 = time.perf_counter()
-    for d in datas:
-        hashlib.sha256(b"\x00" + d).digest()
+    for data in datas:
+        hashlib.sha256(b"\x00" + data).digest()
     raw = n / (time.perf_counter() - t0)
     line("raw SHA-256 of the same leaves", raw, "leaves/s", f"(mean leaf {size:.0f} B)")
 
@@ -74,11 +75,13 @@ def bench_append(n: int) -> None:
         now = datetime.now(UTC)
         k = min(n, 2000)
         t0 = time.perf_counter()
-        for d in dicts[:k]:
+        for leaf in dicts[:k]:
             with transaction(rt.sessions) as s:
-                ledger.append(s, kind="custody", item_id=None, build=lambda d=d: d, now=now)
+                ledger.append(s, kind="custody", item_id=None, build=partial(dict, leaf), now=now)
         single = k / (time.perf_counter() - t0)
-        line("append via index, 1 leaf/transaction", single, "leaves/s", f"ratio {single / raw:.3f}")
+        line(
+            "append via index, 1 leaf/transaction", single, "leaves/s", f"ratio {single / raw:.3f}"
+        )
 
         batch = 1000
         t0 = time.perf_counter()
@@ -88,12 +91,20 @@ def bench_append(n: int) -> None:
                     s, [("custody", None, d) for d in dicts[start : start + batch]], now=now
                 )
         many = n / (time.perf_counter() - t0)
-        line(f"append via index, {batch} leaves/transaction", many, "leaves/s",
-             f"ratio {many / raw:.3f}  goal >= 20,000/s")
+        line(
+            f"append via index, {batch} leaves/transaction",
+            many,
+            "leaves/s",
+            f"ratio {many / raw:.3f}  goal >= 20,000/s",
+        )
         t0 = time.perf_counter()
         signed = ledger.publish()
-        line("sign checkpoint over all of them", time.perf_counter() - t0, "s",
-             f"(tree size {signed.checkpoint.size})")
+        line(
+            "sign checkpoint over all of them",
+            time.perf_counter() - t0,
+            "s",
+            f"(tree size {signed.checkpoint.size})",
+        )
 
 
 def bench_proofs(size: int, samples: int = 2000) -> None:
@@ -163,8 +174,12 @@ def bench_verify(objects: int, mib: int) -> None:
                 t_ver = _time(lambda: verify_all(rt, actor="bench"))
                 t_raw = _time(raw_pass)
             line(f"S3 GET + hashlib ({objects} x {mib} MiB)", total / t_raw, "MiB/s")
-            line("liuhen verify --all", total / t_ver, "MiB/s",
-                 f"ratio {t_raw / t_ver:.3f}  goal >= 0.8")
+            line(
+                "liuhen verify --all",
+                total / t_ver,
+                "MiB/s",
+                f"ratio {t_raw / t_ver:.3f}  goal >= 0.8",
+            )
 
 
 def _time(fn: Any) -> float:

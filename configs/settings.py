@@ -13,7 +13,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,6 +39,8 @@ DEFAULT_SECRETS = frozenset({"", "changeme", "minioadmin", "secret", "password",
 
 
 class S3Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo must not pass silently
+
     embedded: bool = False
     """Start a private SeaweedFS S3 server under ``home`` (the embedded profile)."""
     endpoint: str = "127.0.0.1:8333"
@@ -46,12 +55,16 @@ class S3Settings(BaseModel):
 
 
 class DatabaseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo must not pass silently
+
     url: str | None = None
     """SQLAlchemy URL; default: SQLite at ``<home>/index.sqlite3``."""
     echo: bool = False
 
 
 class LogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo must not pass silently
+
     origin: str = "liuhen.local/log"
     """Checkpoint origin line: names this log, unique per deployment."""
     key_path: Path | None = None
@@ -64,6 +77,8 @@ class LogSettings(BaseModel):
 
 
 class PipelineSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo must not pass silently
+
     workers: int = Field(default=2, ge=0)
     thumbnails: int = Field(default=6, ge=1, le=64)
     clock_skew_threshold_s: int = Field(default=120, ge=1)
@@ -77,6 +92,8 @@ class PipelineSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo must not pass silently
+
     host: str = "127.0.0.1"
     port: int = 8470
     max_upload_mb: int = Field(default=512, ge=1)
@@ -163,3 +180,7 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
         raise ConfigError(f"invalid settings: {e}") from e
+    except (ValueError, OSError) as e:  # a malformed or unreadable TOML profile
+        raise ConfigError(
+            f"cannot read the settings profile {path or EMBEDDED_PROFILE}: {e}"
+        ) from e

@@ -4,6 +4,7 @@ LiuhenError
  └── IngestError
       ├── IntakeRefused        the request is not evidence (empty file, bad manifest, ...)
       │    ├── ManifestError   the manifest is malformed or names something invalid
+      │    ├── TooLarge        bigger than this way in accepts
       │    ├── EmptyFile       nothing to preserve
       │    └── IntegrityMismatch  declared SHA-256 / size differ from the received bytes
       ├── MediaError           a media tool could not read or make something
@@ -29,6 +30,12 @@ class IntakeRefused(IngestError):
 
 class ManifestError(IntakeRefused):
     code = "bad_manifest"
+
+
+class TooLarge(IntakeRefused):
+    """Bigger than this way in takes (the simple upload); big files use resumable intake."""
+
+    code = "too_large"
 
 
 class EmptyFile(IntakeRefused):

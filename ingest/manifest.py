@@ -12,7 +12,7 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ingest.errors import ManifestError
 
@@ -33,7 +33,8 @@ class Manifest(BaseModel):
     """The device's name for the file: data only, never a path on our side."""
     sha256: str | None = None
     """What the device computed; the seal refuses bytes that hash otherwise."""
-    size: int | None = Field(default=None, ge=1, le=MAX_DECLARED_SIZE)
+    size: int | None = Field(default=None, ge=1, le=MAX_DECLARED_SIZE, strict=True)
+    """Bytes, as a JSON integer: ``"12"``, ``12.0`` or ``true`` are type confusions, refused."""
     device_time: datetime | None = None
     """The device's clock when it uploaded (to learn its offset)."""
     capture_start: datetime | None = None
@@ -62,10 +63,11 @@ class Manifest(BaseModel):
             raise ValueError("times must carry a UTC offset (RFC 3339)")
         return v
 
-    def with_defaults(self, **values: Any) -> Manifest:
-        """A copy with fields filled where they are unset."""
-        current = self.model_dump()
-        return Manifest(**{**current, **{k: v for k, v in values.items() if not current.get(k)}})
+    @model_validator(mode="after")
+    def _ordered(self) -> Manifest:
+        if self.capture_start and self.capture_end and self.capture_end < self.capture_start:
+            raise ValueError("capture_end is before capture_start")
+        return self
 
 
 def check_file_name(name: str) -> None:

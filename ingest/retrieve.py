@@ -73,15 +73,19 @@ def log_read(
 def verified_stream(rt: Runtime, target: Target) -> Iterator[bytes]:
     """The whole object, streamed; raises HashMismatch at the end if it is not what was indexed.
 
-    A consumer that forwards chunks as they come (HTTP) aborts the transfer on the error, so
-    the receiver never gets a complete copy of changed bytes.
+    Chunks are passed on one behind: the last one is held until the hash has checked, so a
+    consumer that forwards chunks as they come (HTTP) is cut short of the full length on a
+    mismatch, and the receiver never holds a complete copy of changed bytes.
     """
     h = hashlib.sha256()
     size = 0
+    held: bytes | None = None
     for chunk in rt.store.iter_bytes(target.key, target.version_id):
         h.update(chunk)
         size += len(chunk)
-        yield chunk
+        if held is not None:
+            yield held
+        held = chunk
     check_sha256(
         f"item {target.item_id} {target.role} ({target.key}@{target.version_id})",
         expected=target.sha256,
@@ -93,6 +97,8 @@ def verified_stream(rt: Runtime, target: Target) -> Iterator[bytes]:
             expected=target.sha256,
             actual=h.hexdigest(),
         )
+    if held is not None:
+        yield held
 
 
 def write_to_file(rt: Runtime, target: Target, dest: Path) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 OCTET = "application/octet-stream"
 _HEIC_BRANDS = {b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis", b"hevc"}
 _AUDIO_BRANDS = {b"M4A ", b"M4B "}
 _QT_BRANDS = {b"qt  "}
+# An NMEA 0183 sentence: "$", an address (talker + type such as GPRMC, BDGGA, or a
+# proprietary P... such as PTNTHPR), then a comma. Loggers may start with any of them.
+_NMEA_START = re.compile(rb"\$[A-Z][A-Z0-9]{3,8},")
 
 
 def sniff(head: bytes) -> str:
@@ -42,7 +46,7 @@ def sniff(head: bytes) -> str:
     stripped = head.lstrip()
     if (stripped.startswith(b"<?xml") and b"<gpx" in head) or stripped.startswith(b"<gpx"):
         return "application/gpx+xml"
-    if stripped.startswith((b"$GP", b"$GN")):
+    if _NMEA_START.match(stripped):
         return "application/vnd.nmea"
     return OCTET
 

@@ -185,6 +185,8 @@ class EmbeddedSeaweed:
             # Catalog side servers on fixed default ports would collide between instances.
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            # Nothing sits in front of this server to drain: stop at once (saves ~10 s).
+            "-volume.preStopSeconds=0",
         ]
         log = (self.root / "weed.log").open("ab")
         # Own session: the server outlives a crashed client and is stopped by the last lease.

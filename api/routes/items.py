@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from api.deps import ActorDep, RuntimeDep
 from api.ranges import RangeNotSatisfiable, parse_range
 from ingest import catalog
-from ingest.errors import IntakeRefused, ManifestError
+from ingest.errors import ManifestError, TooLarge
 from ingest.intake import seal_file
 from ingest.manifest import parse_manifest
 from ingest.retrieve import Target, log_read, resolve, verified_stream
@@ -43,14 +43,14 @@ def upload_item(
             pass  # a hostile multipart file name is dropped; the manifest is what counts
     limit = rt.settings.api.max_upload_mb * 1024 * 1024
     if parsed.size is not None and parsed.size > limit:
-        raise IntakeRefused(f"declared size {parsed.size} exceeds this endpoint's {limit} bytes")
+        raise TooLarge(f"declared size {parsed.size} exceeds this endpoint's {limit} bytes")
     rt.settings.spool_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="upload-", dir=rt.settings.spool_dir)
     try:
         with os.fdopen(fd, "wb") as spool:
             copied = _copy_limited(file, spool, limit)
         if copied > limit:
-            raise IntakeRefused(f"body exceeds this endpoint's {limit} bytes")
+            raise TooLarge(f"body exceeds this endpoint's {limit} bytes")
         sealed = seal_file(rt, Path(name), parsed, actor=actor)
     finally:
         os.unlink(name)
@@ -128,7 +128,14 @@ def _bytes_response(rt: RuntimeDep, actor: str, request: Request, target: Target
         byte_range = parse_range(request.headers.get("range"), target.size)
     except RangeNotSatisfiable:
         return JSONResponse(
-            {"type": "about:blank", "title": "Range Not Satisfiable", "status": 416},
+            {
+                "type": "about:blank",
+                "title": "Range Not Satisfiable",
+                "status": 416,
+                "detail": f"range {request.headers.get('range')!r} is outside the "
+                f"{target.size} bytes of the {target.role}",
+                "instance": request.url.path,
+            },
             status_code=416,
             headers={"Content-Range": f"bytes */{target.size}"},
             media_type="application/problem+json",
@@ -140,7 +147,9 @@ def _bytes_response(rt: RuntimeDep, actor: str, request: Request, target: Target
     if byte_range is None:
         headers["Content-Length"] = str(target.size)
         return StreamingResponse(
-            verified_stream(rt, target), media_type=target.media_type, headers=headers
+            verified_stream(rt, target),
+            media_type=target.media_type,
+            headers=headers,
         )
     first, last = byte_range
     length = last - first + 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
 from api.deps import RuntimeDep
@@ -27,8 +27,13 @@ def checkpoint(rt: RuntimeDep) -> str:
 @router.get("/proof/consistency")
 def consistency(
     rt: RuntimeDep,
-    size1: Annotated[int, Query(alias="from", ge=0)],
-    size2: Annotated[int, Query(alias="to", ge=0)],
+    size1: Annotated[int, Query(alias="from", ge=1)],
+    size2: Annotated[int, Query(alias="to", ge=1)],
 ) -> dict[str, Any]:
-    """RFC 9162 consistency proof between two tree sizes (base64 hashes)."""
+    """RFC 9162 consistency proof between two tree sizes (base64 hashes), 1 ≤ from ≤ to ≤ the
+    latest checkpoint's size. (RFC 9162 defines no proof from the empty tree.)"""
+    size = rt.ledger.publish().checkpoint.size
+    if not size1 <= size2 <= size:
+        # A caller's bad range, not a broken log: answer 400 before the ledger sees it.
+        raise HTTPException(400, f"need 1 <= from <= to <= {size}, got from={size1}, to={size2}")
     return {"from": size1, "to": size2, "proof": rt.ledger.consistency(size1, size2)}

@@ -36,7 +36,6 @@ GPX = TESTDATA / "tracks" / "Geotag.gpx"
 NMEA = TESTDATA / "tracks" / "Geotag2.nmea"
 
 
-
 def _exiftool() -> dict[str, dict[str, Any]]:
     if not PHOTOS.is_dir():
         return {}
