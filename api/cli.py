@@ -67,6 +67,15 @@ def _fail(error: LiuhenError, as_json: bool, *, partial: dict[str, Any] | None =
     raise typer.Exit(exit_code(error))
 
 
+def _print_case(doc: dict[str, Any]) -> None:
+    typer.echo(f"case {doc['case_id']}: {len(doc['items'])} item(s)")
+    for i in doc["items"]:
+        typer.echo(
+            f"  {i['id']}  {i['media_type']:<18} {i['status']:<13} "
+            f"{i['captured_at'] or '-':<27} {i['original_name'] or ''}"
+        )
+
+
 @contextmanager
 def _runtime(as_json: bool) -> Iterator[Runtime]:
     from ingest.runtime import runtime
@@ -122,21 +131,8 @@ def ingest(
                     file_name=path.name,
                 )
                 sealed = seal_file(rt, path, manifest, actor=who)
-                results.append(
-                    {
-                        "id": sealed.item_id,
-                        "sha256": sealed.sha256,
-                        "size": sealed.size,
-                        "media_type": sealed.media_type,
-                        "status": sealed.status,
-                        "case_ids": sealed.case_ids,
-                        "duplicate": sealed.duplicate,
-                        "file": str(path),
-                        "log_index": sealed.log_index,
-                        "leaf": sealed.leaf,
-                        "receipt": rt.ledger.receipt(sealed.log_index),
-                    }
-                )
+                receipt = rt.ledger.receipt(sealed.log_index)
+                results.append({**sealed.document(receipt=receipt), "file": str(path)})
                 typer.echo(f"sealed {path} → {sealed.item_id}", err=True)
             if track is not None or wait:
                 # The pipeline pulls in the media tools (OpenCV, PyAV): only when asked.
@@ -214,15 +210,7 @@ def case_cmd(
         except LiuhenError as e:
             _fail(e, as_json)
 
-    def human() -> None:
-        typer.echo(f"case {doc['case_id']}: {len(doc['items'])} item(s)")
-        for i in doc["items"]:
-            typer.echo(
-                f"  {i['id']}  {i['media_type']:<18} {i['status']:<13} "
-                f"{i['captured_at'] or '-':<27} {i['original_name'] or ''}"
-            )
-
-    _emit(doc, as_json, human)
+    _emit(doc, as_json, lambda: _print_case(doc))
 
 
 @app.command()
@@ -439,12 +427,7 @@ def demo(
         vkey = rt.ledger.key.verifier_key
 
     def human() -> None:
-        typer.echo(f"case {doc['case_id']}: {len(doc['items'])} item(s)")
-        for i in doc["items"]:
-            typer.echo(
-                f"  {i['id']}  {i['media_type']:<18} {i['status']:<13} "
-                f"{i['captured_at'] or '-':<27} {i['original_name'] or ''}"
-            )
+        _print_case(doc)
         typer.echo(f"log: {checkpoint.checkpoint.size} leaves; verifier key {vkey}")
 
     _emit({**doc, "log_size": checkpoint.checkpoint.size, "verifier_key": vkey}, as_json, human)

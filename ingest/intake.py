@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -48,6 +49,21 @@ class SealResult:
     """The exact item leaf data (canonical JSON) that ``log_index`` commits to."""
     duplicate: bool
     new_links: list[str] = field(default_factory=list)
+
+    def document(self, *, receipt: str) -> dict[str, Any]:
+        """What ``liuhen ingest --json`` and ``POST /v1/items`` say about one sealed item."""
+        return {
+            "id": self.item_id,
+            "sha256": self.sha256,
+            "size": self.size,
+            "media_type": self.media_type,
+            "status": self.status,
+            "case_ids": self.case_ids,
+            "duplicate": self.duplicate,
+            "log_index": self.log_index,
+            "leaf": self.leaf,
+            "receipt": receipt,
+        }
 
 
 def seal_file(

@@ -28,6 +28,7 @@ from ingest import jobs
 from ingest.runtime import Runtime
 from storage import repository as repo
 from storage.db import transaction
+from storage.processes import pid_alive
 from storage.tables import Job
 
 log = logging.getLogger(__name__)
@@ -39,28 +40,18 @@ def worker_name(thread: int = 0) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{thread}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_orphans(rt: Runtime) -> int:
     """Requeue jobs held by workers of this host whose process is gone (a crash, a kill -9),
     and remove the scratch folders those processes left."""
     host = socket.gethostname()
     now = datetime.now(UTC)
     count = 0
-    jobs.remove_stale_workdirs(rt.settings, alive=_pid_alive)
+    jobs.remove_stale_workdirs(rt.settings, alive=pid_alive)
     with transaction(rt.sessions) as session:
         for job in session.scalars(select(Job).where(Job.state == "running")):
             owner = (job.locked_by or "").split(":")
             if len(owner) == 3 and owner[0] == host and owner[1].isdigit():
-                if not _pid_alive(int(owner[1])):
+                if not pid_alive(int(owner[1])):
                     job.state, job.locked_by, job.locked_until, job.due_at = (
                         "queued",
                         None,

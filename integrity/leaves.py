@@ -28,18 +28,26 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 JSON = dict[str, Any]
 
 
-_SCALARS = (str, int, type(None))  # bool is an int
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def _valid(value: object) -> bool:
-    """Fast check without building paths (the log's hot path); see ``_check_value``."""
-    if isinstance(value, _SCALARS):
-        return not isinstance(value, float)
-    if isinstance(value, dict):
-        return all(type(k) is str and _valid(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_valid(v) for v in value)
-    return False
+    """Fast check of exact types, without building paths (the log's hot path). False sends
+    the value to ``_check_value``, which names what is wrong (or accepts a subclass)."""
+    t = type(value)
+    if t in _SCALARS:
+        return True
+    if t is dict:
+        for k, v in value.items():  # type: ignore[attr-defined]
+            if type(k) is not str or (type(v) not in _SCALARS and not _valid(v)):
+                return False
+        return True
+    if t is list:
+        for v in value:  # type: ignore[attr-defined]
+            if type(v) not in _SCALARS and not _valid(v):
+                return False
+        return True
+    return False  # a cycle ends in RecursionError, which canonical_json reports
 
 
 def _check_value(value: object, path: str) -> None:

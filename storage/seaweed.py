@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import StoreUnavailable
+from storage.processes import pid_alive
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -81,16 +82,6 @@ def _answers(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class EmbeddedSeaweed:
     """Start (or join) and stop the private SeaweedFS of one liuhen home."""
 
@@ -137,7 +128,7 @@ class EmbeddedSeaweed:
             state: dict[str, int] = json.loads(self._state_file.read_text())
         except (FileNotFoundError, ValueError):
             return None
-        if _alive(state["pid"]) and _answers(state["s3_port"]):
+        if pid_alive(state["pid"]) and _answers(state["s3_port"]):
             return state
         return None
 
@@ -145,7 +136,7 @@ class EmbeddedSeaweed:
         self._leases.mkdir(parents=True, exist_ok=True)
         live = []
         for lease in self._leases.iterdir():
-            if lease.name.isdigit() and _alive(int(lease.name)):
+            if lease.name.isdigit() and pid_alive(int(lease.name)):
                 live.append(lease)
             else:
                 lease.unlink(missing_ok=True)
@@ -226,14 +217,14 @@ class EmbeddedSeaweed:
         except (FileNotFoundError, ValueError):
             return
         pid = state["pid"]
-        if _alive(pid):
+        if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_TIMEOUT_S
-            while time.monotonic() < deadline and _alive(pid):
+            while time.monotonic() < deadline and pid_alive(pid):
                 _reap(pid)
                 time.sleep(0.2)
-            if _alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
                 _reap(pid)

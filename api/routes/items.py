@@ -56,18 +56,7 @@ def upload_item(
         os.unlink(name)
     if sealed.duplicate:
         response.status_code = 200
-    return {
-        "id": sealed.item_id,
-        "sha256": sealed.sha256,
-        "size": sealed.size,
-        "media_type": sealed.media_type,
-        "status": sealed.status,
-        "case_ids": sealed.case_ids,
-        "duplicate": sealed.duplicate,
-        "log_index": sealed.log_index,
-        "leaf": sealed.leaf,
-        "receipt": rt.ledger.receipt(sealed.log_index),
-    }
+    return sealed.document(receipt=rt.ledger.receipt(sealed.log_index))
 
 
 def _copy_limited(src: UploadFile, dst: Any, limit: int) -> int:
