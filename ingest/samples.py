@@ -40,7 +40,8 @@ def make_samples(directory: Path, *, now: datetime | None = None) -> list[Path]:
     audio = directory / f"REC_{stamp}.m4a"
     _ffmpeg(
         "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=16000:duration=4",
-        "-c:a", "aac", str(audio),
+        "-c:a", "aac", "-metadata", f"creation_time={start.strftime('%Y-%m-%dT%H:%M:%SZ')}",
+        str(audio),
     )  # fmt: skip
     photo = directory / f"IMG_{local.strftime('%Y%m%d_%H%M%S')}.jpg"
     img = Image.new("RGB", (1600, 1200), (40, 70, 110))

@@ -7,7 +7,7 @@ by check-then-insert: a violation inside a savepoint becomes :class:`Conflict`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
@@ -242,11 +242,35 @@ def reserve_log_indexes(session: Session, count: int) -> int:
     return int(size) - count
 
 
+_INSERT_LEAF = "INSERT INTO log_leaves (idx, leaf_hash, data, kind, item_id, created_at) VALUES "
+_INSERT_LEAF_SQLITE = _INSERT_LEAF + "(?, ?, ?, ?, ?, ?)"
+_INSERT_LEAF_PSYCOPG = _INSERT_LEAF + "(%s, %s, %s, %s, %s, %s)"
+
+
 def add_leaves(session: Session, *, rows: list[dict[str, Any]]) -> None:
-    """Insert many leaf rows in one statement (executemany): the batch path of the log."""
-    if rows:
-        table = LogLeaf.__table__
-        session.execute(insert(table), rows)  # type: ignore[arg-type]  # Core: no ORM per row
+    """Insert many leaf rows with the driver's executemany: the batch path of the log.
+
+    SQLAlchemy's per-row parameter processing costs as much as the insert itself, so the rows
+    go to the driver as they are; ``created_at`` is converted here the way ``UTCDateTime``
+    stores it (naive UTC text on SQLite, an aware value elsewhere). A test reads them back.
+    """
+    if not rows:
+        return
+    conn = session.connection()
+    sqlite = conn.dialect.name == "sqlite"
+    sql = _INSERT_LEAF_SQLITE if sqlite else _INSERT_LEAF_PSYCOPG
+    params = []
+    stamps: dict[datetime, object] = {}  # a batch shares one time: convert it once
+    for row in rows:
+        at: datetime = row["created_at"]
+        stamp = stamps.get(at)
+        if stamp is None:
+            utc = at.astimezone(UTC)
+            stamp = stamps[at] = utc.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else utc
+        params.append(
+            (row["idx"], row["leaf_hash"], row["data"], row["kind"], row["item_id"], stamp)
+        )
+    conn.exec_driver_sql(sql, params)
 
 
 def log_size(session: Session) -> int:

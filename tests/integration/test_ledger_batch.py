@@ -47,3 +47,16 @@ def test_a_rolled_back_batch_gives_its_indexes_back(rt: Runtime) -> None:
     with transaction(rt.sessions) as s:
         again = rt.ledger.append_many(s, [("custody", None, {"v": 1, "n": 0})], now=now)
     assert again[0].index == 0
+
+
+def test_batch_rows_read_back_like_single_rows(rt: Runtime) -> None:
+    """The batch insert bypasses SQLAlchemy's type processing: its rows must read the same."""
+    now = datetime(2026, 3, 1, 8, 0, 0, 123456, tzinfo=UTC)
+    with transaction(rt.sessions) as s:
+        rt.ledger.append(s, kind="custody", item_id=None, build=lambda: {"v": 1, "n": 0}, now=now)
+        rt.ledger.append_many(s, [("custody", "ITEM0000000001", {"v": 1, "n": 1})], now=now)
+    with rt.sessions() as s:
+        single, batch = list(s.scalars(select(LogLeaf).order_by(LogLeaf.idx)))
+    assert single.created_at == batch.created_at == now
+    assert batch.leaf_hash == leaf_hash(batch.data.encode())
+    assert (batch.kind, batch.item_id) == ("custody", "ITEM0000000001")
