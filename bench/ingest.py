@@ -23,7 +23,6 @@ override the store's multipart settings in the children, to compare choices.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -41,22 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import bench_runtime, line
 from configs.settings import Settings
+from ingest.samples import write_large_recording
 
 MIB = 1024 * 1024
 RSS_GOAL = 200 * 1000 * 1000
 RATIO_GOAL = 0.9
-
-
-def write_recording(path: Path, size_mb: int) -> str:
-    """``size_mb`` MiB of incompressible bytes, each MiB distinct; returns their SHA-256."""
-    block = bytearray(os.urandom(MIB))
-    digest = hashlib.sha256()
-    with path.open("wb") as f:
-        for i in range(size_mb):
-            block[:8] = i.to_bytes(8, "big")
-            f.write(block)
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def child_env(settings: Settings, home: Path) -> dict[str, str]:
@@ -167,7 +155,7 @@ def main() -> None:
         root = Path(tmp)
         src = root / "DSJ_bench.mp4"
         t0 = time.perf_counter()
-        expected = write_recording(src, args.size_mb)
+        expected = write_large_recording(src, args.size_mb)
         line(f"generate {args.size_mb} MiB", time.perf_counter() - t0, "s")
         from minio import Minio
 

@@ -3,6 +3,8 @@ shaped like what a body camera and a phone produce (so the demo shows the whole 
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +20,20 @@ DEMO_OFFICER = "110123"
 def _ffmpeg(*args: str) -> None:
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
     subprocess.run([*cmd, "-y", *args], check=True, capture_output=True, timeout=300)
+
+
+def write_large_recording(path: Path, size_mib: int) -> str:
+    """``size_mib`` MiB of incompressible bytes (each MiB distinct), written as a stream, for
+    trying big uploads; returns their SHA-256."""
+    mib = 1024 * 1024
+    block = bytearray(os.urandom(mib))
+    digest = hashlib.sha256()
+    with path.open("wb") as f:
+        for i in range(size_mib):
+            block[:8] = i.to_bytes(8, "big")
+            f.write(block)
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def make_samples(directory: Path, *, now: datetime | None = None) -> list[Path]:

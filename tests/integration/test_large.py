@@ -6,13 +6,13 @@ not the test runner's.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import pytest
 
 from configs.settings import Settings
+from ingest.samples import write_large_recording
+from integrity.hashing import sha256_file
 from tests.cli import cli_env, run_cli
 
 SIZE_MB = 300
@@ -25,31 +25,11 @@ def backend() -> str:
     return "sqlite"
 
 
-def _write_recording(path: Path, size_mb: int) -> str:
-    """``size_mb`` MiB of incompressible bytes, each MiB distinct; returns their SHA-256."""
-    block = bytearray(os.urandom(MIB))
-    digest = hashlib.sha256()
-    with path.open("wb") as f:
-        for i in range(size_mb):
-            block[:8] = i.to_bytes(8, "big")
-            f.write(block)
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def test_300_mb_round_trip_in_constant_memory(settings: Settings, tmp_path: Path) -> None:
     src = tmp_path / "DSJ_big.mp4"
     out = tmp_path / "copy.mp4"
     try:
-        expected = _write_recording(src, SIZE_MB)
+        expected = write_large_recording(src, SIZE_MB)
         env = cli_env(tmp_path / "home", settings)
 
         ingest = run_cli("ingest", src, "--case", "BIG-1", "--json", env=env, cwd=tmp_path)
@@ -61,7 +41,7 @@ def test_300_mb_round_trip_in_constant_memory(settings: Settings, tmp_path: Path
         get = run_cli("get", item["id"], "-o", out, env=env, cwd=tmp_path)
         assert get.returncode == 0, str(get)
         assert out.stat().st_size == SIZE_MB * MIB
-        assert _sha256_file(out) == expected
+        assert sha256_file(out)[0] == expected
 
         for run in (ingest, get):
             assert run.peak_rss < PEAK_RSS_LIMIT, (
