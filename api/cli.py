@@ -35,7 +35,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-log_app = typer.Typer(help="The tamper-evident log: key, checkpoint, proofs.", no_args_is_help=True)
+log_app = typer.Typer(
+    help="The tamper-evident log: its verifier key and latest checkpoint.", no_args_is_help=True
+)
 app.add_typer(log_app, name="log")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -292,8 +294,11 @@ def verify(
     as_json: JsonOpt = False,
     actor: ActorOpt = None,
 ) -> None:
-    """Re-hash originals and derivatives (by version ID) against the index and the log, check
-    every leaf, checkpoint and custody chain. Exit 0 only when everything checks."""
+    """Check originals, derivatives, leaves, checkpoints and custody chains; exit 0 if all hold.
+
+    Objects are re-hashed by version ID against the index and the log; every failure names
+    the item, the leaf and what differs.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ingest.audit import verify_all, verify_item
@@ -394,8 +399,11 @@ def demo(
     ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start the embedded services, seal generated sample media under a demo case, show the
-    case, then serve the API on 127.0.0.1 until Ctrl-C."""
+    """Seal generated sample media under a demo case, show it, then serve the API.
+
+    Starts the embedded services, runs the pipeline on the samples, prints the case, and
+    serves on 127.0.0.1 until Ctrl-C (unless --no-serve).
+    """
     import tempfile
 
     from ingest import catalog
