@@ -41,9 +41,9 @@ def _pg_answers() -> bool:
 class PostgresServer:
     """Hands out throwaway databases on a running server (started here when none runs)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, use_running: bool = True) -> None:
         self._private: Any = None
-        if _pg_answers():
+        if use_running and _pg_answers():
             self.base = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}"
             self._admin: dict[str, Any] = {
                 "host": PG_HOST,
