@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from integrity import tsa
 from integrity.errors import IntegrityError, NoteError, ProofError, TimestampError
 from integrity.leaves import canonical_json
 from integrity.log import LogKey, SignedCheckpoint, make_receipt, next_checkpoint, open_checkpoint
@@ -258,6 +257,8 @@ class Ledger:
     ) -> tuple[bytes | None, datetime | None]:
         if self.tsa_config is None:
             return None, None
+        from integrity import tsa  # rfc3161-client: only when a TSA is configured
+
         cfg = self.tsa_config
         try:
             tsr = tsa.request_timestamp(cfg.url, note, timeout=cfg.timeout_s)

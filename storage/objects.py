@@ -17,23 +17,24 @@ import contextlib
 import io
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import urllib3
-from minio import Minio
-from minio.commonconfig import COMPLIANCE
-from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
-from minio.helpers import check_bucket_name
-from minio.retention import Retention
 
 from integrity.hashing import CHUNK, HashingReader
 from storage.errors import ObjectLocked, ObjectNotFound, ObjectStoreError, StoreUnavailable
+
+if TYPE_CHECKING:
+    # minio is imported on first use: index-only commands never pay for it.
+    from minio import Minio
+    from minio.error import MinioException
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,22 @@ _UNAVAILABLE = {
 _LOCKED = {"AccessDenied", "ObjectLocked", "InvalidRequest"}
 _NO_LOCK_CONFIG = {"ObjectLockConfigurationNotFoundError", "NoSuchObjectLockConfiguration"}
 
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
+COMPLIANCE = "COMPLIANCE"
+
 T = TypeVar("T")
+
+
+def check_bucket_name(name: str) -> None:
+    """S3's rules for bucket names (3-63 lowercase letters, digits, dots, hyphens; not an IP
+    address; no dot next to a dot or hyphen). ValueError names what is wrong."""
+    if not _BUCKET_NAME.fullmatch(name):
+        raise ValueError("3 to 63 lowercase letters, digits, '.' or '-', alphanumeric at both ends")
+    if _IPV4.fullmatch(name):
+        raise ValueError("must not be an IP address")
+    if any(bad in name for bad in ("..", ".-", "-.")):
+        raise ValueError("must not have '..', '.-' or '-.'")
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,8 @@ Connector = Callable[[], S3Endpoint]
 
 
 def _status(e: MinioException) -> int | None:
+    from minio.error import InvalidResponseError, S3Error, ServerError
+
     if isinstance(e, S3Error):
         return int(e.response.status) if e.response is not None else None
     if isinstance(e, ServerError):
@@ -104,6 +122,8 @@ def _status(e: MinioException) -> int | None:
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:
     """Turn minio / urllib3 failures into storage errors that name the operation."""
+    from minio.error import MinioException, S3Error
+
     try:
         yield
     except S3Error as e:
@@ -157,7 +177,7 @@ class ObjectStore:
         """``endpoint`` and credentials, or ``connect`` to find them on first use; ``prepare``
         runs once after each (re)connection (e.g. the bucket check)."""
         try:
-            check_bucket_name(bucket, strict=True)
+            check_bucket_name(bucket)
         except ValueError as e:  # a setting, caught here rather than as a crash on first use
             raise ObjectStoreError(f"bucket name {bucket!r} is not valid for S3: {e}") from e
         if connect is None:
@@ -185,6 +205,8 @@ class ObjectStore:
         """The minio client, connecting (and preparing) on first use."""
         with self._lock:
             if self._client is None:
+                from minio import Minio
+
                 where = self._connect()
                 http = urllib3.PoolManager(
                     timeout=urllib3.Timeout(connect=5, read=120),
@@ -232,6 +254,8 @@ class ObjectStore:
         """Create the bucket with Object Lock (which turns versioning on), or check that it has
         both: a bucket without them cannot keep evidence, and is refused."""
 
+        from minio.error import S3Error
+
         def create_or_check() -> tuple[str | None, bool]:
             if not self.client.bucket_exists(self.bucket):
                 with contextlib.suppress(S3Error):  # a concurrent creator won the race
@@ -272,6 +296,8 @@ class ObjectStore:
         A seekable stream (a file) is sent again from its start when the store was
         unavailable; any other is sent once.
         """
+        from minio.retention import Retention
+
         retention = Retention(COMPLIANCE, retain_until) if retain_until else None
         part_size = part_size_for(length)
         start = stream.tell() if stream.seekable() else None
@@ -328,6 +354,8 @@ class ObjectStore:
 
     def retain(self, key: str, version_id: str, until: datetime) -> None:
         """Put a version under COMPLIANCE retention: nobody can delete it before ``until``."""
+        from minio.retention import Retention
+
         self._retrying(
             f"retain {key}@{version_id}",
             lambda: self.client.set_object_retention(
@@ -346,6 +374,8 @@ class ObjectStore:
 
     def remove_version(self, key: str, version_id: str) -> None:
         """Delete one version. Refused by the store while the version is under retention."""
+        from minio.error import S3Error
+
         try:
             self._retrying(
                 f"delete {key}@{version_id}",
