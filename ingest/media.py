@@ -151,7 +151,6 @@ def _media_error(cls: type[MediaError], code: str, message: str) -> MediaError:
     """An error whose instance ``code`` names the problem precisely (the class keeps its own)."""
     err = cls(message)
     err.code = code
-    err.problem_code = code  # type: ignore[attr-defined]  # the name the brief asked for
     return err
 
 
