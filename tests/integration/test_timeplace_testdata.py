@@ -23,6 +23,7 @@ from ingest.errors import MetadataError, TrackParseError
 from ingest.timeplace import (
     PhotoMeta,
     bbox,
+    exif,
     load_track,
     nearest_fix,
     read_photo_metadata,
@@ -233,7 +234,7 @@ def test_heic_read_through_pillow_heif_when_exifread_finds_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     direct = read_photo_metadata(PHOTOS / "mobile" / "IMG_2682.heic")
-    monkeypatch.setattr(timeplace, "_safe_exif_tags", lambda *_: {})
+    monkeypatch.setattr(exif, "_safe_exif_tags", lambda *_: {})
     fallback = read_photo_metadata(PHOTOS / "mobile" / "IMG_2682.heic")
     assert fallback.gps == direct.gps
     assert fallback.datetime_original == direct.datetime_original
