@@ -22,12 +22,11 @@ from ingest.errors import ProbeError
 from ingest.media.tools import register_heif
 from ingest.media.values import Kind, ProbeResult, media_error
 from ingest.problems import Problem
+from ingest.sniff import image_brand
 
 DECODE_CHECK_PACKETS = 600
 """Enough packets to reach the first frame of any sane interleaving."""
 
-_HEIC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis"})
-_HEIF_BRANDS = frozenset({b"mif1", b"msf1", b"avif", b"avis"}) | _HEIC_BRANDS
 _IMAGE_MAGIC = (
     b"\xff\xd8\xff",  # JPEG
     b"\x89PNG\r\n\x1a\n",
@@ -49,7 +48,7 @@ def _looks_like_image(head: bytes) -> bool:
         return True
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return True
-    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+    return image_brand(head) is not None
 
 
 def _iso_boxes(path: Path) -> tuple[list[bytes], bool]:
@@ -282,8 +281,7 @@ def _probe_image(path: Path, head: bytes) -> ProbeResult:
     media_type = Image.MIME.get(fmt, "application/octet-stream")
     if fmt == "MPO":  # a phone JPEG with a second (depth/preview) frame
         media_type = "image/jpeg"
-    if head[4:8] == b"ftyp":
-        media_type = "image/heic" if head[8:12] in _HEIC_BRANDS else media_type
+    media_type = image_brand(head) or media_type  # HEIF's generic brands too, as sniff says
     return ProbeResult(
         kind="image",
         media_type=media_type,

@@ -18,6 +18,7 @@ import exifread
 
 from ingest.errors import MetadataError
 from ingest.problems import Problem
+from ingest.sniff import image_brand
 from ingest.timeplace.clock import (
     STAGE_PLACE,
     STAGE_TIME,
@@ -241,10 +242,6 @@ def _xmp_original(head: bytes) -> datetime | None:
     return value if plausible(value) else None
 
 
-def _is_heif(head: bytes) -> bool:
-    return head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"heim")
-
-
 def _heif_exif_tags(path: Path) -> dict[str, Any]:
     """Fallback for HEIF files exifread cannot walk: let libheif find the EXIF block."""
     import pillow_heif  # heavy native module: only when needed
@@ -271,7 +268,7 @@ def read_photo_metadata(path: Path | str) -> PhotoMeta:
             tags = _safe_exif_tags(fh, problems)
     except OSError as exc:
         raise MetadataError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
-    if not tags and _is_heif(head):
+    if not tags and image_brand(head) == "image/heic":
         try:
             tags = _heif_exif_tags(path)
         except Exception as exc:
