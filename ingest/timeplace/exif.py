@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
+import struct
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -265,9 +267,15 @@ def read_photo_metadata(path: Path | str) -> PhotoMeta:
     try:
         with path.open("rb") as fh:
             head = fh.read(_XMP_SCAN_BYTES)
+            size = os.fstat(fh.fileno()).st_size
             tags = _safe_exif_tags(fh, problems)
     except OSError as exc:
         raise MetadataError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+    cut = _jpeg_exif_cut(head, size)
+    if cut is not None:
+        problems.append(
+            Problem(STAGE_TIME, "exif_truncated", f"the EXIF block is cut short: {cut} bytes")
+        )
     if not tags and image_brand(head) == "image/heic":
         try:
             tags = _heif_exif_tags(path)
@@ -278,9 +286,27 @@ def read_photo_metadata(path: Path | str) -> PhotoMeta:
     except Exception as exc:
         problems.append(Problem(STAGE_TIME, "exif_unreadable", f"EXIF values unusable: {exc}"))
         return PhotoMeta(problems=tuple(problems))
-    if not tags and meta.datetime_original is None:
+    if not tags and meta.datetime_original is None and cut is None:
         problems.append(Problem(STAGE_TIME, "exif_missing", "no EXIF metadata found"))
     return replace(meta, problems=tuple(problems) + meta.problems)
+
+
+def _jpeg_exif_cut(head: bytes, size: int) -> str | None:
+    """``"<present> of <declared>"`` when a JPEG's EXIF (APP1) segment runs past the end of the
+    file, which exifread reads silently as far as it goes; None otherwise."""
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    offset = 2
+    while offset + 4 <= len(head) and head[offset] == 0xFF:
+        marker = head[offset + 1]
+        if marker == 0xDA:  # start of scan: the metadata segments are behind us
+            return None
+        (length,) = struct.unpack(">H", head[offset + 2 : offset + 4])
+        if marker == 0xE1 and b"Exif\x00\x00".startswith(head[offset + 4 : offset + 10]):
+            present, declared = size - offset - 4, length - 2
+            return f"{present} of {declared}" if present < declared else None
+        offset += 2 + length
+    return None
 
 
 def _safe_exif_tags(fh: BinaryIO, problems: list[Problem]) -> dict[str, Any]:
