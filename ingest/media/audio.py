@@ -14,6 +14,7 @@ from ingest.errors import MediaError
 from ingest.media.probing import open_av, stream_duration
 from ingest.media.tools import tool_versions, write_atomic
 from ingest.media.values import Derived, Recipe, media_error
+from ingest.problems import ProblemCode
 
 WAVEFORM_SIZE = (1200, 240)
 """Width, height in pixels."""
@@ -56,7 +57,7 @@ class _Peaks:
 def _audio_peaks(src: Path, width: int) -> _Peaks:
     with open_av(src) as container:
         if not container.streams.audio:
-            raise media_error(MediaError, "no_audio", "the file has no audio stream")
+            raise media_error(MediaError, ProblemCode.NO_AUDIO, "the file has no audio stream")
         stream = container.streams.audio[0]
         rate = stream.codec_context.sample_rate or 8000
         seconds = stream_duration(container, stream) or 60.0
@@ -78,7 +79,9 @@ def make_waveform(src: Path, workdir: Path) -> Derived:
     width, height = WAVEFORM_SIZE
     peaks = _audio_peaks(src, width)
     if not peaks.lows:
-        raise media_error(MediaError, "no_audio_frames", "no audio frame could be decoded")
+        raise media_error(
+            MediaError, ProblemCode.NO_AUDIO_FRAMES, "no audio frame could be decoded"
+        )
     pick = np.arange(width) * len(peaks.lows) // width  # stretch or squeeze blocks to columns
     lows = np.clip(np.asarray(peaks.lows)[pick], -1.0, 1.0)
     highs = np.clip(np.asarray(peaks.highs)[pick], -1.0, 1.0)
@@ -91,7 +94,7 @@ def make_waveform(src: Path, workdir: Path) -> Derived:
     img[(rows >= top) & (rows <= bottom)] = (160, 80, 20)
     ok, buf = cv2.imencode(".png", img)
     if not ok:
-        raise media_error(MediaError, "encode_failed", "could not encode the waveform")
+        raise media_error(MediaError, ProblemCode.ENCODE_FAILED, "could not encode the waveform")
     workdir.mkdir(parents=True, exist_ok=True)
     final = workdir / "waveform.png"
     write_atomic(final, buf.tobytes())

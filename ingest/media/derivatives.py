@@ -12,7 +12,7 @@ from ingest.media.photos import photo_derivatives
 from ingest.media.proxy import make_proxy
 from ingest.media.stills import make_contact_sheet, make_thumbnails
 from ingest.media.values import Derived, Limits, ProbeResult
-from ingest.problems import Problem
+from ingest.problems import Problem, ProblemCode
 
 
 def _guard(stage: str, step: Callable[[], list[Derived]], problems: list[Problem]) -> list[Derived]:
@@ -20,9 +20,11 @@ def _guard(stage: str, step: Callable[[], list[Derived]], problems: list[Problem
     try:
         return step()
     except MediaError as exc:
-        problems.append(Problem(stage, exc.code, str(exc)))
+        problems.append(Problem.from_error(stage, exc))
     except Exception as exc:  # a tool's own error type must not lose the item
-        problems.append(Problem(stage, "unexpected_error", f"{type(exc).__name__}: {exc}"))
+        problems.append(
+            Problem(stage, ProblemCode.UNEXPECTED_ERROR, f"{type(exc).__name__}: {exc}")
+        )
     return []
 
 
@@ -58,7 +60,7 @@ def derive(
     )
     if 0 < len(stills) < thumbs:
         problems.append(
-            Problem("thumbnails", "thumbnails_partial", f"{len(stills)} of {thumbs} made")
+            Problem("thumbnails", ProblemCode.THUMBNAILS_PARTIAL, f"{len(stills)} of {thumbs} made")
         )
     if stills:
         derived += stills

@@ -22,7 +22,7 @@ from ingest.media.values import (
     Recipe,
     media_error,
 )
-from ingest.problems import Problem
+from ingest.problems import Problem, ProblemCode
 
 _TRUNCATED_LOCK = threading.Lock()
 
@@ -54,7 +54,9 @@ def _render_photo(
         try:
             upright = ImageOps.exif_transpose(im)
         except Exception as exc:  # any EXIF oddity only costs the orientation
-            problems.append(Problem("photo", "orientation_unreadable", f"EXIF orientation: {exc}"))
+            problems.append(
+                Problem("photo", ProblemCode.ORIENTATION_UNREADABLE, f"EXIF orientation: {exc}")
+            )
             upright = im
         display = upright.convert("RGB")
     display.thumbnail((DISPLAY_MAX_PX, DISPLAY_MAX_PX), Image.Resampling.LANCZOS)
@@ -90,8 +92,12 @@ def photo_derivatives(src: Path, workdir: Path) -> tuple[list[Derived], list[Pro
         with _tolerate_truncation():
             derived, problems = _render_photo(src, workdir, truncated=True)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise media_error(MediaError, "image_unreadable", f"image undecodable: {exc}") from exc
-    note = Problem("photo", "truncated", f"image decoded with missing data: {first_error}")
+        raise media_error(
+            MediaError, ProblemCode.IMAGE_UNREADABLE, f"image undecodable: {exc}"
+        ) from exc
+    note = Problem(
+        "photo", ProblemCode.TRUNCATED, f"image decoded with missing data: {first_error}"
+    )
     return derived, [note, *problems]
 
 

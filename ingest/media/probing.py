@@ -21,7 +21,7 @@ from PIL import Image
 from ingest.errors import ProbeError
 from ingest.media.tools import register_heif
 from ingest.media.values import Kind, ProbeResult, media_error
-from ingest.problems import Problem
+from ingest.problems import Problem, ProblemCode
 from ingest.sniff import image_brand
 
 DECODE_CHECK_PACKETS = 600
@@ -74,18 +74,24 @@ def _iso_boxes(path: Path) -> tuple[list[bytes], bool]:
         return kinds, offset > end
 
 
-def _structure_problem(path: Path, head: bytes) -> tuple[str, str] | None:
+def _structure_problem(path: Path, head: bytes) -> tuple[ProblemCode, str] | None:
     """(code, message) when the container's own framing shows the file is cut short."""
     if head[4:8] == b"ftyp":
         kinds, overrun = _iso_boxes(path)
         if b"moov" not in kinds and b"moof" not in kinds:
-            return "moov_missing", "the MP4/MOV has no moov atom (recording was not finalised)"
+            return (
+                ProblemCode.MOOV_MISSING,
+                "the MP4/MOV has no moov atom (recording was not finalised)",
+            )
         if overrun:
-            return "truncated", "the last MP4/MOV box runs past the end of the file"
+            return ProblemCode.TRUNCATED, "the last MP4/MOV box runs past the end of the file"
     elif head[:4] == b"RIFF" and len(head) >= 8:
         (declared,) = struct.unpack("<I", head[4:8])
         if declared + 8 > path.stat().st_size:
-            return "truncated", "the RIFF (AVI/WAV) header declares more bytes than the file has"
+            return (
+                ProblemCode.TRUNCATED,
+                "the RIFF (AVI/WAV) header declares more bytes than the file has",
+            )
     return None
 
 
@@ -114,7 +120,7 @@ def open_av(path: Path) -> Iterator[av.container.InputContainer]:
 def probe(path: Path) -> ProbeResult:
     """Describe ``path`` from its content; ProbeError (with a specific ``code``) if unreadable."""
     if path.stat().st_size == 0:
-        raise media_error(ProbeError, "empty", f"{path.name}: the file is empty")
+        raise media_error(ProbeError, ProblemCode.EMPTY, f"{path.name}: the file is empty")
     head = _read_head(path)
     if _looks_like_image(head):
         return _probe_image(path, head)
@@ -123,7 +129,7 @@ def probe(path: Path) -> ProbeResult:
         with open_av(path) as container:
             result = _describe_av(container)
     except av.FFmpegError as exc:
-        code, why = structure or ("not_media", "no known audio/video/image format")
+        code, why = structure or (ProblemCode.NOT_MEDIA, "no known audio/video/image format")
         raise media_error(ProbeError, code, f"{path.name}: {why} ({exc.strerror})") from exc
     if structure is not None:
         result.problems.insert(0, Problem("probe", *structure))
@@ -141,7 +147,9 @@ def _describe_av(container: av.container.InputContainer) -> ProbeResult:
     video = main_video(container)
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None and audio is None:
-        raise media_error(ProbeError, "no_media_streams", "the container has no audio or video")
+        raise media_error(
+            ProbeError, ProblemCode.NO_MEDIA_STREAMS, "the container has no audio or video"
+        )
     tags = {str(k): str(v) for k, v in container.metadata.items()}
     problems: list[Problem] = []
     rotation, width, height, fps = 0, None, None, None
@@ -189,14 +197,18 @@ def _decode_check(
                     return (-int(frame.rotation)) % 360
                 return 0
     except av.FFmpegError as exc:
-        problems.append(
-            Problem("probe", f"{stream.type}_undecodable", f"{stream.type}: {exc.strerror}")
-        )
+        problems.append(Problem("probe", _undecodable(stream), f"{stream.type}: {exc.strerror}"))
         return 0
     problems.append(
-        Problem("probe", f"{stream.type}_undecodable", f"no {stream.type} frame could be decoded")
+        Problem("probe", _undecodable(stream), f"no {stream.type} frame could be decoded")
     )
     return 0
+
+
+def _undecodable(stream: av.stream.Stream) -> ProblemCode:
+    if stream.type == "video":
+        return ProblemCode.VIDEO_UNDECODABLE
+    return ProblemCode.AUDIO_UNDECODABLE  # the only other kind of stream probe checks
 
 
 def _rotate_tag(stream: av.VideoStream) -> int:
@@ -273,7 +285,9 @@ def _probe_image(path: Path, head: bytes) -> ProbeResult:
             orientation = int(im.getexif().get(0x0112, 1))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise media_error(
-            ProbeError, "image_unreadable", f"{path.name}: image header unreadable ({exc})"
+            ProbeError,
+            ProblemCode.IMAGE_UNREADABLE,
+            f"{path.name}: image header unreadable ({exc})",
         ) from exc
     rotation = {3: 180, 6: 90, 8: 270}.get(orientation, 0)
     if orientation in (5, 6, 7, 8):  # these EXIF orientations swap the axes

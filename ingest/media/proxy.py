@@ -12,6 +12,7 @@ import ffmpeg
 from ingest.errors import TranscodeError
 from ingest.media.tools import default_ffmpeg, file_url, partial_path, run_tool, tool_versions
 from ingest.media.values import Derived, Limits, ProbeResult, Recipe, media_error
+from ingest.problems import ProblemCode
 
 PROXY_MAX_SHORT_SIDE = 720
 """At most 720p: the short side, so portrait clips keep 720 × 1280."""
@@ -56,7 +57,9 @@ def _can_remux(info: ProbeResult) -> bool:
 
 def _proxy_plan(src: Path, info: ProbeResult, dst: Path, ffmpeg_exe: str) -> _ProxyPlan:
     if info.kind not in ("video", "audio"):
-        raise media_error(TranscodeError, "no_proxy", f"a {info.kind} has no playback proxy")
+        raise media_error(
+            TranscodeError, ProblemCode.NO_PROXY, f"a {info.kind} has no playback proxy"
+        )
     demuxer = info.container.split(",")[0]  # the content-detected format, not the extension
     inp = ffmpeg.input(file_url(src), f=demuxer)
     out_opts: dict[str, object] = {"format": "mp4", "movflags": "+faststart", "sn": None}

@@ -22,6 +22,7 @@ from ingest.media.values import (
     Recipe,
     media_error,
 )
+from ingest.problems import ProblemCode
 
 _Image = npt.NDArray[np.uint8]
 _ROTATE = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
@@ -30,7 +31,7 @@ _ROTATE = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_
 def _write_jpeg(img: _Image, final: Path) -> None:
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
-        raise media_error(MediaError, "encode_failed", f"could not encode {final.name}")
+        raise media_error(MediaError, ProblemCode.ENCODE_FAILED, f"could not encode {final.name}")
     write_atomic(final, buf.tobytes())
 
 
@@ -122,7 +123,9 @@ def make_thumbnails(
                 backends.add("pyav")
     frames = [f for f in grabbed if f is not None]
     if not frames:
-        raise media_error(MediaError, "no_frames", "no frame could be decoded for thumbnails")
+        raise media_error(
+            MediaError, ProblemCode.NO_FRAMES, "no frame could be decoded for thumbnails"
+        )
     params: dict[str, object] = {
         "count": count,
         "max_px": THUMB_MAX_PX,
@@ -147,7 +150,9 @@ def make_contact_sheet(thumbs: list[Derived], workdir: Path) -> Derived:
     images = [cv2.imread(str(t.path), cv2.IMREAD_COLOR) for t in thumbs]
     tiles = [np.asarray(img, dtype=np.uint8) for img in images if img is not None]
     if not tiles:
-        raise media_error(MediaError, "no_thumbnails", "no thumbnail to put on a contact sheet")
+        raise media_error(
+            MediaError, ProblemCode.NO_THUMBNAILS, "no thumbnail to put on a contact sheet"
+        )
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
     cell_h = max(t.shape[0] for t in tiles)

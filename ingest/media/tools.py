@@ -22,6 +22,7 @@ import PIL
 
 from ingest.errors import ToolTimeout, TranscodeError
 from ingest.media.values import Limits, media_error
+from ingest.problems import ProblemCode
 
 _STDERR_TAIL_BYTES = 4096
 
@@ -117,12 +118,14 @@ def run_tool(cmd: list[str], *, limits: Limits, workdir: Path) -> None:
             )
         except subprocess.TimeoutExpired as exc:
             raise media_error(
-                ToolTimeout, "tool_timeout", f"{Path(cmd[0]).name} ran past {limits.timeout_s:g} s"
+                ToolTimeout,
+                ProblemCode.TOOL_TIMEOUT,
+                f"{Path(cmd[0]).name} ran past {limits.timeout_s:g} s",
             ) from exc
         if done.returncode != 0:
             raise media_error(
                 TranscodeError,
-                "transcode_failed",
+                ProblemCode.TRANSCODE_FAILED,
                 f"{Path(cmd[0]).name} exited with {done.returncode}: {_stderr_tail(err)}",
             )
 

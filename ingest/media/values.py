@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from ingest.errors import MediaError
-from ingest.problems import Problem
+from ingest.problems import Problem, ProblemCode
 
 Kind = Literal["video", "audio", "image"]
 
@@ -89,7 +89,7 @@ class Limits:
     """Address-space cap (RLIMIT_AS) of the child process."""
 
 
-def media_error(cls: type[MediaError], code: str, message: str) -> MediaError:
+def media_error(cls: type[MediaError], code: ProblemCode, message: str) -> MediaError:
     """An error whose instance ``code`` names the problem precisely (the class keeps its own)."""
     err = cls(message)
     err.code = code

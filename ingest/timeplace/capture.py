@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
-from ingest.problems import Problem
+from ingest.problems import Problem, ProblemCode
 from ingest.timeplace.clock import (
     DEFAULT_LOCAL_OFFSET,
     MAX_UTC_OFFSET,
@@ -62,7 +62,7 @@ class _Decision:
             self.problems.append(
                 Problem(
                     STAGE_TIME,
-                    "clock_skew",
+                    ProblemCode.CLOCK_SKEW,
                     f"{what} differs from GPS time by {_describe(delta)} "
                     f"(threshold {_describe(threshold)})",
                 )
@@ -72,7 +72,7 @@ class _Decision:
         self.problems.append(
             Problem(
                 STAGE_TIME,
-                "utc_offset_assumed",
+                ProblemCode.UTC_OFFSET_ASSUMED,
                 f"{what} has no zone; assumed UTC{format_offset(offset)}",
             )
         )
@@ -169,7 +169,9 @@ def resolve_capture_time(
         return _result(_as_local(started, zone), "filename", zone, decision)
     if manifest_start is not None:
         return _result(manifest_start.astimezone(UTC), "manifest", None, decision)
-    decision.problems.append(Problem(STAGE_TIME, "capture_time_unknown", "no source gave a time"))
+    decision.problems.append(
+        Problem(STAGE_TIME, ProblemCode.CAPTURE_TIME_UNKNOWN, "no source gave a time")
+    )
     return _result(None, None, None, decision)
 
 

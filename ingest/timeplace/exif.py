@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Final
 import exifread
 
 from ingest.errors import MetadataError
-from ingest.problems import Problem
+from ingest.problems import Problem, ProblemCode
 from ingest.sniff import image_brand
 from ingest.timeplace.clock import (
     STAGE_PLACE,
@@ -76,7 +76,7 @@ class _Reader:
         self.tags = tags
         self.problems: list[Problem] = []
 
-    def note(self, stage: str, code: str, message: str) -> None:
+    def note(self, stage: str, code: ProblemCode, message: str) -> None:
         self.problems.append(Problem(stage, code, message))
 
     def values(self, key: str) -> Any:
@@ -100,10 +100,10 @@ class _Reader:
         try:
             numbers = [_ratio(v) for v in raw]
         except (TypeError, ValueError):
-            self.note(STAGE_PLACE, "exif_bad_value", f"{key} is not a list of numbers")
+            self.note(STAGE_PLACE, ProblemCode.EXIF_BAD_VALUE, f"{key} is not a list of numbers")
             return None
         if any(n is None for n in numbers):
-            self.note(STAGE_PLACE, "exif_bad_rational", f"{key} has a zero denominator")
+            self.note(STAGE_PLACE, ProblemCode.EXIF_BAD_RATIONAL, f"{key} has a zero denominator")
             return None
         return [n for n in numbers if n is not None]
 
@@ -147,11 +147,13 @@ def _gps_fix(reader: _Reader, when: datetime | None) -> Fix | None:
         return None
     lat, lon = _dms(lat_parts), _dms(lon_parts)
     if lat is None or lon is None:
-        reader.note(STAGE_PLACE, "gps_invalid", "GPS latitude/longitude are not D/M/S values")
+        reader.note(
+            STAGE_PLACE, ProblemCode.GPS_INVALID, "GPS latitude/longitude are not D/M/S values"
+        )
         return None
     if lat == 0 and lon == 0:
         # Cameras without a fix fill the block with zeros; Null Island is not a place.
-        reader.note(STAGE_PLACE, "gps_zero", "GPS block holds 0,0 (no fix)")
+        reader.note(STAGE_PLACE, ProblemCode.GPS_ZERO, "GPS block holds 0,0 (no fix)")
         return None
     if (reader.text("GPS GPSLatitudeRef") or "N").upper().startswith("S"):
         lat = -lat
@@ -160,7 +162,9 @@ def _gps_fix(reader: _Reader, when: datetime | None) -> Fix | None:
     alt = _gps_altitude(reader)
     fix = make_fix(lat, lon, alt, when)
     if fix is None:
-        reader.note(STAGE_PLACE, "gps_invalid", f"GPS position out of range: {lat}, {lon}")
+        reader.note(
+            STAGE_PLACE, ProblemCode.GPS_INVALID, f"GPS position out of range: {lat}, {lon}"
+        )
     return fix
 
 
@@ -182,7 +186,9 @@ def _gps_datetime(reader: _Reader) -> datetime | None:
     day = _exif_datetime(day_text + " 00:00:00")
     hours, minutes, seconds = clock
     if day is None or not (0 <= hours < 24 and 0 <= minutes < 60 and 0 <= seconds < 61):
-        reader.note(STAGE_TIME, "gps_time_invalid", f"GPS date/time unusable: {day_text} {clock}")
+        reader.note(
+            STAGE_TIME, ProblemCode.GPS_TIME_INVALID, f"GPS date/time unusable: {day_text} {clock}"
+        )
         return None
     offset = timedelta(hours=int(hours), minutes=int(minutes), seconds=seconds)
     return day.replace(tzinfo=UTC) + offset
@@ -201,12 +207,16 @@ def _meta_from_tags(tags: dict[str, Any], xmp_original: datetime | None) -> Phot
     original = _exif_datetime(original_text) if original_text else None
     if original_text and original is None:
         reader.note(
-            STAGE_TIME, "exif_bad_datetime", f"DateTimeOriginal unusable: {original_text!r}"
+            STAGE_TIME,
+            ProblemCode.EXIF_BAD_DATETIME,
+            f"DateTimeOriginal unusable: {original_text!r}",
         )
     offset_text = reader.text("EXIF OffsetTimeOriginal")
     offset = offset_from_text(offset_text) if offset_text else None
     if offset_text and offset is None:
-        reader.note(STAGE_TIME, "exif_bad_offset", f"OffsetTimeOriginal unusable: {offset_text!r}")
+        reader.note(
+            STAGE_TIME, ProblemCode.EXIF_BAD_OFFSET, f"OffsetTimeOriginal unusable: {offset_text!r}"
+        )
     if original is None and xmp_original is not None:
         # ExifTool falls back to XMP exif:DateTimeOriginal too (e.g. a broken ExifIFD pointer).
         original = xmp_original.replace(tzinfo=None)
@@ -274,20 +284,26 @@ def read_photo_metadata(path: Path | str) -> PhotoMeta:
     cut = _jpeg_exif_cut(head, size)
     if cut is not None:
         problems.append(
-            Problem(STAGE_TIME, "exif_truncated", f"the EXIF block is cut short: {cut} bytes")
+            Problem(
+                STAGE_TIME, ProblemCode.EXIF_TRUNCATED, f"the EXIF block is cut short: {cut} bytes"
+            )
         )
     if not tags and image_brand(head) == "image/heic":
         try:
             tags = _heif_exif_tags(path)
         except Exception as exc:
-            problems.append(Problem(STAGE_TIME, "exif_unreadable", f"HEIF EXIF unreadable: {exc}"))
+            problems.append(
+                Problem(STAGE_TIME, ProblemCode.EXIF_UNREADABLE, f"HEIF EXIF unreadable: {exc}")
+            )
     try:
         meta = _meta_from_tags(tags, _xmp_original(head))
     except Exception as exc:
-        problems.append(Problem(STAGE_TIME, "exif_unreadable", f"EXIF values unusable: {exc}"))
+        problems.append(
+            Problem(STAGE_TIME, ProblemCode.EXIF_UNREADABLE, f"EXIF values unusable: {exc}")
+        )
         return PhotoMeta(problems=tuple(problems))
     if not tags and meta.datetime_original is None and cut is None:
-        problems.append(Problem(STAGE_TIME, "exif_missing", "no EXIF metadata found"))
+        problems.append(Problem(STAGE_TIME, ProblemCode.EXIF_MISSING, "no EXIF metadata found"))
     return replace(meta, problems=tuple(problems) + meta.problems)
 
 
@@ -316,6 +332,8 @@ def _safe_exif_tags(fh: BinaryIO, problems: list[Problem]) -> dict[str, Any]:
         return dict(exifread.process_file(fh, details=False))
     except Exception as exc:
         problems.append(
-            Problem(STAGE_TIME, "exif_unreadable", f"EXIF unreadable ({type(exc).__name__})")
+            Problem(
+                STAGE_TIME, ProblemCode.EXIF_UNREADABLE, f"EXIF unreadable ({type(exc).__name__})"
+            )
         )
         return {}
