@@ -1,12 +1,17 @@
 """The one media adapter: everything liuhen knows about containers, codecs and pixels.
 
     probe()                   what a file is (PyAV in-process for video/audio, Pillow for images)
-    make_proxy()              a browser-playable MP4 (or M4A) via the ffmpeg binary
-    make_thumbnails()         evenly spaced stills via OpenCV seeking
-    make_contact_sheet()      those stills in one grid
-    make_waveform()           a PNG of an audio-only item, decoded as a stream
-    make_photo_derivatives()  display image and thumbnail of a photo
+                              (probing.py)
+    make_proxy()              a browser-playable MP4 (or M4A) via the ffmpeg binary (proxy.py)
+    make_thumbnails()         evenly spaced stills via OpenCV seeking (stills.py)
+    make_contact_sheet()      those stills in one grid (stills.py)
+    make_waveform()           a PNG of an audio-only item, decoded as a stream (audio.py)
+    make_photo_derivatives()  display image and thumbnail of a photo (photos.py)
     derive()                  whichever of these fit the item; failures become Problems
+                              (derivatives.py)
+
+The values they pass around are in values.py, the running of tools in tools.py. Callers import
+the names from this package, never from a topic module.
 
 The original is only ever opened for reading. Formats are detected from content, never from the
 file name: libav is handed a reader without a name (it would otherwise trust the extension),

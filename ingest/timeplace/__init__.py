@@ -5,6 +5,16 @@ never refused for being broken (DESIGN.md, principle 2). Only track files with n
 them raise `TrackParseError`. All datetimes are timezone-aware except the two places where the
 source itself is local time without a zone (`PhotoMeta.datetime_original`,
 `FileNameInfo.started_at`); `resolve_capture_time` is where a zone is decided for them.
+
+    clock.py      zone offsets, plausible dates, ``parse_container_time``
+    geo.py        ``Fix``, ``parse_iso6709``, ``bbox``
+    exif.py       ``read_photo_metadata`` → ``PhotoMeta``
+    tracks.py     ``load_track``, ``parse_nmea``, ``parse_gpx``, ``track_to_geojson``,
+                  ``nearest_fix``
+    filenames.py  ``parse_capture_filename`` → ``FileNameInfo``
+    capture.py    ``resolve_capture_time`` → ``CaptureTime``
+
+Callers import the names from this package, never from a topic module.
 """
 
 from ingest.timeplace.capture import CaptureTime, resolve_capture_time
