@@ -10,11 +10,12 @@ import math
 import os
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import BinaryIO, Final
 
 import exifread
 
@@ -72,14 +73,15 @@ class PhotoMeta:
 class _Reader:
     """Reads typed values out of an exifread tag dict, recording each failure as a Problem."""
 
-    def __init__(self, tags: dict[str, Any]) -> None:
+    def __init__(self, tags: dict[str, object]) -> None:
         self.tags = tags
         self.problems: list[Problem] = []
 
     def note(self, stage: str, code: ProblemCode, message: str) -> None:
         self.problems.append(Problem(stage, code, message))
 
-    def values(self, key: str) -> Any:
+    def values(self, key: str) -> object:
+        """The tag's ``values`` as exifread decoded them (a list, a str, bytes), or None."""
         tag = self.tags.get(key)
         return getattr(tag, "values", None)
 
@@ -98,6 +100,8 @@ class _Reader:
         if raw is None:
             return None
         try:
+            if not isinstance(raw, Iterable):
+                raise TypeError(f"not a list: {raw!r}")
             numbers = [_ratio(v) for v in raw]
         except (TypeError, ValueError):
             self.note(STAGE_PLACE, ProblemCode.EXIF_BAD_VALUE, f"{key} is not a list of numbers")
@@ -108,7 +112,7 @@ class _Reader:
         return [n for n in numbers if n is not None]
 
 
-def _ratio(value: Any) -> float | None:
+def _ratio(value: object) -> float | None:
     if isinstance(value, Fraction):
         # exifread keeps n/0 as a Fraction with denominator 0 instead of raising.
         if value.denominator == 0:
@@ -201,7 +205,7 @@ def _orientation(reader: _Reader) -> int | None:
     return None
 
 
-def _meta_from_tags(tags: dict[str, Any], xmp_original: datetime | None) -> PhotoMeta:
+def _meta_from_tags(tags: dict[str, object], xmp_original: datetime | None) -> PhotoMeta:
     reader = _Reader(tags)
     original_text = reader.text("EXIF DateTimeOriginal")
     original = _exif_datetime(original_text) if original_text else None
@@ -254,7 +258,7 @@ def _xmp_original(head: bytes) -> datetime | None:
     return value if plausible(value) else None
 
 
-def _heif_exif_tags(path: Path) -> dict[str, Any]:
+def _heif_exif_tags(path: Path) -> dict[str, object]:
     """Fallback for HEIF files exifread cannot walk: let libheif find the EXIF block."""
     import pillow_heif  # heavy native module: only when needed
 
@@ -325,7 +329,7 @@ def _jpeg_exif_cut(head: bytes, size: int) -> str | None:
     return None
 
 
-def _safe_exif_tags(fh: BinaryIO, problems: list[Problem]) -> dict[str, Any]:
+def _safe_exif_tags(fh: BinaryIO, problems: list[Problem]) -> dict[str, object]:
     # exifread has crashed on these inputs before (TypeError, MemoryError, OSError, ...): a
     # damaged EXIF block must cost us the metadata, never the item.
     try:
