@@ -64,7 +64,10 @@ def _render_photo(
     thumb.thumbnail((THUMB_MAX_PX, THUMB_MAX_PX), Image.Resampling.LANCZOS)
     versions = tool_versions()
     derived = []
-    for role, img, max_px in (("display", display, DISPLAY_MAX_PX), ("thumb-000", thumb, 320)):
+    for role, img, max_px in (
+        ("display", display, DISPLAY_MAX_PX),
+        ("thumb-000", thumb, THUMB_MAX_PX),
+    ):
         final = workdir / f"{role}.jpg"
         partial = partial_path(final)
         img.save(partial, "JPEG", quality=JPEG_QUALITY)
