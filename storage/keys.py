@@ -52,3 +52,9 @@ def parse_checkpoint_key(key: str) -> int | None:
     """The tree size of a checkpoint key, or None (a time-stamp ``.tsr``, anything else)."""
     m = _CHECKPOINT.fullmatch(key)
     return int(m[1]) if m else None
+
+
+def derivative_file_name(key: str) -> str | None:
+    """``<role>.<ext>`` of a derivative key, or None if ``key`` is not one."""
+    m = re.fullmatch(r"derived/([0-9A-Za-z]{10,40})/([a-z][a-z0-9_-]{0,31}\.[a-z0-9]{1,8})", key)
+    return m[2] if m else None

@@ -150,3 +150,14 @@ def items_by_id(session: Session, *, item_ids: list[str]) -> list[Item]:
 
 def all_checkpoints(session: Session) -> list[Checkpoint]:
     return list(session.scalars(select(Checkpoint).order_by(Checkpoint.size)))
+
+
+def leaves_of_items(session: Session, *, item_ids: list[str], below: int) -> list[LogLeaf]:
+    """Every leaf (item, derivative, custody) of these items below ``below``, in log order."""
+    return list(
+        session.scalars(
+            select(LogLeaf)
+            .where(LogLeaf.item_id.in_(item_ids), LogLeaf.idx < below)
+            .order_by(LogLeaf.idx)
+        )
+    )
