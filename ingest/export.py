@@ -20,7 +20,9 @@ import html
 import json
 import mimetypes
 import os
+import queue
 import re
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,13 +68,77 @@ def folder_name(case_id: str, now: datetime) -> str:
     return f"{safe}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}"
 
 
+class _BackgroundHash:
+    """SHA-256 computed in a thread of its own (hashlib lets go of the GIL on big blocks), so
+    the package's hash costs no time on the path from the store to the zip. At most
+    ``depth`` blocks wait to be hashed."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, name="export-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            self._hash.update(block)
+
+    def update(self, block: bytes) -> None:
+        self._queue.put(block)
+
+    def hexdigest(self) -> str:
+        self._queue.put(None)
+        self._thread.join()
+        return self._hash.hexdigest()
+
+
+def _read_ahead(chunks: Iterator[bytes], depth: int = 4) -> Iterator[bytes]:
+    """``chunks``, read (and re-hashed) by a thread up to ``depth`` chunks ahead, so that the
+    store's reads overlap the writing. Errors come out where they happened; a consumer that
+    stops early stops the reader."""
+    box: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bytes | None, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(entry, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for chunk in chunks:
+                if not put((chunk, None)):
+                    return
+            put((None, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            put((None, e))
+
+    reader = threading.Thread(target=run, name="export-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            chunk, error = box.get()
+            if error is not None:
+                raise error
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+
+
 class _Sink:
     """Where zipfile writes: it keeps what was written until drained and hashes all of it.
     It can tell but not seek, so zipfile streams (sizes in data descriptors)."""
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
-        self._hash = hashlib.sha256()
+        self._hash = _BackgroundHash()
         self.size = 0
 
     def write(self, data: bytes, /) -> int:
@@ -166,7 +232,11 @@ class PackageStream:
         stamp = self.now.astimezone(UTC).timetuple()[:6]
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zf:
 
-            def add(rel: str, chunks: Iterator[bytes] | bytes, size: int) -> Iterator[bytes]:
+            def add(
+                rel: str, chunks: Iterator[bytes] | bytes, size: int, sha256: str | None = None
+            ) -> Iterator[bytes]:
+                """Write one entry. ``sha256``: the hash ``chunks`` is checked against as it
+                ends (a verified stream), so it is not computed twice."""
                 nonlocal payload_bytes
                 info = zipfile.ZipInfo(f"{self.folder}/{rel}", date_time=stamp)
                 info.file_size = size  # decides ZIP64 before a byte is written
@@ -175,14 +245,16 @@ class PackageStream:
                 with zf.open(info, "w") as out:
                     for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
                         out.write(chunk)
-                        h.update(chunk)
+                        if sha256 is None:
+                            h.update(chunk)
                         written += len(chunk)
                         yield sink.drain()
+                digest = sha256 or h.hexdigest()
                 if rel.startswith("data/"):
-                    manifest.append((h.hexdigest(), rel))
+                    manifest.append((digest, rel))
                     payload_bytes += written
                 else:
-                    tags.append((h.hexdigest(), rel))
+                    tags.append((digest, rel))
                 yield sink.drain()
 
             def text(rel: str, body: str | bytes) -> Iterator[bytes]:
@@ -192,11 +264,9 @@ class PackageStream:
             tags: list[tuple[str, str]] = []
             for e in self.entries:
                 base = f"{bag.ITEMS}/{e.item.id}"
-                yield from add(
-                    f"{base}/{e.original_name}", verified_stream(self.rt, e.original), e.item.size
-                )
-                for name, target in e.derivatives:
-                    yield from add(f"{base}/{name}", verified_stream(self.rt, target), target.size)
+                for name, target in [(e.original_name, e.original), *e.derivatives]:
+                    stream = _read_ahead(verified_stream(self.rt, target))
+                    yield from add(f"{base}/{name}", stream, target.size, target.sha256)
                 doc = json.dumps(e.document, ensure_ascii=False, indent=2, sort_keys=True)
                 yield from text(f"{base}/{bag.METADATA}", doc + "\n")
                 yield from text(f"{base}/{bag.CUSTODY}", "".join(c + "\n" for c in e.custody))

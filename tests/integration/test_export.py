@@ -21,12 +21,14 @@ from ingest import jobs
 from ingest.export import ExportResult, export_to_file
 from ingest.runtime import Runtime
 from ingest.verify import verify_all
+from integrity.errors import HashMismatch
 from integrity.note import generate_signer_key
 from integrity.package import PackageReport, verify_package
+from storage import keys
 from storage import repository as repo
 from tests.cli import cli_env, run_cli
 from tests.conftest import TESTDATA
-from tests.integration.logkit import distinct_files, seal
+from tests.integration.logkit import distinct_files, seal, sql
 
 CASE = "XF-2026/0042"
 PHOTO = TESTDATA / "photos" / "mobile" / "date-priority-test.jpg"
@@ -348,3 +350,19 @@ def test_http_export_streams_a_package_that_verifies(settings: Settings, tmp_pat
         assert missing.status_code == 404
         assert missing.headers["content-type"] == "application/problem+json"
         json.loads(missing.text)
+
+
+def test_a_changed_original_stops_the_export_and_leaves_no_file(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    item = seal(rt, distinct_files(tmp_path / "in", 1)[0], CASE)
+    forged = rt.store.put_bytes(
+        keys.original_key(item.sha256), b"forged bytes", content_type="application/octet-stream"
+    )
+    sql(rt, "UPDATE items SET version_id = :v WHERE id = :i", v=forged.version_id, i=item.item_id)
+    out = tmp_path / "case.zip"
+    with pytest.raises(HashMismatch, match=item.sha256):
+        export_to_file(rt, case_id=CASE, actor="reviewer", output=out)
+    assert list(tmp_path.glob("*.zip*")) == [] and list(tmp_path.glob(".case.zip*")) == []
+    with rt.sessions() as session:
+        assert all(e.action != "export" for e in repo.custody_of(session, item_id=item.item_id))
