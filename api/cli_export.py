@@ -21,10 +21,11 @@ def export(
     as_json: JsonOpt = False,
     actor: ActorOpt = None,
 ) -> None:
-    """Write a case's evidence package: a zipped BagIt bag with every original, derivative,
-    custody chain and log leaf of the case, each leaf proven against one signed checkpoint.
+    """Write a case's evidence package: a zipped BagIt bag that verifies offline.
 
-    Check it offline with ``liuhen verify FILE.zip --key KEY`` or by hand (data/VERIFY.md).
+    Every original, derivative, custody chain and log leaf of the case, each leaf proven
+    against one signed checkpoint; check it with liuhen verify FILE.zip --key KEY.
+
     The export is logged as a custody event of each item, naming the package's SHA-256.
     """
     from ingest.export import export_to_file

@@ -41,10 +41,11 @@ def verify(
 ) -> None:
     """Check originals, derivatives, leaves, checkpoints and custody chains; exit 0 if all hold.
 
-    Exit 1 when something differs, 75 when something could not be checked (store or
-    database unavailable) and nothing differs. A PACKAGE.zip is checked offline: bag
-    manifests, leaves, inclusion proofs, the checkpoint signature (against --key) and
-    custody chains.
+    Exit 1 when something differs; 75 when something could not be checked.
+
+    75 means the store or the database was unavailable and nothing differs.
+
+    A PACKAGE.zip is checked offline, against --key (the published log key).
     """
     if target is not None and target.lower().endswith(".zip"):
         if all_:
