@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import problem
-from api.routes import cases, health, items, log
+from api.routes import cases, exports, health, items, log
 from configs.settings import Settings
 from ingest.runtime import Runtime, open_runtime
 from ingest.worker import WorkerPool
@@ -60,6 +60,7 @@ def create_app(
     )
     for router in (health.router, items.router, cases.router, log.router):
         app.include_router(router)
+    app.include_router(exports.router)
     _install_error_handlers(app)
     return app
 

@@ -280,71 +280,6 @@ def log_checkpoint(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def verify(
-    target: Annotated[
-        str | None, typer.Argument(metavar="[ID]", help="One item to verify.")
-    ] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Verify everything.")] = False,
-    as_json: JsonOpt = False,
-    actor: ActorOpt = None,
-) -> None:
-    """Check originals, derivatives, leaves, checkpoints and custody chains; exit 0 if all hold.
-
-    Objects are re-hashed by version ID against the index and the log; every failure names
-    the item, the leaf and what differs.
-    """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from ingest.audit import verify_all, verify_item
-
-    if all_ == (target is not None):
-        typer.echo("liuhen verify: give exactly one of --all or an item ID", err=True)
-        raise typer.Exit(2)
-    if target is not None and target.lower().endswith(".zip"):
-        typer.echo(
-            "liuhen verify: export packages are not produced yet (liuhen export comes with "
-            "the review side); verify an item ID or --all",
-            err=True,
-        )
-        raise typer.Exit(2)
-    who = _actor(actor)
-    with _runtime(as_json) as rt:
-        try:
-            if all_:
-                columns = (
-                    TextColumn("verify"),
-                    BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"),
-                    TimeRemainingColumn(),
-                )
-                from rich.console import Console
-
-                with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-                    task = bar.add_task("verify", total=None)
-
-                    def progress(done: int, total: int) -> None:
-                        bar.update(task, completed=done, total=total)
-
-                    report = verify_all(rt, actor=who, progress=progress)
-            else:
-                assert target is not None  # noqa: S101 - checked above
-                report = verify_item(rt, target, actor=who)
-        except LiuhenError as e:
-            _fail(e, as_json)
-    doc = report.as_dict()
-
-    def human() -> None:
-        for f in doc["failures"]:
-            typer.echo(f"FAIL {f.get('item_id') or '-'} {f['what']}: {f['detail']}")
-        verdict = "ok" if doc["ok"] else f"{len(doc['failures'])} failure(s)"
-        typer.echo(f"checked {doc['checked']}: {verdict}")
-
-    _emit(doc, as_json, human)
-    if not doc["ok"]:
-        raise typer.Exit(5)
-
-
-@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
@@ -516,6 +451,12 @@ def services_stop(as_json: JsonOpt = False) -> None:
         _fail(e, as_json)
     doc = {"stopped": bool(stopped)}
     _emit(doc, as_json, lambda: typer.echo("stopped" if stopped else "nothing was running"))
+
+
+from api import cli_export, cli_verify  # noqa: E402 - commands of their own modules
+
+cli_verify.register(app)
+cli_export.register(app)
 
 
 def main() -> None:

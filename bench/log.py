@@ -139,9 +139,9 @@ def bench_proofs(size: int, samples: int = 2000) -> None:
 
 
 def bench_verify(objects: int, mib: int) -> None:
-    from ingest.audit import verify_all
     from ingest.intake import seal_file
     from ingest.manifest import Manifest
+    from ingest.verify import verify_all
 
     with bench_runtime() as rt, tempfile.TemporaryDirectory() as tmp:
         block = os.urandom(1024 * 1024)

@@ -311,6 +311,17 @@ class Ledger:
             proof = self.tree.consistency_proof(size1, size2)
         return [base64.b64encode(h).decode() for h in proof]
 
+    def receipt_under(self, index: int, *, data: str, signed: SignedCheckpoint) -> str:
+        """A receipt for leaf ``index`` against one already signed checkpoint (an export holds
+        all its proofs against one), once ``data`` is checked to be the leaf signed there."""
+        size = signed.checkpoint.size
+        with self._lock:
+            if not 0 <= index < size <= self.tree.size:
+                raise LogCorrupt(f"leaf {index} is not under checkpoint {size}")
+            if self.tree.leaf(index) != leaf_hash(data.encode()):
+                raise LogCorrupt(f"leaf row {index} differs from the signed log: run liuhen verify")
+            return make_receipt(tree=self.tree, index=index, signed=signed)
+
 
 def load_tsa_config(url: str | None, roots: list[Path], timeout_s: float) -> TsaConfig | None:
     if not url:

@@ -11,6 +11,8 @@ import it, and it imports nothing of ours.
           │    └── SignatureError   a known key's signature does not verify
           ├── ReceiptError          a tlog-proof receipt is malformed or proves something else
           ├── CanonicalJSONError    a value cannot be put into canonical leaf JSON
+          ├── LeafFormatError       leaf data is not a leaf that ``leaves.py`` would build
+          ├── PackageError          an export package cannot be read at all
           └── TimestampError        an RFC 3161 token is missing, malformed or does not verify
 """
 
@@ -55,6 +57,14 @@ class ReceiptError(IntegrityError):
 
 class CanonicalJSONError(IntegrityError):
     code = "canonical_json_error"
+
+
+class LeafFormatError(IntegrityError):
+    code = "leaf_format"
+
+
+class PackageError(IntegrityError):
+    code = "package_error"
 
 
 class TimestampError(IntegrityError):

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from integrity.errors import CanonicalJSONError
+from integrity.errors import CanonicalJSONError, LeafFormatError
 from integrity.merkle import leaf_hash
 
 LEAF_VERSION = 1
@@ -190,3 +191,179 @@ def custody_leaf(
             "details": details,
         },
     )
+
+
+# --- the reading side: leaf data back into typed values ---------------------------------------
+
+_RFC3339_UTC = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{6})?Z")
+
+
+@dataclass(frozen=True)
+class ItemLeaf:
+    """An original, as :func:`item_leaf` logs it."""
+
+    sha256: str
+    """Lowercase hex SHA-256 of the original's bytes."""
+    size: int
+    """Its length in bytes."""
+    media_type: str
+    """The type sniffed at seal (the pipeline's probe may refine it in the index)."""
+    device_id: str | None
+    officer_id: str | None
+    case_ids: tuple[str, ...]
+    """The cases named at seal, sorted, without repeats."""
+    received_at: str
+    """RFC 3339 UTC, as written."""
+    original_name: str | None
+    manifest_signature: str | None
+
+    kind: ClassVar[str] = KIND_ITEM
+
+
+@dataclass(frozen=True)
+class DerivativeLeaf:
+    """A derivative and its recipe, as :func:`derivative_leaf` logs it."""
+
+    item_id: str
+    sha256: str
+    size: int
+    parent_sha256: str
+    """The SHA-256 of the original it was made from."""
+    role: str
+    recipe: dict[str, Any]
+
+    kind: ClassVar[str] = KIND_DERIVATIVE
+
+
+@dataclass(frozen=True)
+class CustodyLeaf:
+    """A chain-of-custody event, as :func:`custody_leaf` logs it."""
+
+    item_id: str
+    item_sha256: str
+    action: str
+    actor: str
+    at: str
+    """RFC 3339 UTC, as written."""
+    reason: str | None
+    prev: str | None
+    """Hex leaf hash of the item's previous custody leaf (its item leaf for the first)."""
+    details: dict[str, Any] | None
+
+    kind: ClassVar[str] = KIND_CUSTODY
+
+    @property
+    def case_id(self) -> str | None:
+        """The case a ``link`` / ``unlink`` event names (details ``{"case_id": ...}``)."""
+        value = (self.details or {}).get("case_id")
+        return value if isinstance(value, str) else None
+
+
+Leaf = ItemLeaf | DerivativeLeaf | CustodyLeaf
+
+_FIELDS: dict[str, dict[str, str]] = {
+    # field -> type rule: str, str?, sha, sha?, size, time, strs (sorted unique), obj, obj?
+    KIND_ITEM: {
+        "sha256": "sha",
+        "size": "size",
+        "media_type": "str",
+        "device_id": "str?",
+        "officer_id": "str?",
+        "case_ids": "strs",
+        "received_at": "time",
+        "original_name": "str?",
+        "manifest_signature": "str?",
+    },
+    KIND_DERIVATIVE: {
+        "item_id": "str",
+        "sha256": "sha",
+        "size": "size",
+        "parent_sha256": "sha",
+        "role": "str",
+        "recipe": "obj",
+    },
+    KIND_CUSTODY: {
+        "item_id": "str",
+        "item_sha256": "sha",
+        "action": "str",
+        "actor": "str",
+        "at": "time",
+        "reason": "str?",
+        "prev": "sha?",
+        "details": "obj?",
+    },
+}
+_MODELS: dict[str, type[ItemLeaf] | type[DerivativeLeaf] | type[CustodyLeaf]] = {
+    KIND_ITEM: ItemLeaf,
+    KIND_DERIVATIVE: DerivativeLeaf,
+    KIND_CUSTODY: CustodyLeaf,
+}
+
+
+def _field_ok(rule: str, value: object) -> bool:
+    if rule.endswith("?"):
+        return value is None or _field_ok(rule[:-1], value)
+    if rule == "str":
+        return type(value) is str
+    if rule == "sha":
+        return type(value) is str and _SHA256_HEX.fullmatch(value) is not None
+    if rule == "size":
+        return type(value) is int and value >= 0
+    if rule == "time":
+        return type(value) is str and _time_ok(value)
+    if rule == "strs":
+        return (
+            type(value) is list
+            and all(type(v) is str for v in value)
+            and value == sorted(set(value))
+        )
+    return type(value) is dict  # "obj"
+
+
+def _time_ok(text: str) -> bool:
+    if not _RFC3339_UTC.fullmatch(text):
+        return False
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return rfc3339_utc(moment) == text
+
+
+def parse_leaf(data: str | bytes) -> Leaf:
+    """The leaf that ``data`` is, if ``leaves.py`` would have built exactly these bytes.
+
+    Refuses (LeafFormatError, saying why) anything else: bytes that are not UTF-8, JSON that
+    is not canonical (spacing, key order, escapes, floats), another ``v``, an unknown kind,
+    a missing or extra field, a field of the wrong type (a hash that is not lowercase hex, a
+    negative or boolean size, a time not in the UTC form :func:`rfc3339_utc` writes).
+    """
+    try:
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeError, ValueError, RecursionError) as e:
+        raise LeafFormatError(f"leaf data is not UTF-8 JSON: {e}") from None
+    try:
+        if canonical_json(obj) != raw:
+            raise LeafFormatError("leaf data is not canonical JSON (sorted keys, no spaces)")
+    except CanonicalJSONError as e:
+        raise LeafFormatError(f"leaf data is not canonical: {e}") from None
+    if type(obj) is not dict:
+        raise LeafFormatError("leaf data is not a JSON object")
+    if obj.get("v") != LEAF_VERSION or type(obj.get("v")) is not int:
+        raise LeafFormatError(f"leaf version is {obj.get('v')!r}, expected {LEAF_VERSION}")
+    kind = obj.get("kind")
+    if not isinstance(kind, str) or kind not in _FIELDS:
+        raise LeafFormatError(f"unknown leaf kind {kind!r}")
+    fields = _FIELDS[kind]
+    extra = set(obj) - set(fields) - {"v", "kind"}
+    missing = set(fields) - set(obj)
+    if extra or missing:
+        raise LeafFormatError(f"{kind} leaf: missing {sorted(missing)}, unexpected {sorted(extra)}")
+    for name, rule in fields.items():
+        if not _field_ok(rule, obj[name]):
+            raise LeafFormatError(f"{kind} leaf: field {name!r} is not {rule}: {obj[name]!r:.80}")
+    values = {name: obj[name] for name in fields}
+    if kind == KIND_ITEM:
+        values["case_ids"] = tuple(values["case_ids"])
+    return _MODELS[kind](**values)

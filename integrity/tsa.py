@@ -150,3 +150,12 @@ def verify_timestamp(
     if gen_time.tzinfo is None:
         gen_time = gen_time.replace(tzinfo=UTC)  # GeneralizedTime in a token is UTC (§2.4.2)
     return gen_time.astimezone(UTC)
+
+
+def token_time(tsr: bytes, data: bytes) -> datetime:
+    """The time an RFC 3161 response states for ``data``, checking only that it was granted
+    and that its imprint is SHA-256 of ``data``; who signed it is :func:`verify_timestamp`'s
+    to check (it needs the TSA's roots)."""
+    response = _decode(tsr)
+    _check_imprint(response, data)
+    return response.tst_info.gen_time

@@ -32,3 +32,29 @@ def timestamp_key(tree_size: int) -> str:
 
 def leaf_bundle_key(first: int, last: int) -> str:
     return f"log/leaves/{first}-{last}.jsonl"
+
+
+# --- reading keys back (the verifier lists the mirror) -----------------------------------------
+
+LEAF_BUNDLES_PREFIX = "log/leaves/"
+CHECKPOINTS_PREFIX = "log/checkpoints/"
+_BUNDLE = re.compile(r"log/leaves/(0|[1-9][0-9]*)-(0|[1-9][0-9]*)\.jsonl")
+_CHECKPOINT = re.compile(r"log/checkpoints/(0|[1-9][0-9]*)")
+
+
+def parse_leaf_bundle_key(key: str) -> tuple[int, int] | None:
+    """(first, last) of a leaf bundle key, or None if ``key`` is not one."""
+    m = _BUNDLE.fullmatch(key)
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def parse_checkpoint_key(key: str) -> int | None:
+    """The tree size of a checkpoint key, or None (a time-stamp ``.tsr``, anything else)."""
+    m = _CHECKPOINT.fullmatch(key)
+    return int(m[1]) if m else None
+
+
+def derivative_file_name(key: str) -> str | None:
+    """``<role>.<ext>`` of a derivative key, or None if ``key`` is not one."""
+    m = re.fullmatch(r"derived/([0-9A-Za-z]{10,40})/([a-z][a-z0-9_-]{0,31}\.[a-z0-9]{1,8})", key)
+    return m[2] if m else None

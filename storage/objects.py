@@ -427,6 +427,21 @@ class ObjectStore:
             raise ObjectStoreError(f"stat {key}: no version ID")
         return str(st.version_id)
 
+    def list_versions(self, prefix: str) -> list[ObjectVersion]:
+        """Every stored version (delete markers left out) of every key under ``prefix``."""
+        found: list[ObjectVersion] = []
+        with translate_errors(f"list {prefix}"):
+            for obj in self.client.list_objects(
+                self.bucket, prefix=prefix, recursive=True, include_version=True
+            ):
+                if obj.version_id and not obj.is_delete_marker and obj.object_name:
+                    found.append(
+                        ObjectVersion(
+                            obj.object_name, obj.version_id, int(obj.size or 0), obj.last_modified
+                        )
+                    )
+        return found
+
 
 class _Exactly:
     """Reads ``length`` bytes through ``reader``. A stream that ends early (a file truncated
@@ -459,3 +474,13 @@ def retain_until(retention: timedelta, *, now: datetime | None = None) -> dateti
     """End of retention counted from now; S3 wants whole seconds."""
     base = now or datetime.now(UTC)
     return (base + retention).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One version of a key, as a listing gives it."""
+
+    key: str
+    version_id: str
+    size: int
+    modified: datetime | None

@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import insert
 
 from ingest import jobs
-from ingest.audit import Report, verify_all, verify_item
 from ingest.intake import SealResult
 from ingest.ledger import LogCorrupt
 from ingest.retrieve import log_read, resolve
 from ingest.runtime import Runtime, runtime
+from ingest.verify import Report, verify_all, verify_item
 from integrity.errors import ProofError
 from integrity.leaves import canonical_json
 from integrity.merkle import leaf_hash

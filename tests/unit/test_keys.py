@@ -69,3 +69,23 @@ def test_families_of_keys_do_not_overlap() -> None:
         keys.checkpoint_key(1).split("/")[0],
     }
     assert prefixes == {"originals", "derived", "log"}
+
+
+def test_mirror_keys_parse_back_and_nothing_else_does() -> None:
+    assert keys.parse_leaf_bundle_key(keys.leaf_bundle_key(0, 41)) == (0, 41)
+    assert keys.parse_checkpoint_key(keys.checkpoint_key(42)) == 42
+    for other in (
+        keys.timestamp_key(42),
+        "log/leaves/01-2.jsonl",
+        "log/leaves/1-2.json",
+        "log/checkpoints/42/x",
+        keys.original_key("a" * 64),
+    ):
+        assert keys.parse_leaf_bundle_key(other) is None
+        assert keys.parse_checkpoint_key(other) is None
+    assert keys.leaf_bundle_key(3, 4).startswith(keys.LEAF_BUNDLES_PREFIX)
+    assert keys.checkpoint_key(3).startswith(keys.CHECKPOINTS_PREFIX)
+    assert keys.derivative_file_name(keys.derivative_key("01ABCDEFGHJK", "proxy", "mp4")) == (
+        "proxy.mp4"
+    )
+    assert keys.derivative_file_name("derived/../x.mp4") is None

@@ -1,0 +1,461 @@
+"""The log side of a run: every leaf row re-hashed into a rebuilt tree and interpreted,
+index rows compared with the leaves they point at, checkpoints against the tree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from ingest.runtime import Runtime
+from ingest.verify.report import CouldNotCheck, Failure, Report, make_report
+from integrity.errors import IntegrityError, LeafFormatError
+from integrity.leaves import CustodyLeaf, DerivativeLeaf, ItemLeaf, parse_leaf, rfc3339_utc
+from integrity.merkle import MerkleTree, leaf_hash, verify_consistency
+from integrity.mirror import MirrorWalk, SignedHead
+from integrity.note import Checkpoint, Verifier, open_note, split_note
+from storage import repository as repo
+from storage.tables import Checkpoint as CheckpointRow
+from storage.tables import CustodyEvent, Item, LogLeaf
+from storage.verify_queries import LeafPointers, log_end
+
+BATCH = 2000
+"""Leaf rows (and items) read per query: memory stays flat however long the log is."""
+PLACEHOLDER = bytes(32)
+"""Stands in the rebuilt tree for a leaf row that is gone and has no mirrored copy."""
+
+PointersFor = Callable[[Session, int, int], LeafPointers]
+
+
+def follow_links(cases: set[str], leaf: CustodyLeaf) -> None:
+    """Apply a ``link`` / ``unlink`` custody leaf (details ``{"case_id": ...}``) to ``cases``."""
+    if leaf.case_id is None:
+        return
+    if leaf.action == "link":
+        cases.add(leaf.case_id)
+    elif leaf.action == "unlink":
+        cases.discard(leaf.case_id)
+
+
+def diff(index: Mapping[str, object], logged: Mapping[str, object]) -> str:
+    """``field: index X, log Y`` for every field that differs ('' when none does)."""
+    return "; ".join(
+        f"{k}: index {index[k]!r}, log {logged.get(k)!r}"
+        for k in index
+        if index[k] != logged.get(k)
+    )
+
+
+def key_name(verifier: Verifier) -> str:
+    return f"{verifier.name}+{verifier.key_id:08x}"
+
+
+def signers(note: str) -> str:
+    try:
+        _, signatures = split_note(note)
+    except IntegrityError:
+        return "nobody (not a signed note)"
+    return ", ".join(f"{s.name}+{s.key_id:08x}" for s in signatures)
+
+
+@dataclass
+class Logged:
+    """What the log says about one item."""
+
+    sha256: str | None = None
+    size: int | None = None
+    media_type: str | None = None
+    chain: str | None = None
+    """Hex hash of the item's latest custody leaf (its item leaf before the first)."""
+    cases: set[str] = field(default_factory=set)
+    """Case IDs at seal, plus ``link`` and minus ``unlink`` custody leaves so far."""
+    derivatives: dict[int, tuple[str, str, int]] = field(default_factory=dict)
+    """(role, sha256, size) of each derivative leaf, by leaf index."""
+    leaves: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Suspect:
+    """A leaf row whose hash is not what something else recorded for that index."""
+
+    owner: str | None
+    found: bytes
+    stored_ok: bool
+    mirror_differs: bool
+    expected: set[bytes]
+
+
+class Audit:
+    """One verification run: failures found so far and the tree rebuilt from the rows."""
+
+    def __init__(self, rt: Runtime, *, focus: str | None) -> None:
+        self.rt = rt
+        self.focus = focus
+        """verify_item: only this item's leaves are interpreted and only its failures kept."""
+        self.failures: list[Failure] = []
+        self.unchecked: list[CouldNotCheck] = []
+        self.tree = MerkleTree()
+        self.size = 0
+        self.logged: dict[str, Logged] = {}
+        self.suspects: dict[int, _Suspect] = {}
+        self.mirror: MerkleTree | None = None
+        self.walk: MirrorWalk | None = None
+        self.mirror_incomplete = False
+        """Some of the mirror could not be read: what it lacks proves nothing."""
+        self.verifier = rt.ledger.key.verifier
+
+    def fail(self, item_id: str | None, what: str, detail: str, idx: int | None = None) -> None:
+        if self.focus is None or item_id == self.focus:
+            self.failures.append(Failure(item_id, what, detail, idx))
+
+    def unavailable(
+        self, item_id: str | None, key: str | None, version_id: str | None, reason: object
+    ) -> None:
+        if self.focus is None or item_id in (None, self.focus):
+            self.unchecked.append(CouldNotCheck(item_id, key, version_id, str(reason)))
+
+    def of(self, item_id: str) -> Logged:
+        return self.logged.setdefault(item_id, Logged())
+
+    def report(self, checked: int) -> Report:
+        return make_report(self.failures, self.unchecked, checked=checked)
+
+    # --- the leaf rows ---------------------------------------------------------------------
+
+    def read_log(self, pointers_for: PointersFor) -> None:
+        """Stream every leaf row below ``size``, rebuild the tree, interpret each leaf."""
+        for start in range(0, self.size, BATCH):
+            stop = min(self.size, start + BATCH)
+            with self.rt.sessions() as session:
+                leaves = {r.idx: r for r in repo.leaves_between(session, start=start, stop=stop)}
+                rows = pointers_for(session, start, stop)
+            for idx in range(start, stop):
+                self._leaf(idx, leaves.get(idx), rows)
+
+    def _leaf(self, idx: int, row: LogLeaf | None, rows: LeafPointers) -> None:
+        owner = rows.owner(idx, row)
+        mirrored = self.mirror.leaf(idx) if self.mirror and idx < self.mirror.size else None
+        if row is None:
+            self.fail(owner, "leaf_missing", f"leaf {idx} is missing from the index", idx)
+            # Its WORM copy stands in, so the rest still checks against it and the roots.
+            text = self.walk.line(idx) if self.walk is not None else None
+            self.tree.append(mirrored or PLACEHOLDER)
+            if text is None:
+                return
+            found = leaf_hash(text.encode())
+        else:
+            text = row.data
+            found = leaf_hash(text.encode())
+            self.tree.append(found)
+            self._suspect(idx, owner, row, found, mirrored, rows.custody.get(idx))
+        if self.focus is not None and idx not in rows.items and self.focus not in text:
+            return  # another item's leaf: it only counts for the tree
+        try:
+            leaf = parse_leaf(text)
+        except LeafFormatError as e:
+            self.fail(owner, "leaf_format", f"leaf {idx} is not canonical leaf JSON: {e}", idx)
+            return
+        if isinstance(leaf, ItemLeaf):
+            self._item_leaf(idx, found, leaf, rows)
+        elif isinstance(leaf, CustodyLeaf):
+            self._custody_leaf(idx, found, leaf, rows)
+        else:
+            self._derivative_leaf(idx, leaf, rows)
+        self._pointers_of_other_kinds(idx, leaf.kind, rows)
+
+    def _suspect(
+        self,
+        idx: int,
+        owner: str | None,
+        row: LogLeaf,
+        found: bytes,
+        mirrored: bytes | None,
+        event: CustodyEvent | None,
+    ) -> None:
+        """Remember a row whose hash is not what its stored hash, the mirror or its custody
+        row recorded; once every row is read these tell a moved leaf from an edited one."""
+        expected = {bytes(row.leaf_hash)}
+        if mirrored is not None:
+            expected.add(mirrored)
+        if event is not None:
+            try:
+                expected.add(bytes.fromhex(event.leaf_hash))
+            except ValueError:
+                pass  # reported as custody_row
+        expected.discard(found)
+        if expected:
+            self.suspects[idx] = _Suspect(
+                owner, found, row.leaf_hash == found, mirrored not in (None, found), expected
+            )
+
+    def _item_leaf(self, idx: int, found: bytes, leaf: ItemLeaf, rows: LeafPointers) -> None:
+        item = rows.items.get(idx)
+        if item is None:
+            if self.focus is None:
+                self.fail(
+                    None,
+                    "index_vs_leaf",
+                    f"leaf {idx} logs an item (SHA-256 {leaf.sha256}) that no item row points at",
+                    idx,
+                )
+            return
+        logged = self.of(item.id)
+        logged.sha256, logged.size, logged.media_type = leaf.sha256, leaf.size, leaf.media_type
+        logged.chain = found.hex()
+        logged.cases = set(leaf.case_ids)
+        logged.leaves.append(idx)
+        # The pipeline may replace the sniffed media type with the probed one (kept in media).
+        probed = (item.media or {}).get("media_type")
+        media_type = logged.media_type if item.media_type == probed else item.media_type
+        diffs = diff(
+            {"sha256": item.sha256, "size": item.size, "media_type": media_type},
+            {"sha256": logged.sha256, "size": logged.size, "media_type": logged.media_type},
+        )
+        if diffs:
+            self.fail(item.id, "index_vs_leaf", f"item row vs its leaf {idx}: {diffs}", idx)
+
+    def _custody_leaf(self, idx: int, found: bytes, leaf: CustodyLeaf, rows: LeafPointers) -> None:
+        item_id = leaf.item_id
+        if self.focus is not None and item_id != self.focus:
+            return
+        logged = self.of(item_id)
+        logged.leaves.append(idx)
+        if logged.chain is None:
+            self.fail(
+                item_id,
+                "custody_chain",
+                f"custody leaf {idx} ({leaf.action}) comes before its item's own leaf",
+                idx,
+            )
+        elif leaf.prev != logged.chain:
+            self.fail(
+                item_id,
+                "custody_chain",
+                f"custody leaf {idx} ({leaf.action}): prev is {leaf.prev}, but the item's "
+                f"previous leaf hashes to {logged.chain}",
+                idx,
+            )
+        logged.chain = found.hex()
+        follow_links(logged.cases, leaf)
+        self._custody_row(idx, found, leaf, rows.custody.get(idx))
+
+    def _custody_row(
+        self, idx: int, found: bytes, leaf: CustodyLeaf, event: CustodyEvent | None
+    ) -> None:
+        if event is None:
+            self.fail(leaf.item_id, "custody_row", f"custody leaf {idx} has no custody row", idx)
+            return
+        index = {
+            "item_id": event.item_id,
+            "action": event.action,
+            "actor": event.actor,
+            "at": rfc3339_utc(event.at),
+            "reason": event.reason,
+            "details": event.details,
+            "leaf_hash": event.leaf_hash,
+        }
+        logged = {
+            "item_id": leaf.item_id,
+            "action": leaf.action,
+            "actor": leaf.actor,
+            "at": leaf.at,
+            "reason": leaf.reason,
+            "details": leaf.details,
+            "leaf_hash": found.hex(),
+        }
+        diffs = diff(index, logged)
+        if diffs:
+            self.fail(leaf.item_id, "custody_row", f"custody row vs leaf {idx}: {diffs}", idx)
+
+    def _derivative_leaf(self, idx: int, leaf: DerivativeLeaf, rows: LeafPointers) -> None:
+        item_id = leaf.item_id
+        if self.focus is not None and item_id != self.focus:
+            return
+        logged = self.of(item_id)
+        logged.leaves.append(idx)
+        logged.derivatives[idx] = (leaf.role, leaf.sha256, leaf.size)
+        if logged.sha256 is not None and leaf.parent_sha256 != logged.sha256:
+            self.fail(
+                item_id,
+                "derivative_vs_leaf",
+                f"derivative leaf {idx} ({leaf.role}) names parent {leaf.parent_sha256}, "
+                f"the item leaf says {logged.sha256}",
+                idx,
+            )
+        row = rows.derivatives.get(idx)
+        if row is None:
+            self.fail(
+                item_id,
+                "derivative_vs_leaf",
+                f"leaf {idx} logs derivative {leaf.role!r}; the index has no row for it",
+                idx,
+            )
+            return
+        diffs = diff(
+            {"item_id": row.item_id, "role": row.role, "sha256": row.sha256, "size": row.size},
+            {"item_id": item_id, "role": leaf.role, "sha256": leaf.sha256, "size": leaf.size},
+        )
+        if diffs:
+            self.fail(item_id, "derivative_vs_leaf", f"derivative row vs leaf {idx}: {diffs}", idx)
+
+    def _pointers_of_other_kinds(self, idx: int, kind: str, rows: LeafPointers) -> None:
+        """Rows that point at this leaf but expect another kind of leaf there."""
+        for pointer, wants, code in (
+            (rows.items.get(idx), ItemLeaf.kind, "index_vs_leaf"),
+            (rows.custody.get(idx), CustodyLeaf.kind, "custody_row"),
+            (rows.derivatives.get(idx), DerivativeLeaf.kind, "derivative_vs_leaf"),
+        ):
+            if pointer is not None and kind != wants:
+                item_id = pointer.id if isinstance(pointer, Item) else pointer.item_id
+                self.fail(
+                    item_id,
+                    code,
+                    f"the index expects {wants} leaf at {idx}, the log has a {kind} leaf",
+                    idx,
+                )
+
+    def name_bad_leaves(self) -> None:
+        """Tell moved leaves from edited ones among the suspects, naming each index."""
+        belongs: dict[bytes, int] = {}
+        for idx, s in self.suspects.items():
+            for h in s.expected:
+                belongs.setdefault(h, idx)
+        for idx, s in sorted(self.suspects.items()):
+            home = belongs.get(s.found)
+            if home is not None and home != idx:
+                what, detail = "leaf_order", f"leaf {idx} holds the leaf logged at index {home}"
+            elif not s.stored_ok:
+                what, detail = "leaf_hash", f"leaf {idx}: its stored hash is not its data's"
+            elif s.mirror_differs:
+                what = "leaf_data"
+                detail = f"leaf {idx} differs from its copy that the signed checkpoints vouch for"
+            else:
+                continue  # only its custody row disagrees: reported as custody_row
+            self.fail(s.owner, what, detail, idx)
+
+    # --- checkpoints -----------------------------------------------------------------------
+
+    def open_checkpoint(self, note: str) -> Checkpoint | str:
+        """The checkpoint if ``note`` verifies with the log key, else why not."""
+        try:
+            return Checkpoint.parse(open_note(note, [self.verifier]).text)
+        except IntegrityError as e:
+            return f"{e} (signed by {signers(note)}; the log key is {key_name(self.verifier)})"
+
+    def signed_checkpoints(
+        self, rows: Sequence[CheckpointRow], mirrored: Callable[[CheckpointRow], str | None]
+    ) -> list[SignedHead]:
+        """Each checkpoint row's note, or its mirrored copy (``mirrored``) if the row's is bad."""
+        signed: list[SignedHead] = []
+        verified = 0
+        for row in rows:
+            opened = self.open_checkpoint(row.note)
+            if isinstance(opened, str):
+                self.fail(None, "checkpoint_signature", f"checkpoint {row.size}: {opened}")
+            copy = mirrored(row)
+            if isinstance(opened, str) and copy is not None:
+                opened = self.open_checkpoint(copy)  # the WORM copy may still be good
+            if isinstance(opened, str):
+                continue
+            verified += 1
+            if opened.origin != self.rt.settings.log.origin:
+                self.fail(
+                    None,
+                    "checkpoint_origin",
+                    f"checkpoint {row.size} is for {opened.origin!r}, "
+                    f"the log is {self.rt.settings.log.origin!r}",
+                )
+                continue
+            diffs = diff(
+                {"size": row.size, "root": row.root_hash.hex()},
+                {"size": opened.size, "root": opened.root_hash.hex()},
+            )
+            if diffs:
+                self.fail(None, "checkpoint_root", f"checkpoint row vs its signed note: {diffs}")
+            signed.append(SignedHead(opened, row.created_at))
+        if rows and not verified:
+            self.fail(
+                None,
+                "log_key",
+                f"the log key {key_name(self.verifier)} verifies none of the {len(rows)} "
+                f"checkpoints; they are signed by {signers(rows[-1].note)}",
+            )
+        return signed
+
+    def check_checkpoints(self, signed: Iterable[SignedHead]) -> None:
+        """Each signed root against the rebuilt tree, each one consistent with the one before."""
+        previous: Checkpoint | None = None
+        previous_ok = True
+        for s in signed:
+            cp = s.checkpoint
+            if cp.size > self.size:
+                continue  # signed after this run read the log size: checked at the end
+            computed = self.tree.root(cp.size)
+            root_ok = computed == cp.root_hash
+            if not root_ok:
+                where = ""
+                if previous_ok:
+                    since = previous.size if previous is not None else 0
+                    where = f"; the rows differ in leaves {since}..{cp.size - 1}"
+                self.fail(
+                    None,
+                    "checkpoint_root",
+                    f"checkpoint {cp.size} signs root {cp.root_hash.hex()}, "
+                    f"the leaf rows give {computed.hex()}{where}",
+                )
+            mirrored = self.mirror is not None and self.mirror.size >= cp.size
+            # Past a bad root the rows prove nothing more; the mirror may still.
+            if previous is not None and previous.size > 0 and (previous_ok or mirrored):
+                problem = self._inconsistent(previous, cp)
+                if problem:
+                    self.fail(
+                        None,
+                        "checkpoint_consistency",
+                        f"checkpoint {cp.size} does not extend checkpoint {previous.size}: "
+                        f"{problem}",
+                    )
+            previous, previous_ok = cp, root_ok
+
+    def _inconsistent(self, old: Checkpoint, new: Checkpoint) -> str | None:
+        """Why no proof from our trees shows ``new`` extends ``old`` (None if one does)."""
+        problem = "no tree holds both"
+        for tree in (self.tree, self.mirror):
+            if tree is None or tree.size < new.size:
+                continue
+            try:
+                verify_consistency(
+                    size1=old.size,
+                    size2=new.size,
+                    proof=tree.consistency_proof(old.size, new.size),
+                    root1=old.root_hash,
+                    root2=new.root_hash,
+                )
+            except IntegrityError as e:
+                problem = str(e)
+            else:
+                return None
+        return problem
+
+    def check_end(self, signed: Sequence[SignedHead]) -> bool:
+        """log_state against the rows, and nothing (checkpoint or index row) beyond the log's
+        end. True when the end of the log can be trusted, so this run may append to it.
+
+        An index row pointing past the end is a truncated log even where no checkpoint
+        covered it.
+        """
+        with self.rt.sessions() as session:
+            end = log_end(session)
+        problems = []
+        if end.rows != end.size or (end.last is not None and end.last != end.size - 1):
+            problems.append(f"log_state says {end.size} leaves; {end.rows} rows, last {end.last}")
+        if end.pointed >= end.size:
+            problems.append(f"the index points at leaf {end.pointed}; the log has {end.size}")
+        problems += [
+            f"checkpoint {s.checkpoint.size} was signed but the log has {end.size} leaves"
+            for s in signed
+            if s.checkpoint.size > end.size
+        ]
+        for problem in problems:
+            self.fail(None, "log_size", problem)
+        return not problems

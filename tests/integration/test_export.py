@@ -1,0 +1,368 @@
+"""The export package: a zipped BagIt bag a reviewer checks offline, with tools nobody here
+wrote (``bagit``, ``sha256sum``, ``openssl``) and with ``liuhen verify PACKAGE.zip``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import bagit
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from configs.settings import Settings
+from ingest import jobs
+from ingest.export import ExportResult, export_to_file
+from ingest.runtime import Runtime
+from ingest.verify import verify_all
+from integrity.errors import HashMismatch
+from integrity.note import generate_signer_key
+from integrity.package import PackageReport, verify_package
+from storage import keys
+from storage import repository as repo
+from tests.cli import cli_env, run_cli
+from tests.conftest import TESTDATA
+from tests.integration.logkit import distinct_files, seal, sql
+
+CASE = "XF-2026/0042"
+PHOTO = TESTDATA / "photos" / "mobile" / "date-priority-test.jpg"
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    result: ExportResult
+    key: str
+    item_ids: list[str]
+    top: str
+
+
+@pytest.fixture
+def exported(rt: Runtime, tmp_path: Path) -> Exported:
+    photo = seal(rt, PHOTO, CASE)
+    jobs.run(rt, photo.item_id)  # thumbnails: derivatives in the package
+    clip = seal(rt, distinct_files(tmp_path / "in", 1)[0], CASE, "OTHER-1")
+    seal(rt, distinct_files(tmp_path / "other", 1)[0], "OTHER-1")  # not in the case
+    path = tmp_path / "case.zip"
+    result = export_to_file(rt, case_id=CASE, actor="reviewer:wang", output=path)
+    with zipfile.ZipFile(path) as zf:
+        top = zf.namelist()[0].split("/")[0]
+    return Exported(path, result, rt.ledger.key.verifier_key, [photo.item_id, clip.item_id], top)
+
+
+def _files(report: PackageReport) -> set[str]:
+    return {f.file for f in report.failures}
+
+
+def test_export_then_offline_verify_passes(rt: Runtime, exported: Exported) -> None:
+    result = exported.result
+    assert result.items == 2
+    assert result.sha256 == hashlib.sha256(exported.path.read_bytes()).hexdigest()
+    assert re.fullmatch(r"XF-2026_0042-\d{8}T\d{6}Z", exported.top)  # "/" made safe
+    report = verify_package(exported.path, verifier_key=exported.key)
+    assert report.failures == []
+    assert (report.ok, report.checked, report.key, report.warning) == (True, 2, "given", None)
+    assert report.checkpoint_size == result.checkpoint_size
+    own = verify_package(exported.path)
+    assert own.ok and own.key == "package"
+    assert own.warning is not None and "proves nothing by itself" in own.warning
+
+    with zipfile.ZipFile(exported.path) as zf:
+        names = {n.removeprefix(exported.top + "/") for n in zf.namelist()}
+    photo, clip = exported.item_ids
+    assert {
+        "bagit.txt",
+        "bag-info.txt",
+        "manifest-sha256.txt",
+        "tagmanifest-sha256.txt",
+        f"data/items/{photo}/original.jpg",
+        f"data/items/{photo}/metadata.json",
+        f"data/items/{photo}/custody.jsonl",
+        f"data/items/{clip}/original.bin",
+        "data/log/checkpoint",
+        "data/log/log-key.txt",
+        "data/log/log-key.pem",
+        "data/VERIFY.md",
+        "data/report.html",
+    } <= names
+    assert any(re.fullmatch(rf"data/items/{photo}/thumb-\d+\.jpg", n) for n in names)
+    with rt.sessions() as session:
+        wanted = {
+            leaf.idx
+            for item_id in exported.item_ids
+            for leaf in repo.leaves_between(session, start=0, stop=result.checkpoint_size)
+            if leaf.item_id == item_id
+        }
+        in_case = {i.id for i in repo.items_of_case(session, case_id=CASE)}
+    assert in_case == set(exported.item_ids)
+    leaves = {int(n.split("/")[-1][:-5]) for n in names if n.startswith("data/log/leaves/")}
+    proofs = {int(n.split("/")[-1][:-11]) for n in names if n.startswith("data/log/proofs/")}
+    assert leaves == proofs == wanted  # every leaf of the case's items, and only those
+
+
+def test_export_is_a_custody_event_naming_the_package_hash(rt: Runtime, exported: Exported) -> None:
+    with rt.sessions() as session:
+        for item_id in exported.item_ids:
+            events = [e for e in repo.custody_of(session, item_id=item_id) if e.action == "export"]
+            assert len(events) == 1
+            assert events[0].actor == "reviewer:wang"
+            assert events[0].details is not None
+            assert events[0].details["package_sha256"] == exported.result.sha256
+            assert events[0].details["case_id"] == CASE
+            assert events[0].log_index >= exported.result.checkpoint_size
+    assert verify_all(rt, actor="auditor").ok
+
+
+def test_tools_nobody_here_wrote_accept_the_unzipped_bag(
+    exported: Exported, tmp_path: Path
+) -> None:
+    out = tmp_path / "unzipped"
+    with zipfile.ZipFile(exported.path) as zf:
+        zf.extractall(out)
+    folder = out / exported.top
+    bag = bagit.Bag(str(folder))
+    bag.validate()  # raises BagValidationError on any problem
+    assert bag.info["Liuhen-Case"] == CASE
+    assert bag.info["Liuhen-Checkpoint-Size"] == str(exported.result.checkpoint_size)
+    for manifest in ("manifest-sha256.txt", "tagmanifest-sha256.txt"):
+        checked = subprocess.run(
+            ["sha256sum", "--strict", "-c", manifest],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert checked.stdout.count(": OK") == len((folder / manifest).read_text().splitlines())
+
+
+def _blocks(markdown: str, heading: str) -> str:
+    """The indented command lines of one VERIFY.md section."""
+    section = markdown.split(heading, 1)[1].split("\n## ", 1)[0]
+    return "\n".join(line[4:] for line in section.splitlines() if line.startswith("    "))
+
+
+def test_verify_md_commands_really_check_the_package(exported: Exported, tmp_path: Path) -> None:
+    out = tmp_path / "unzipped"
+    with zipfile.ZipFile(exported.path) as zf:
+        zf.extractall(out)
+    folder = out / exported.top
+    guide = (folder / "data" / "VERIFY.md").read_text()
+
+    def bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-e", "-c", script], cwd=cwd, capture_output=True, text=True, check=False
+        )
+
+    keys = bash(_blocks(guide, "## 2."), folder)
+    assert keys.returncode == 0, keys.stderr
+    printed = [line for line in keys.stdout.splitlines() if line.strip()]
+    assert len(printed) == 4 and printed[:2] == printed[2:]  # the same 32 bytes twice
+
+    signature = bash(_blocks(guide, "## 3."), folder)
+    assert signature.returncode == 0, signature.stderr
+    assert "Signature Verified Successfully" in signature.stdout
+    # The same commands refuse a checkpoint whose text changed.
+    log = folder / "data" / "log"
+    note = (log / "checkpoint").read_text()
+    origin, size, rest = note.split("\n", 2)
+    (log / "checkpoint").write_text(f"{origin}\n{int(size) + 1}\n{rest}")
+    forged = bash(_blocks(guide, "## 3."), folder)
+    assert forged.returncode != 0 and "Signature Verified Successfully" not in forged.stdout
+    (log / "checkpoint").write_text(note)
+
+    script = guide.split("```python\n", 1)[1].split("```", 1)[0]
+    proofs = subprocess.run(
+        ["python3", "-c", script], cwd=folder, capture_output=True, text=True, check=False
+    )
+    assert proofs.returncode == 0, proofs.stdout + proofs.stderr
+    assert "0 bad proof(s)" in proofs.stdout
+    leaf = sorted((log / "leaves").iterdir())[0]
+    leaf.write_bytes(leaf.read_bytes().replace(b'"v":1', b'"v":2'))
+    caught = subprocess.run(
+        ["python3", "-c", script], cwd=folder, capture_output=True, text=True, check=False
+    )
+    assert caught.returncode == 1 and f"NOT IN THE LOG: {leaf.relative_to(folder)}" in caught.stdout
+
+
+def _flip(src: Path, dst: Path, member: str, at: int) -> None:
+    """Copy the zip, flipping one byte of ``member``'s stored data (at offset ``at``)."""
+    raw = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as zf:
+        info = zf.getinfo(member)
+    header = info.header_offset
+    name_len = int.from_bytes(raw[header + 26 : header + 28], "little")
+    extra_len = int.from_bytes(raw[header + 28 : header + 30], "little")
+    start = header + 30 + name_len + extra_len
+    assert 0 <= at < info.file_size
+    raw[start + at] ^= 0x01
+    dst.write_bytes(bytes(raw))
+
+
+def _member(exported: Exported, pattern: str) -> str:
+    with zipfile.ZipFile(exported.path) as zf:
+        found = [n for n in zf.namelist() if re.fullmatch(pattern, n.split("/", 1)[1])]
+    assert found, pattern
+    return found[0]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"data/items/\w+/original\.jpg",
+        r"data/items/\w+/thumb-\d+\.jpg",
+        r"data/items/\w+/custody\.jsonl",
+        r"data/items/\w+/metadata\.json",
+        r"data/log/proofs/\d+\.tlog-proof",
+        r"data/log/leaves/\d+\.json",
+        r"data/log/checkpoint",
+        r"data/log/log-key\.pem",
+        r"data/report\.html",
+        r"bag-info\.txt",
+        r"manifest-sha256\.txt",
+    ],
+)
+def test_one_flipped_byte_fails_naming_its_file(
+    exported: Exported, tmp_path: Path, pattern: str
+) -> None:
+    member = _member(exported, pattern)
+    with zipfile.ZipFile(exported.path) as zf:
+        size = zf.getinfo(member).file_size
+    flipped = tmp_path / "flipped.zip"
+    _flip(exported.path, flipped, member, size // 2)
+    report = verify_package(flipped, verifier_key=exported.key)
+    assert not report.ok
+    assert member.split("/", 1)[1] in _files(report), report.failures
+
+
+def test_a_custody_line_changed_by_a_careful_forger_is_named(
+    exported: Exported, tmp_path: Path
+) -> None:
+    """New manifests over a changed custody line: the bag is whole, the log disproves it."""
+    member = _member(exported, r"data/items/\w+/custody\.jsonl")
+    rel = member.split("/", 1)[1]
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(exported.path) as src, zipfile.ZipFile(forged, "w") as dst:
+        files = {n: src.read(n) for n in src.namelist()}
+        files[member] = files[member].replace(b'"actor":"test"', b'"actor":"tset"', 1)
+        assert files[member] != src.read(member)
+        top = exported.top
+        lines = [
+            f"{hashlib.sha256(data).hexdigest()}  {n.split('/', 1)[1]}\n"
+            for n, data in files.items()
+            if n.split("/", 1)[1].startswith("data/")
+        ]
+        files[f"{top}/manifest-sha256.txt"] = "".join(lines).encode()
+        tags = [
+            f"{hashlib.sha256(files[f'{top}/{t}']).hexdigest()}  {t}\n"
+            for t in ("bagit.txt", "bag-info.txt", "manifest-sha256.txt")
+        ]
+        files[f"{top}/tagmanifest-sha256.txt"] = "".join(tags).encode()
+        for n, data in files.items():
+            dst.writestr(n, data)
+    report = verify_package(forged, verifier_key=exported.key)
+    assert {(f.file, f.code) for f in report.failures} >= {
+        (rel, "custody_unproven"),  # the changed line is no leaf of the log
+        (rel, "custody_incomplete"),  # and the logged one is gone
+    }
+    assert all(f.file == rel for f in report.failures), report.failures
+
+
+def test_a_package_checked_against_another_logs_key_fails(
+    exported: Exported, settings: Settings
+) -> None:
+    _, stranger = generate_signer_key(settings.log.origin)
+    report = verify_package(exported.path, verifier_key=stranger)
+    assert not report.ok
+    assert {
+        ("data/log/log-key.txt", "log_key"),
+        ("data/log/checkpoint", "checkpoint_signature"),
+    } <= {(f.file, f.code) for f in report.failures}
+
+
+def test_cli_export_and_offline_verify_need_no_database_nor_store(
+    rt: Runtime, settings: Settings, tmp_path: Path
+) -> None:
+    item = seal(rt, distinct_files(tmp_path / "in", 1)[0], CASE)
+    env = cli_env(settings.home_dir, settings)
+    out = tmp_path / "out.zip"
+    made = run_cli("export", CASE, "-o", out, "--json", env=env, cwd=tmp_path)
+    assert made.returncode == 0, str(made)
+    doc = made.json()
+    assert set(doc) == {"path", "sha256", "items", "checkpoint_size"}
+    assert (doc["path"], doc["items"]) == (str(out), 1)
+    assert doc["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+
+    # Nothing to reach: a database and a store that do not exist.
+    offline = cli_env(tmp_path / "nowhere") | {
+        "LIUHEN_DATABASE__URL": "postgresql+psycopg://127.0.0.1:9/none",
+        "LIUHEN_S3__EMBEDDED": "false",
+        "LIUHEN_S3__ENDPOINT": "127.0.0.1:9",
+    }
+    key = rt.ledger.key.verifier_key
+    ok = run_cli("verify", out, "--key", key, "--json", env=offline, cwd=tmp_path)
+    assert ok.returncode == 0, str(ok)
+    assert ok.json()["ok"] is True and ok.json()["checked"] == 1
+    assert not (tmp_path / "nowhere").exists()  # no home was even made
+    _, stranger = generate_signer_key(settings.log.origin)
+    bad = run_cli("verify", out, "--key", stranger, "--json", env=offline, cwd=tmp_path)
+    assert bad.returncode == 1, str(bad)
+    assert {f["file"] for f in bad.json()["failures"]} >= {"data/log/checkpoint"}
+    assert all(set(f) == {"file", "code", "message"} for f in bad.json()["failures"])
+    unknown = run_cli("export", "NO-SUCH-CASE", "-o", tmp_path / "x.zip", env=env, cwd=tmp_path)
+    assert unknown.returncode == 4 and not (tmp_path / "x.zip").exists()
+    del item
+
+
+def test_http_export_streams_a_package_that_verifies(settings: Settings, tmp_path: Path) -> None:
+    with TestClient(create_app(settings, workers=0)) as client:
+        rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        seal(rt, distinct_files(tmp_path / "in", 2)[0], CASE)
+        key = rt.ledger.key.verifier_key
+        with client.stream(
+            "POST", f"/v1/cases/{CASE}/exports", headers={"X-Liuhen-Actor": "reviewer"}
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/zip"
+            assert "XF-2026_0042-" in response.headers["content-disposition"]
+            path = tmp_path / "http.zip"
+            with path.open("wb") as f:
+                for chunk in response.iter_bytes():
+                    f.write(chunk)
+        report = verify_package(path, verifier_key=key)
+        assert report.ok and report.checked == 1, report.failures
+        with rt.sessions() as session:
+            (item,) = repo.items_of_case(session, case_id=CASE)
+            (event,) = [
+                e for e in repo.custody_of(session, item_id=item.id) if e.action == "export"
+            ]
+        assert event.actor == "api:reviewer"
+        assert event.details is not None
+        assert event.details["package_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        missing = client.post("/v1/cases/NO-SUCH/exports")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+        json.loads(missing.text)
+
+
+def test_a_changed_original_stops_the_export_and_leaves_no_file(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    item = seal(rt, distinct_files(tmp_path / "in", 1)[0], CASE)
+    forged = rt.store.put_bytes(
+        keys.original_key(item.sha256), b"forged bytes", content_type="application/octet-stream"
+    )
+    sql(rt, "UPDATE items SET version_id = :v WHERE id = :i", v=forged.version_id, i=item.item_id)
+    out = tmp_path / "case.zip"
+    with pytest.raises(HashMismatch, match=item.sha256):
+        export_to_file(rt, case_id=CASE, actor="reviewer", output=out)
+    assert list(tmp_path.glob("*.zip*")) == [] and list(tmp_path.glob(".case.zip*")) == []
+    with rt.sessions() as session:
+        assert all(e.action != "export" for e in repo.custody_of(session, item_id=item.item_id))
