@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from integrity.errors import NoteError, ProofError
-from integrity.merkle import EMPTY_ROOT, MerkleTree, verify_consistency
+from integrity.merkle import EMPTY_ROOT, ProvingTree, verify_consistency
 from integrity.note import Checkpoint, Signer, Verifier, generate_signer_key, open_note, sign_note
 from integrity.receipts import Receipt, format_receipt
 
@@ -54,7 +54,7 @@ def open_checkpoint(note: str, verifier: Verifier) -> Checkpoint:
 
 
 def next_checkpoint(
-    *, tree: MerkleTree, size: int, origin: str, key: LogKey, previous_note: str | None
+    *, tree: ProvingTree, size: int, origin: str, key: LogKey, previous_note: str | None
 ) -> SignedCheckpoint:
     """Sign the tree head at ``size``, after proving it consistent with the previous one."""
     root = tree.root(size)
@@ -80,7 +80,7 @@ def next_checkpoint(
     return SignedCheckpoint(checkpoint, sign_note(checkpoint.to_text(), [key.signer]))
 
 
-def make_receipt(*, tree: MerkleTree, index: int, signed: SignedCheckpoint) -> str:
+def make_receipt(*, tree: ProvingTree, index: int, signed: SignedCheckpoint) -> str:
     """A C2SP tlog-proof for leaf ``index`` against ``signed``."""
     proof = tree.inclusion_proof(index, signed.checkpoint.size)
     return format_receipt(Receipt(index=index, proof=proof, checkpoint_note=signed.note))
