@@ -13,6 +13,7 @@ from ingest.errors import (
     MetadataError,
     TooLarge,
 )
+from ingest.ledger import CheckpointPending
 from integrity.errors import IntegrityError, LiuhenError
 from storage.errors import (
     Conflict,
@@ -33,6 +34,7 @@ STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (Conflict, 409, "Conflict"),
     (ObjectLocked, 409, "Locked by retention"),
     (StoreUnavailable, 503, "Object store unavailable"),
+    (CheckpointPending, 503, "No checkpoint covers it yet"),
     (StorageError, 500, "Storage failure"),
     (IntegrityError, 500, "Integrity check failed"),
     (MediaError, 500, "Media processing failed"),

@@ -11,8 +11,10 @@ LiuhenError
       │    ├── ProbeError      the container / image could not be understood
       │    ├── TranscodeError  ffmpeg failed to make a derivative
       │    └── ToolTimeout     a media tool ran past its time limit
-      └── MetadataError        time / place metadata could not be read
-           └── TrackParseError a GPS track (NMEA, GPX) is malformed
+      ├── MetadataError        time / place metadata could not be read
+      │    └── TrackParseError a GPS track (NMEA, GPX) is malformed
+      ├── LogKeyMissing        the production profile has no log key to sign with
+      └── LogKeyExists         init-key would overwrite a log key
 """
 
 from __future__ import annotations
@@ -68,3 +70,15 @@ class MetadataError(IngestError):
 
 class TrackParseError(MetadataError):
     code = "track_parse_error"
+
+
+class LogKeyMissing(IngestError):
+    """The production profile found no log key to sign with (it never makes one itself)."""
+
+    code = "log_key_missing"
+
+
+class LogKeyExists(IngestError):
+    """``liuhen log init-key`` would overwrite an existing key."""
+
+    code = "log_key_exists"

@@ -23,23 +23,41 @@ class LogKey:
     """The C2SP note verifier-key string to publish."""
 
 
+def parse_key(text: str, *, name: str, where: str) -> LogKey:
+    """The log key from its C2SP note signer-key text; ``where`` says where it came from."""
+    try:
+        signer = Signer.from_key(text.strip())
+    except NoteError as e:
+        raise NoteError(f"log key from {where} is not a signer key: {e}") from None
+    if signer.name != name:
+        raise NoteError(f"log key from {where} is for {signer.name!r}, the log origin is {name!r}")
+    return LogKey(signer=signer, verifier=signer.verifier, verifier_key=signer.verifier.to_key())
+
+
+def load_key(path: Path, *, name: str) -> LogKey:
+    """Read the Ed25519 signer key at ``path``."""
+    return parse_key(path.read_text(), name=name, where=str(path))
+
+
+def create_key(path: Path, *, name: str) -> LogKey:
+    """Write a new signer key to ``path`` (mode 0600). Raises FileExistsError if one is there:
+    a log key is never overwritten."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    skey, _ = generate_signer_key(name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(skey + "\n")
+    return parse_key(skey, name=name, where=str(path))
+
+
 def load_or_create_key(path: Path, *, name: str) -> LogKey:
     """Read the Ed25519 signer key at ``path``, creating it (mode 0600) on first start."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        skey, _ = generate_signer_key(name)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            return create_key(path, name=name)
         except FileExistsError:
             pass  # another process created it first: use theirs
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(skey + "\n")
-    skey = path.read_text().strip()
-    signer = Signer.from_key(skey)
-    if signer.name != name:
-        raise NoteError(f"log key at {path} is for {signer.name!r}, the log origin is {name!r}")
-    return LogKey(signer=signer, verifier=signer.verifier, verifier_key=signer.verifier.to_key())
+    return load_key(path, name=name)
 
 
 @dataclass(frozen=True)

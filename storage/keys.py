@@ -32,3 +32,14 @@ def timestamp_key(tree_size: int) -> str:
 
 def leaf_bundle_key(first: int, last: int) -> str:
     return f"log/leaves/{first}-{last}.jsonl"
+
+
+def tile_key(level: int, index: int) -> str:
+    """A full hash tile, at its C2SP tlog-tiles path under ``log/`` (index 1234067 is
+    ``x001/x234/067``)."""
+    if level < 0 or index < 0:
+        raise ValueError(f"bad tile {level}/{index}")
+    digits = str(index)
+    digits = digits.rjust(-(-len(digits) // 3) * 3, "0")
+    groups = [digits[i : i + 3] for i in range(0, len(digits), 3)]
+    return f"log/tile/{level}/" + "/".join([*(f"x{g}" for g in groups[:-1]), groups[-1]])
