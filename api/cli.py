@@ -36,7 +36,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 log_app = typer.Typer(
-    help="The tamper-evident log: its verifier key and latest checkpoint.", no_args_is_help=True
+    help="The tamper-evident log: its signer key (init-key), verifier key, latest checkpoint.",
+    no_args_is_help=True,
 )
 app.add_typer(log_app, name="log")
 
@@ -445,6 +446,11 @@ def demo(
             err=True,
         )
         serve(host=None, port=None)
+
+
+from api import cli_log  # noqa: E402 - registers onto the groups defined above
+
+cli_log.register(app)
 
 
 def main() -> None:

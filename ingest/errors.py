@@ -14,7 +14,9 @@ LiuhenError
       ├── MetadataError        time / place metadata could not be read
       │    └── TrackParseError a GPS track (NMEA, GPX) is malformed
       ├── LogKeyMissing        the production profile has no log key to sign with
-      └── LogKeyExists         init-key would overwrite a log key
+      ├── LogKeyExists         init-key would overwrite a log key
+      ├── CheckpointPending    no checkpoint covers a leaf yet, none signed in time
+      └── SignerRace           another signer stored its checkpoint first (retried)
 """
 
 from __future__ import annotations
@@ -82,3 +84,15 @@ class LogKeyExists(IngestError):
     """``liuhen log init-key`` would overwrite an existing key."""
 
     code = "log_key_exists"
+
+
+class CheckpointPending(IngestError):
+    """No checkpoint covers the leaf yet and none was signed in time (no signer reachable)."""
+
+    code = "checkpoint_pending"
+
+
+class SignerRace(IngestError):
+    """Another signer stored a checkpoint first; what this one signed was not stored."""
+
+    code = "signer_race"

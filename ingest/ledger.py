@@ -39,9 +39,10 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest import metrics
+from ingest.errors import CheckpointPending, SignerRace
 from ingest.tsa_client import request_timestamp
 from integrity import tsa
-from integrity.errors import IntegrityError, LiuhenError, NoteError, ProofError, TimestampError
+from integrity.errors import IntegrityError, NoteError, ProofError, TimestampError
 from integrity.leaves import canonical_json
 from integrity.log import LogKey, SignedCheckpoint, make_receipt, next_checkpoint, open_checkpoint
 from integrity.merkle import TILE_WIDTH, TiledTree, TileKey, leaf_hash, verify_inclusion
@@ -68,18 +69,6 @@ class LogCorrupt(IntegrityError):
     """The stored log disagrees with itself; nothing more is signed until it is looked at."""
 
     code = "log_corrupt"
-
-
-class CheckpointPending(LiuhenError):
-    """No checkpoint covers the leaf yet and none was signed in time (no signer reachable)."""
-
-    code = "checkpoint_pending"
-
-
-class SignerRace(LiuhenError):
-    """Another signer stored a checkpoint first; what this one signed was not stored."""
-
-    code = "signer_race"
 
 
 @dataclass(frozen=True)
@@ -206,6 +195,7 @@ class Ledger:
         self._cond = threading.Condition()
         self._busy = False  # one thread of this process reads or signs for the waiting ones
         self._known: SignedCheckpoint | None = None
+        self._round = 0  # rounds ended: a waiter trusts only what a later round found
 
     # --- appending (inside the caller's transaction) -------------------------------------
 
@@ -355,12 +345,13 @@ class Ledger:
         deadline = time.monotonic() + (self.receipt_wait_s if timeout is None else timeout)
         while True:
             with self._cond:
-                while self._busy and not _covers(self._known, size):
+                entered = self._round
+                while self._busy and not self._answered(entered, size):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise self._pending(size)
                     self._cond.wait(remaining)
-                if self._known is not None and _covers(self._known, size):
+                if self._known is not None and self._answered(entered, size):
                     return self._known
                 self._busy = True
             found: SignedCheckpoint | None = None
@@ -377,14 +368,18 @@ class Ledger:
                 log.warning("%s; looking again", e)
             finally:
                 with self._cond:
-                    if found is not None and not _covers(self._known, found.checkpoint.size):
-                        self._known = found
+                    self._known = found
                     self._busy = False
+                    self._round += 1
                     self._cond.notify_all()
             if found is not None and _covers(found, size):
                 return found
             if time.monotonic() >= deadline:
                 raise self._pending(size)
+
+    def _answered(self, entered: int, size: int) -> bool:
+        """Whether a round that ended after round ``entered`` found a covering checkpoint."""
+        return self._round > entered and _covers(self._known, size)
 
     def _pending(self, size: int) -> CheckpointPending:
         why = "" if self.store is not None else " (this process has no object store to sign)"
