@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import problem
-from api.routes import cases, health, items, log
+from api.routes import cases, health, items, log, metrics
 from configs.settings import Settings
+from ingest.metrics import failed as count_error
 from ingest.runtime import open_runtime
 from ingest.worker import WorkerPool
 from integrity.errors import LiuhenError
@@ -46,6 +47,7 @@ def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:
     )
     for router in (health.router, items.router, cases.router, log.router):
         app.include_router(router)
+    app.include_router(metrics.router)
     _install_error_handlers(app)
     return app
 
@@ -54,6 +56,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LiuhenError)
     async def domain_error(request: Request, exc: LiuhenError) -> JSONResponse:
         doc = problem(exc, instance=request.url.path)
+        count_error(exc)
         if doc["status"] >= 500:
             logger.error("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON)

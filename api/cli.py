@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from api import logs
 from api.errors import exit_code, problem
 from configs.settings import load_settings
 from ingest.errors import IntakeRefused, ManifestError
@@ -95,6 +96,7 @@ def _setup_logging() -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
+    logs.apply_format()  # LIUHEN_LOG_FORMAT=json
 
 
 @app.command()
@@ -367,6 +369,7 @@ def serve(
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level="info",
+        log_config=logs.uvicorn_log_config(),
     )
 
 

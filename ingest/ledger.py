@@ -272,7 +272,8 @@ class Ledger:
         (waiting up to ``receipt_wait_s`` for the next checkpoint if none does yet)."""
         signed = self._head().signed
         if signed is None or signed.checkpoint.size <= index:
-            signed = self._await(index + 1)
+            with metrics.timed("receipt_wait"):
+                signed = self._await(index + 1)
         tree = TiledTree(signed.checkpoint.size, self._read_tiles)
         text = make_receipt(tree=tree, index=index, signed=signed)
         try:  # the tiles are the index's word: check the proof before handing it out

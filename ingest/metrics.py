@@ -15,10 +15,12 @@ server does not need).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from typing import ParamSpec, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -27,8 +29,16 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ingest.errors import IntakeRefused
 from integrity.errors import LiuhenError
-from storage.errors import IndexError_, ObjectStoreError, StorageError
+from storage.errors import (
+    Conflict,
+    IndexError_,
+    NotFound,
+    ObjectNotFound,
+    ObjectStoreError,
+    StorageError,
+)
 from storage.tables import Checkpoint, Job, LogState
 
 log = logging.getLogger(__name__)
@@ -79,8 +89,11 @@ def refused(error: LiuhenError) -> None:
 
 
 def failed(error: BaseException) -> None:
-    """An error reached an edge (the API's handler): count store and database failures."""
-    if isinstance(error, ObjectStoreError):
+    """An error reached an edge (the API's handler): count store and database failures
+    (refused input and things not found count as ``request``)."""
+    if isinstance(error, IntakeRefused | NotFound | ObjectNotFound | Conflict):
+        component = "request"
+    elif isinstance(error, ObjectStoreError):
         component = "object_store"
     elif isinstance(error, IndexError_ | SQLAlchemyError):
         component = "database"
@@ -89,6 +102,36 @@ def failed(error: BaseException) -> None:
     else:
         component = "other"
     ERRORS.labels(component=component, code=getattr(error, "code", type(error).__name__)).inc()
+
+
+class _Sealed(Protocol):
+    @property
+    def size(self) -> int: ...
+    @property
+    def duplicate(self) -> bool: ...
+
+
+P = ParamSpec("P")
+S = TypeVar("S", bound=_Sealed)
+
+
+def seal_observed(fn: Callable[P, S]) -> Callable[P, S]:
+    """Decorate the seal: its duration, what it sealed, and why it refused."""
+
+    @functools.wraps(fn)
+    def seal(*args: P.args, **kwargs: P.kwargs) -> S:
+        t0 = time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except IntakeRefused as e:
+            refused(e)
+            raise
+        finally:
+            observe("seal", time.perf_counter() - t0)
+        sealed(size=result.size, duplicate=result.duplicate)
+        return result
+
+    return seal
 
 
 def observe(stage: str, seconds: float) -> None:
