@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import problem
-from api.routes import cases, exports, health, items, log
+from api.routes import cases, exports, health, items, log, metrics
 from configs.settings import Settings
+from ingest.metrics import failed as count_error
 from ingest.runtime import Runtime, open_runtime
 from ingest.worker import WorkerPool
 from integrity.errors import LiuhenError
@@ -61,6 +62,7 @@ def create_app(
     for router in (health.router, items.router, cases.router, log.router):
         app.include_router(router)
     app.include_router(exports.router)
+    app.include_router(metrics.router)
     _install_error_handlers(app)
     return app
 
@@ -69,6 +71,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LiuhenError)
     async def domain_error(request: Request, exc: LiuhenError) -> JSONResponse:
         doc = problem(exc, instance=request.url.path)
+        count_error(exc)
         headers = {}
         if doc["status"] == 503:
             headers["Retry-After"] = str(RETRY_AFTER_S)

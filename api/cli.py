@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from api import logs
 from api.errors import exit_code, problem
 from configs.settings import load_settings
 from ingest.errors import IntakeRefused, ManifestError
@@ -37,7 +38,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 log_app = typer.Typer(
-    help="The tamper-evident log: its verifier key and latest checkpoint.", no_args_is_help=True
+    help="The tamper-evident log: its signer key (init-key), verifier key, latest checkpoint.",
+    no_args_is_help=True,
 )
 app.add_typer(log_app, name="log")
 
@@ -95,6 +97,7 @@ def _setup_logging() -> None:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
+    logs.apply_format()  # LIUHEN_LOG_FORMAT=json
 
 
 @app.command()
@@ -272,7 +275,7 @@ def log_checkpoint(as_json: JsonOpt = False) -> None:
     with _runtime(as_json) as rt:
         try:
             # Signing a new one mirrors it to the store: only when none exists yet.
-            signed = rt.ledger.latest_signed() or rt.ledger.publish()
+            signed = rt.ledger.latest_checkpoint() or rt.ledger.publish()
         except LiuhenError as e:
             _fail(e, as_json)
     doc = {"size": signed.checkpoint.size, "note": signed.note}
@@ -308,6 +311,7 @@ def _serve(
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level="info",
+        log_config=logs.uvicorn_log_config(),
     )
 
 
@@ -457,6 +461,11 @@ from api import cli_export, cli_verify  # noqa: E402 - commands of their own mod
 
 cli_verify.register(app)
 cli_export.register(app)
+
+
+from api import cli_log  # noqa: E402 - registers onto the groups defined above
+
+cli_log.register(app)
 
 
 def main() -> None:

@@ -7,9 +7,12 @@ from typing import Any
 
 from configs.errors import ConfigError
 from ingest.errors import (
+    CheckpointPending,
     IngestError,
     IntakeRefused,
     IntegrityMismatch,
+    LogKeyExists,
+    LogKeyMissing,
     MediaError,
     MetadataError,
     TooLarge,
@@ -36,6 +39,9 @@ STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (ObjectLocked, 409, "Locked by retention"),
     (StoreUnavailable, 503, "Object store unavailable"),
     (IndexUnavailable, 503, "Index database unavailable"),
+    (CheckpointPending, 503, "No checkpoint covers it yet"),
+    (LogKeyExists, 409, "A log key is already there"),
+    (LogKeyMissing, 500, "No log key to sign with"),
     (StorageError, 500, "Storage failure"),
     (IntegrityError, 500, "Integrity check failed"),
     (MediaError, 500, "Media processing failed"),

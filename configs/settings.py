@@ -78,6 +78,12 @@ class LogSettings(BaseModel):
     tsa_roots: list[Path] = Field(default_factory=list)
     """PEM certificates the TSA's tokens must chain to."""
     tsa_timeout_s: float = 10.0
+    key: SecretStr | None = None
+    """The signer key itself (``LIUHEN_LOG__KEY``, C2SP note signer key); wins over key_path."""
+    checkpoint_interval_ms: int = Field(default=250, ge=0, le=3_600_000)
+    """At most one checkpoint per this interval: seals arriving within it share one."""
+    receipt_wait_s: float = Field(default=30.0, gt=0)
+    """How long a seal waits for the checkpoint that covers it before it gives up."""
 
 
 class PipelineSettings(BaseModel):

@@ -11,8 +11,12 @@ LiuhenError
       │    ├── ProbeError      the container / image could not be understood
       │    ├── TranscodeError  ffmpeg failed to make a derivative
       │    └── ToolTimeout     a media tool ran past its time limit
-      └── MetadataError        time / place metadata could not be read
-           └── TrackParseError a GPS track (NMEA, GPX) is malformed
+      ├── MetadataError        time / place metadata could not be read
+      │    └── TrackParseError a GPS track (NMEA, GPX) is malformed
+      ├── LogKeyMissing        the production profile has no log key to sign with
+      ├── LogKeyExists         init-key would overwrite a log key
+      ├── CheckpointPending    no checkpoint covers a leaf yet, none signed in time
+      └── SignerRace           another signer stored its checkpoint first (retried)
 """
 
 from __future__ import annotations
@@ -68,3 +72,27 @@ class MetadataError(IngestError):
 
 class TrackParseError(MetadataError):
     code = "track_parse_error"
+
+
+class LogKeyMissing(IngestError):
+    """The production profile found no log key to sign with (it never makes one itself)."""
+
+    code = "log_key_missing"
+
+
+class LogKeyExists(IngestError):
+    """``liuhen log init-key`` would overwrite an existing key."""
+
+    code = "log_key_exists"
+
+
+class CheckpointPending(IngestError):
+    """No checkpoint covers the leaf yet and none was signed in time (no signer reachable)."""
+
+    code = "checkpoint_pending"
+
+
+class SignerRace(IngestError):
+    """Another signer stored a checkpoint first; what this one signed was not stored."""
+
+    code = "signer_race"

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ingest import custody
+from ingest import custody, metrics
 from ingest.errors import EmptyFile, IntegrityMismatch
 from ingest.manifest import Manifest, check_case_id
 from ingest.problems import ItemStatus
@@ -67,6 +67,7 @@ class SealResult:
         }
 
 
+@metrics.seal_observed
 def seal_file(
     rt: Runtime, path: Path, manifest: Manifest, *, actor: str, now: datetime | None = None
 ) -> SealResult:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from configs.settings import Settings
 from ingest.ledger import Ledger, load_tsa_config
-from integrity.log import load_or_create_key
+from ingest.logkey import load_log_key
 from storage.db import make_engine, make_sessionmaker, migrate_if_needed
 from storage.objects import ObjectStore, S3Endpoint
 from storage.seaweed import EmbeddedSeaweed
@@ -97,7 +97,7 @@ def open_runtime(settings: Settings) -> Runtime:
     try:
         migrate_if_needed(engine)
         sessions = make_sessionmaker(engine)
-        key = load_or_create_key(settings.log_key_path, name=settings.log.origin)
+        key = load_log_key(settings)
         ledger = Ledger(
             sessions=sessions,
             store=store,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from integrity.errors import NoteError, ProofError
-from integrity.merkle import EMPTY_ROOT, MerkleTree, verify_consistency
+from integrity.merkle import EMPTY_ROOT, ProvingTree, verify_consistency
 from integrity.note import Checkpoint, Signer, Verifier, generate_signer_key, open_note, sign_note
 from integrity.receipts import Receipt, format_receipt
 
@@ -23,23 +23,41 @@ class LogKey:
     """The C2SP note verifier-key string to publish."""
 
 
+def parse_key(text: str, *, name: str, where: str) -> LogKey:
+    """The log key from its C2SP note signer-key text; ``where`` says where it came from."""
+    try:
+        signer = Signer.from_key(text.strip())
+    except NoteError as e:
+        raise NoteError(f"log key from {where} is not a signer key: {e}") from None
+    if signer.name != name:
+        raise NoteError(f"log key from {where} is for {signer.name!r}, the log origin is {name!r}")
+    return LogKey(signer=signer, verifier=signer.verifier, verifier_key=signer.verifier.to_key())
+
+
+def load_key(path: Path, *, name: str) -> LogKey:
+    """Read the Ed25519 signer key at ``path``."""
+    return parse_key(path.read_text(), name=name, where=str(path))
+
+
+def create_key(path: Path, *, name: str) -> LogKey:
+    """Write a new signer key to ``path`` (mode 0600). Raises FileExistsError if one is there:
+    a log key is never overwritten."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    skey, _ = generate_signer_key(name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(skey + "\n")
+    return parse_key(skey, name=name, where=str(path))
+
+
 def load_or_create_key(path: Path, *, name: str) -> LogKey:
     """Read the Ed25519 signer key at ``path``, creating it (mode 0600) on first start."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        skey, _ = generate_signer_key(name)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            return create_key(path, name=name)
         except FileExistsError:
             pass  # another process created it first: use theirs
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(skey + "\n")
-    skey = path.read_text().strip()
-    signer = Signer.from_key(skey)
-    if signer.name != name:
-        raise NoteError(f"log key at {path} is for {signer.name!r}, the log origin is {name!r}")
-    return LogKey(signer=signer, verifier=signer.verifier, verifier_key=signer.verifier.to_key())
+    return load_key(path, name=name)
 
 
 @dataclass(frozen=True)
@@ -54,7 +72,7 @@ def open_checkpoint(note: str, verifier: Verifier) -> Checkpoint:
 
 
 def next_checkpoint(
-    *, tree: MerkleTree, size: int, origin: str, key: LogKey, previous_note: str | None
+    *, tree: ProvingTree, size: int, origin: str, key: LogKey, previous_note: str | None
 ) -> SignedCheckpoint:
     """Sign the tree head at ``size``, after proving it consistent with the previous one."""
     root = tree.root(size)
@@ -80,7 +98,7 @@ def next_checkpoint(
     return SignedCheckpoint(checkpoint, sign_note(checkpoint.to_text(), [key.signer]))
 
 
-def make_receipt(*, tree: MerkleTree, index: int, signed: SignedCheckpoint) -> str:
+def make_receipt(*, tree: ProvingTree, index: int, signed: SignedCheckpoint) -> str:
     """A C2SP tlog-proof for leaf ``index`` against ``signed``."""
     proof = tree.inclusion_proof(index, signed.checkpoint.size)
     return format_receipt(Receipt(index=index, proof=proof, checkpoint_note=signed.note))

@@ -2,16 +2,15 @@
 
 We keep the whole TimeStampResp (the ``.tsr``) so a reviewer can check it with
 ``openssl ts -verify`` as well as with :func:`verify_timestamp`. Every third-party error is
-turned into TimestampError here, at the boundary.
+turned into TimestampError here, at the boundary. No HTTP here: ``ingest.tsa_client`` sends the
+request this module builds and hands the reply back to be checked.
 """
 
 from __future__ import annotations
 
 import hashlib
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -33,7 +32,6 @@ REPLY_CONTENT_TYPE = "application/timestamp-reply"
 """RFC 3161 §3.4: the media types of a request and a response over HTTP."""
 SHA256_OID = x509.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
 MAX_RESPONSE_BYTES = 1024 * 1024
-DEFAULT_TIMEOUT = 10.0
 
 
 def _request(data: bytes) -> TimeStampRequest:
@@ -75,35 +73,34 @@ def _check_imprint(response: TimeStampResponse, data: bytes) -> None:
         )
 
 
-def request_timestamp(url: str, data: bytes, timeout: float = DEFAULT_TIMEOUT) -> bytes:
-    """Ask the TSA at ``url`` (RFC 3161 §3.4, HTTP POST) to time-stamp ``data``.
+@dataclass(frozen=True)
+class TimestampQuery:
+    """A TimeStampReq ready to send, and the nonce its reply must echo."""
 
-    Returns the DER TimeStampResp. Checks that it is granted, answers our nonce and covers our
-    data; it does not check who signed it (that is :func:`verify_timestamp`).
-    """
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise TimestampError(f"TSA URL must be http or https: {url!r}")
+    der: bytes
+    nonce: int
+
+
+def prepare_request(data: bytes) -> TimestampQuery:
+    """The request to send for ``data`` (the HTTP exchange is the caller's:
+    ``ingest.tsa_client``)."""
     request = _request(data)
-    http_request = urllib.request.Request(  # noqa: S310 - scheme checked above
-        url,
-        data=request.as_bytes(),
-        headers={"Content-Type": QUERY_CONTENT_TYPE, "Accept": REPLY_CONTENT_TYPE},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(http_request, timeout=timeout) as reply:  # noqa: S310
-            tsr: bytes = reply.read(MAX_RESPONSE_BYTES + 1)
-    except (urllib.error.URLError, OSError) as e:
-        raise TimestampError(f"TSA {url} failed: {e}") from None
+    if request.nonce is None:  # pragma: no cover - _request always asks for one
+        raise TimestampError("the request has no nonce")
+    return TimestampQuery(der=request.as_bytes(), nonce=request.nonce)
+
+
+def check_reply(tsr: bytes, *, data: bytes, query: TimestampQuery) -> None:
+    """Check a TSA's reply to ``query``: granted, answering our nonce, over our data, and not
+    larger than MAX_RESPONSE_BYTES. Who signed it is :func:`verify_timestamp`'s job."""
     if len(tsr) > MAX_RESPONSE_BYTES:
-        raise TimestampError(f"TSA {url} answered more than {MAX_RESPONSE_BYTES} bytes")
+        raise TimestampError(f"the TSA answered more than {MAX_RESPONSE_BYTES} bytes")
     response = _decode(tsr)
-    if response.tst_info.nonce != request.nonce:
+    if response.tst_info.nonce != query.nonce:
         raise TimestampError(
-            f"TSA answered nonce {response.tst_info.nonce}, expected {request.nonce}"
+            f"TSA answered nonce {response.tst_info.nonce}, expected {query.nonce}"
         )
     _check_imprint(response, data)
-    return tsr
 
 
 def _load_certificates(blobs: Sequence[bytes]) -> list[x509.Certificate]:

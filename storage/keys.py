@@ -58,3 +58,14 @@ def derivative_file_name(key: str) -> str | None:
     """``<role>.<ext>`` of a derivative key, or None if ``key`` is not one."""
     m = re.fullmatch(r"derived/([0-9A-Za-z]{10,40})/([a-z][a-z0-9_-]{0,31}\.[a-z0-9]{1,8})", key)
     return m[2] if m else None
+
+
+def tile_key(level: int, index: int) -> str:
+    """A full hash tile, at its C2SP tlog-tiles path under ``log/`` (index 1234067 is
+    ``x001/x234/067``)."""
+    if level < 0 or index < 0:
+        raise ValueError(f"bad tile {level}/{index}")
+    digits = str(index)
+    digits = digits.rjust(-(-len(digits) // 3) * 3, "0")
+    groups = [digits[i : i + 3] for i in range(0, len(digits), 3)]
+    return f"log/tile/{level}/" + "/".join([*(f"x{g}" for g in groups[:-1]), groups[-1]])

@@ -6,11 +6,11 @@ by check-then-insert: a violation inside a savepoint becomes :class:`Conflict`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,8 @@ from storage.tables import (
     Job,
     LogLeaf,
     LogState,
+    LogTile,
+    LogTree,
     Person,
 )
 
@@ -373,4 +375,52 @@ def pending_jobs(session: Session) -> int:
         session.execute(
             select(func.count()).select_from(Job).where(Job.state.in_(("queued", "running")))
         ).scalar_one()
+    )
+
+
+# --- the log's tree (tiles and the signer's state) ---------------------------------------------
+
+
+def log_tree_state(session: Session) -> tuple[int, bytes]:
+    """How many leaves the stored tiles cover, and the root they give."""
+    row = session.get(LogTree, 1)
+    if row is None:
+        raise NotFound("the log_tree row is missing (is the index migrated?)")
+    return int(row.size), bytes(row.root_hash)
+
+
+def read_tiles(
+    session: Session, *, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
+    """The stored tiles among ``keys`` (absent ones are left out)."""
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(LogTile.level, LogTile.idx, LogTile.hashes).where(
+            tuple_(LogTile.level, LogTile.idx).in_(list(keys))
+        )
+    )
+    return {(int(level), int(idx)): bytes(hashes) for level, idx, hashes in rows}
+
+
+def advance_log_tree(session: Session, *, old_size: int, new_size: int, root_hash: bytes) -> bool:
+    """Move the tree from ``old_size`` to ``new_size``; False if it is no longer at
+    ``old_size`` (another signer got there first). Locks the row until the transaction ends."""
+    moved = session.execute(
+        update(LogTree)
+        .where(LogTree.id == 1, LogTree.size == old_size)
+        .values(size=new_size, root_hash=root_hash)
+        .returning(LogTree.size)
+    )
+    return moved.first() is not None
+
+
+def write_tiles(session: Session, *, tiles: Mapping[tuple[int, int], bytes]) -> None:
+    """Store tiles, replacing what was stored under the same keys (the growing edge)."""
+    if not tiles:
+        return
+    session.execute(delete(LogTile).where(tuple_(LogTile.level, LogTile.idx).in_(list(tiles))))
+    session.execute(
+        insert(LogTile),
+        [{"level": level, "idx": idx, "hashes": data} for (level, idx), data in tiles.items()],
     )

@@ -203,3 +203,30 @@ class Job(Base):
     due_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+# --- the log's tree (the sequencer's signer) ---------------------------------------------------
+
+
+class LogTree(Base):
+    """One row: how far the tiles and the latest checkpoint cover the log.
+
+    Only the signer moves it, with ``UPDATE ... WHERE size = <the size it started from>`` in the
+    transaction that stores its checkpoint, so two signers can never both extend one state.
+    """
+
+    __tablename__ = "log_tree"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class LogTile(Base):
+    """A C2SP tlog-tile of the Merkle tree (``integrity.merkle.TiledTree``): the hashes of
+    tree level 8 * ``level``, numbered 256 * ``idx`` onwards; the rightmost tile of a level
+    is partial and grows in place."""
+
+    __tablename__ = "log_tiles"
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hashes: Mapped[bytes] = mapped_column(LargeBinary)

@@ -10,8 +10,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ingest.tsa_client import request_timestamp
 from integrity.errors import TimestampError
-from integrity.tsa import request_timestamp, verify_timestamp
+from integrity.tsa import verify_timestamp
 from tests.tsa_server import LocalTSA, local_tsa, make_ca, openssl
 
 

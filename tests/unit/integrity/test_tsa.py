@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from rfc3161_client import _rust
 
+import integrity
 from integrity.errors import TimestampError
-from integrity.tsa import build_request, request_timestamp, verify_timestamp
+from integrity.tsa import build_request, check_reply, prepare_request, verify_timestamp
 
 
 def test_build_request() -> None:
@@ -30,11 +32,18 @@ def test_malformed_response_is_refused() -> None:
         verify_timestamp(b"\x30\x03\x02\x01\x00", b"x", roots=[])
 
 
-def test_only_http_urls() -> None:
-    with pytest.raises(TimestampError, match="http or https"):
-        request_timestamp("file:///etc/passwd", b"x")
+def test_a_reply_to_another_request_is_refused() -> None:
+    query = prepare_request(b"x")
+    assert query.nonce == _rust.parse_timestamp_request(query.der).nonce
+    with pytest.raises(TimestampError, match="malformed"):
+        check_reply(b"\x30\x03\x02\x01\x00", data=b"x", query=query)
+    with pytest.raises(TimestampError, match="more than"):
+        check_reply(b"\x00" * (1024 * 1024 + 1), data=b"x", query=query)
 
 
-def test_unreachable_tsa() -> None:
-    with pytest.raises(TimestampError, match="failed"):
-        request_timestamp("http://127.0.0.1:9/", b"x", timeout=2)
+def test_integrity_holds_no_http() -> None:
+    """integrity/ builds and checks; the request goes out from ingest.tsa_client."""
+    for path in Path(integrity.__file__).parent.glob("*.py"):
+        source = path.read_text()
+        for word in ("urllib", "http.client", "requests", "httpx", "socket"):
+            assert f"import {word}" not in source, f"{path.name} imports {word}"

@@ -1,0 +1,229 @@
+"""Benchmark the log sequencer. Prints figures and ratios against baselines of the same run.
+
+    .venv/bin/python bench/sequencer.py [--leaves 1000000] [--sealers 16] [--seals 160]
+                                        [--interval-ms 100] [--database-url URL]
+
+1. Process start with a big log vs a 1-leaf log (goal <= 1.2): a fresh ``python`` process
+   opens the runtime (index migrated, object store, key), hands out a receipt for the last
+   leaf, appends one leaf and signs a checkpoint over it: what a restarted ``liuhen serve``
+   does before its first seal is answered. Wall time of the child, median of 3.
+2. Seals per second with N concurrent sealers (real ``seal_file`` of small files: S3 put,
+   index transaction, then the receipt): receipts sharing checkpoints (one signer, at most one
+   checkpoint per ``--interval-ms``) vs one checkpoint per seal (each sealer signs its own
+   under a lock, as before this sequencer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import line
+from configs.settings import Settings
+from ingest.intake import seal_file
+from ingest.manifest import Manifest
+from ingest.runtime import Runtime, open_runtime
+from integrity.leaves import custody_leaf
+from storage import repository as repo
+from storage.db import transaction
+from storage.seaweed import EmbeddedS3, EmbeddedSeaweed
+
+BATCH = 10_000
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    t0 = time.perf_counter()
+    from datetime import UTC, datetime
+    from configs.settings import Settings
+    from ingest.runtime import open_runtime
+    from storage import repository as repo
+    from storage.db import transaction
+    rt = open_runtime(Settings())  # from the LIUHEN_* environment
+    with rt.sessions() as s:
+        last = repo.log_size(s) - 1
+    rt.ledger.receipt(last)
+    with transaction(rt.sessions) as s:
+        rt.ledger.append(s, kind="custody", item_id=None,
+                         build=lambda: {"v": 1, "kind": "custody", "n": last},
+                         now=datetime.now(UTC))
+    rt.ledger.interval = 0
+    size = rt.ledger.publish().checkpoint.size
+    rt.close()
+    print(f"{time.perf_counter() - t0:.4f} {size}")
+    """
+)
+
+
+def _settings(root: Path, s3: EmbeddedS3, name: str, database_url: str | None) -> Settings:
+    return Settings(
+        profile="embedded",
+        home=root / name,
+        s3={
+            "embedded": False,
+            "endpoint": s3.endpoint,
+            "access_key": s3.access_key,
+            "secret_key": s3.secret_key,
+            "bucket": "bench-seq",
+        },
+        database={"url": database_url or f"sqlite:///{root / name / 'index.sqlite3'}"},
+        pipeline={"workers": 0},
+    )
+
+
+def _fill(rt: Runtime, n: int) -> None:
+    now = datetime.now(UTC)
+    base = custody_leaf(
+        item_id="01M8FAYGCRPK862MQB0SW00000",
+        item_sha256=hashlib.sha256(b"0").hexdigest(),
+        action="view",
+        actor="officer:110123",
+        at=now,
+        reason="review of a disputed enforcement action",
+        prev=None,
+        details={"role": "original"},
+    )
+    for start in range(0, n, BATCH):
+        entries: list[tuple[str, str | None, dict[str, Any]]] = [
+            ("custody", None, {**base, "reason": f"review {i}"})
+            for i in range(start, min(n, start + BATCH))
+        ]
+        with transaction(rt.sessions) as s:
+            rt.ledger.append_many(s, entries, now=now)
+
+
+def _start_time(settings: Settings, repeat: int = 3) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
+    env |= {
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "LIUHEN_HOME": str(settings.home_dir),
+        "LIUHEN_DATABASE__URL": settings.database_url,
+        "LIUHEN_S3__EMBEDDED": "false",
+        "LIUHEN_S3__ENDPOINT": settings.s3.endpoint,
+        "LIUHEN_S3__ACCESS_KEY": settings.s3.access_key,
+        "LIUHEN_S3__SECRET_KEY": settings.s3.secret_key.get_secret_value(),
+        "LIUHEN_S3__BUCKET": settings.s3.bucket,
+    }
+    samples = []
+    for _ in range(repeat):
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        samples.append(float(out.stdout.split()[0]))
+    return statistics.median(samples)
+
+
+def bench_start(root: Path, s3: EmbeddedS3, leaves: int, database_url: str | None) -> None:
+    if database_url:
+        raise SystemExit("the start benchmark makes its own SQLite indexes; drop --database-url")
+    small = _settings(root, s3, "small", None)
+    big = _settings(root, s3, "big", None)
+    for settings, n in ((small, 1), (big, leaves)):
+        rt = open_runtime(settings)
+        try:
+            t0 = time.perf_counter()
+            _fill(rt, n)
+            filled = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rt.ledger.publish()
+            signed = time.perf_counter() - t0
+        finally:
+            rt.close()
+        line(
+            f"build a log of {n:,} leaves", filled, "s", f"first checkpoint + tiles {signed:.1f} s"
+        )
+    empty_s = _start_time(small)
+    big_s = _start_time(big)
+    line("process start, 1-leaf log", empty_s, "s", "(open, receipt, append, sign)")
+    line(
+        f"process start, {leaves:,}-leaf log",
+        big_s,
+        "s",
+        f"ratio {big_s / empty_s:.3f}  goal <= 1.2",
+    )
+
+
+def _seal_all(rt: Runtime, files: list[Path], sealers: int, *, per_seal: bool) -> float:
+    lock = threading.Lock()
+
+    def one(path: Path) -> None:
+        sealed = seal_file(rt, path, Manifest(file_name=path.name), actor="bench")
+        if per_seal:
+            with lock:  # each seal signs a checkpoint of its own, one at a time
+                rt.ledger._sign_round(rt.store)
+        rt.ledger.receipt(sealed.log_index)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(sealers) as pool:
+        list(pool.map(one, files))
+    return len(files) / (time.perf_counter() - t0)
+
+
+def bench_seals(
+    root: Path, s3: EmbeddedS3, sealers: int, seals: int, interval_ms: int, database_url: str | None
+) -> None:
+    results = {}
+    for mode in ("per-seal", "shared"):
+        folder = root / f"files-{mode}"
+        folder.mkdir()
+        files = []
+        for i in range(seals):
+            path = folder / f"photo-{i:04d}.jpg"
+            path.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(20_000))
+            files.append(path)
+        rt = open_runtime(_settings(root, s3, f"seals-{mode}", database_url))
+        try:
+            rt.ledger.interval = 0 if mode == "per-seal" else interval_ms / 1000
+            with rt.sessions() as s:
+                before = len(repo.checkpoints(s))
+            rate = _seal_all(rt, files, sealers, per_seal=mode == "per-seal")
+            with rt.sessions() as s:
+                made = len(repo.checkpoints(s)) - before
+        finally:
+            rt.close()
+        results[mode] = rate
+        line(f"{sealers} sealers, checkpoints {mode}", rate, "seals/s", f"{made} checkpoints")
+    line("shared / per-seal", results["shared"] / results["per-seal"], "x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--leaves", type=int, default=1_000_000)
+    ap.add_argument("--sealers", type=int, default=16)
+    ap.add_argument("--seals", type=int, default=160)
+    ap.add_argument("--interval-ms", type=int, default=100)
+    ap.add_argument("--database-url", help="PostgreSQL for the seal benchmark (default SQLite)")
+    ap.add_argument("--skip-start", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="liuhen-bench-seq-") as tmp:
+        root = Path(tmp)
+        weed = EmbeddedSeaweed(root / "seaweed")
+        s3 = weed.start()
+        try:
+            bench_seals(root, s3, args.sealers, args.seals, args.interval_ms, args.database_url)
+            if not args.skip_start:
+                bench_start(root, s3, args.leaves, None)
+        finally:
+            weed.release()
+
+
+if __name__ == "__main__":
+    main()
