@@ -15,8 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.errors import problem
 from api.routes import cases, health, items, log
 from configs.settings import Settings
+from ingest.queue import BackgroundWorkers
 from ingest.runtime import open_runtime
-from ingest.worker import WorkerPool
 from integrity.errors import LiuhenError
 
 PROBLEM_JSON = "application/problem+json"
@@ -29,7 +29,9 @@ def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = open_runtime(settings)
-        pool = WorkerPool(rt, settings.pipeline.workers if workers is None else workers)
+        pool = BackgroundWorkers(
+            rt.queue, settings.pipeline.workers if workers is None else workers
+        )
         app.state.runtime = rt
         pool.start()
         try:

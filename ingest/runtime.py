@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +21,9 @@ from storage.db import make_engine, make_sessionmaker, migrate
 from storage.objects import ObjectStore
 from storage.seaweed import EmbeddedSeaweed
 
+if TYPE_CHECKING:
+    from ingest.queue import Queue
+
 
 @dataclass
 class Runtime:
@@ -29,8 +33,23 @@ class Runtime:
     store: ObjectStore
     ledger: Ledger
     seaweed: EmbeddedSeaweed | None
+    _queue: Queue | None = None
+
+    @property
+    def queue(self) -> Queue:
+        """The pipeline queue (``ingest.queue``), made on first use."""
+        if self._queue is None:
+            from ingest.queue import open_queue
+            from ingest.queue.task import pipeline_handler
+
+            self._queue = open_queue(
+                self.settings, self.engine, self.sessions, pipeline_handler(self)
+            )
+        return self._queue
 
     def close(self) -> None:
+        if self._queue is not None:
+            self._queue.close()
         self.engine.dispose()
         if self.seaweed is not None:
             self.seaweed.release()

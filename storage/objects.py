@@ -35,6 +35,7 @@ MAX_PARTS = 10_000
 """S3's limit on the parts of one multipart upload."""
 _NOT_FOUND = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "NoSuchObjectLockConfiguration"}
 _LOCKED = {"AccessDenied", "ObjectLocked", "InvalidRequest"}
+_UNAVAILABLE = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ def translate_errors(what: str) -> Iterator[None]:
     except S3Error as e:
         if e.code in _NOT_FOUND:
             raise ObjectNotFound(f"{what}: {e.code}") from e
+        if e.code in _UNAVAILABLE or (e.response is not None and e.response.status >= 500):
+            # The store is there but cannot serve now (a volume server down, overload):
+            # worth waiting for, never a verdict on the object.
+            raise StoreUnavailable(f"{what}: S3 said {e.code}: {e.message}") from e
         raise ObjectStoreError(f"{what}: S3 said {e.code}: {e.message}") from e
     except MinioException as e:
         raise ObjectStoreError(f"{what}: {e}") from e
