@@ -117,13 +117,13 @@ class ProcrastinateQueue:
     # --- deferring -------------------------------------------------------------------------
 
     def defer(self, session: Session, item_id: str) -> None:
-        conn = session.connection().connection.driver_connection
-        deferrer = self._defer_app.configure_task(
-            TASK, lock=item_id, queueing_lock=item_id, queue=self.queue, connection=conn
-        )
         try:
             with session.begin_nested():
-                deferrer.defer(item_id=item_id)
+                # The savepoint is emitted when the session's connection is asked for: now.
+                conn = session.connection().connection.driver_connection
+                self._defer_app.configure_task(
+                    TASK, lock=item_id, queueing_lock=item_id, queue=self.queue, connection=conn
+                ).defer(item_id=item_id)
         except pexc.AlreadyEnqueued:
             pass  # a job for this item is waiting: it will see everything committed so far
 
