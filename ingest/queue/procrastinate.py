@@ -232,8 +232,17 @@ class ProcrastinateQueue:
                     text("SELECT procrastinate_retry_job_v2(:id, now(), NULL, NULL, NULL)"),
                     {"id": job_id},
                 )
+                # A retry does not notify (only inserts do): wake idle workers as an insert would.
+                conn.execute(
+                    text(
+                        "SELECT pg_notify(:channel,"
+                        " json_build_object('type', 'job_inserted', 'job_id', :id)::text)"
+                    ),
+                    {"channel": f"procrastinate_queue_v1#{self.queue}", "id": job_id},
+                )
         if stalled:
-            log.warning("requeued %d job(s) left by a crashed worker", len(stalled))
+            ids = ", ".join(str(i) for i in stalled)
+            log.warning("requeued %d job(s) left by a crashed worker (job %s)", len(stalled), ids)
         return len(stalled)
 
     def wait_for(self, item_ids: Iterable[str], *, timeout_s: float = 3600) -> set[str]:
