@@ -16,8 +16,8 @@ from api.errors import problem
 from api.routes import cases, exports, health, items, log, metrics
 from configs.settings import Settings
 from ingest.metrics import failed as count_error
+from ingest.queue import BackgroundWorkers
 from ingest.runtime import Runtime, open_runtime
-from ingest.worker import WorkerPool
 from integrity.errors import LiuhenError
 from storage.errors import StoreUnavailable
 
@@ -43,7 +43,9 @@ def create_app(
             _ = rt.store.client
         except StoreUnavailable as e:
             logger.warning("serving without the object store for now: %s", e)
-        pool = WorkerPool(rt, settings.pipeline.workers if workers is None else workers)
+        pool = BackgroundWorkers(
+            rt.queue, settings.pipeline.workers if workers is None else workers
+        )
         app.state.runtime = rt
         pool.start()
         try:

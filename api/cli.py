@@ -325,17 +325,13 @@ def worker(
     import signal
     import threading
 
-    from ingest.worker import WorkerPool
-
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with _runtime(False) as rt:
-        pool = WorkerPool(rt, threads or max(1, rt.settings.pipeline.workers))
-        pool.start()
-        typer.echo(f"liuhen worker: {pool.size} thread(s); Ctrl-C to stop", err=True)
-        stop.wait()
-        pool.stop()
+        size = threads or max(1, rt.settings.pipeline.workers)
+        typer.echo(f"liuhen worker: {size} thread(s); Ctrl-C to stop", err=True)
+        rt.queue.run_worker(concurrency=size, stop=stop)
 
 
 @app.command()
@@ -355,7 +351,6 @@ def demo(
     from ingest import catalog
     from ingest.intake import seal_file
     from ingest.samples import DEMO_CASE, DEMO_DEVICE, DEMO_OFFICER, make_samples
-    from ingest.worker import wait_for
 
     settings = load_settings()
     with _runtime(as_json) as rt:
@@ -376,7 +371,7 @@ def demo(
                     err=True,
                 )
         typer.echo("running the pipeline (probe, time, place, proxy, thumbnails) ...", err=True)
-        wait_for(rt, ids)
+        rt.queue.wait_for(ids)
         with rt.sessions() as session:
             doc = catalog.case_document(session, DEMO_CASE)
         checkpoint = rt.ledger.publish()

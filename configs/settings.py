@@ -101,6 +101,36 @@ class PipelineSettings(BaseModel):
     """Zone assumed for file-name times with no offset (Asia/Shanghai)."""
 
 
+class QueueSettings(BaseModel):
+    """The pipeline queue: procrastinate on PostgreSQL, the ``jobs`` table on SQLite.
+
+    Every time below is judged by the database's clock, never a worker's.
+    """
+
+    model_config = ConfigDict(extra="forbid")  # a typo must not pass silently
+
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    """How often a worker says it is alive; a stalled check runs as often."""
+    stalled_s: float = Field(default=10.0, gt=0)
+    """A running job whose worker has not been heard of for this long is run again."""
+    poll_s: float = Field(default=1.0, gt=0)
+    """Idle workers look for due jobs this often (PostgreSQL also wakes them on NOTIFY)."""
+    retry_base_s: float = Field(default=2.0, gt=0)
+    """First retry after about this long (jittered), doubling per attempt ..."""
+    retry_cap_s: float = Field(default=300.0, gt=0)
+    """... up to this."""
+    store_wait_s: float = Field(default=6 * 3600.0, ge=0)
+    """How long a job waits for an unreachable object store before the run counts as failed."""
+    store_retry_cap_s: float = Field(default=30.0, gt=0)
+    """Longest pause between two tries while waiting for the store."""
+
+    @model_validator(mode="after")
+    def _check(self) -> QueueSettings:
+        if self.stalled_s < 2 * self.heartbeat_s:
+            raise ValueError("queue.stalled_s must be at least two heartbeats (2 x heartbeat_s)")
+        return self
+
+
 class ApiSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a typo must not pass silently
 
@@ -123,6 +153,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod

@@ -191,7 +191,7 @@ def _commit_new(
             now=now,
             details={"case_ids": case_ids, "version_id": stored.version_id},
         )
-        repo.enqueue_job(session, item_id=item.id, now=now)
+        rt.queue.defer(session, item.id)
         # Retention last inside the transaction: if it fails, nothing is committed.
         rt.store.retain(stored.key, stored.version_id, until)
     return SealResult(

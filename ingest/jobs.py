@@ -1,6 +1,6 @@
-"""The pipeline: what happens to an item after it is sealed, in one place (``STAGES``).
+"""The pipeline: what happens to an item after it is sealed, in one place.
 
-``run`` follows ``STAGES``; nothing else decides the order:
+``run`` follows this order; nothing else decides it:
 
     fetch          copy the original out of object storage, re-hashed on the way out
     probe          what the bytes are, from their content (``media.probe``)
@@ -28,7 +28,8 @@ Status, decided by ``_status`` (and ``mark_failed`` for a job that kept raising)
     unprocessable  nothing could be derived: the original is missing or does not match its
                    hash (fetch), or no tool understands it (probe, track).
 
-A job that raises (an unreachable store, a bug) is retried by the worker; when it gives up,
+A job that raises is retried by the queue (``ingest.queue.task``: an unreachable store is
+waited for, without using up attempts); when it gives up,
 ``mark_failed`` adds a ``pipeline_failed`` problem and sets ``partial`` if an earlier run
 stored derivatives, else ``unprocessable``.
 """
@@ -64,9 +65,6 @@ from storage.objects import StoredObject, retain_until
 from storage.tables import Derivative, Item
 
 log = logging.getLogger(__name__)
-
-STAGES = ("fetch", "probe", "capture_time", "place", "derivatives", "store", "finish")
-"""The pipeline order. ``run`` below follows it; nothing else decides it."""
 
 TRACK_TYPES = frozenset({"application/gpx+xml", "application/vnd.nmea"})
 DERIVATIVE_STAGES = frozenset(

@@ -10,7 +10,6 @@ from ingest import custody
 from ingest.intake import seal_file
 from ingest.manifest import Manifest
 from ingest.runtime import Runtime
-from ingest.worker import wait_for
 from storage import repository as repo
 from storage.db import transaction
 
@@ -34,7 +33,7 @@ def link_track(rt: Runtime, item_ids: list[str], track_item_id: str, *, actor: s
                 now=now,
                 details={"track_item_id": track_item_id},
             )
-            repo.enqueue_job(session, item_id=item_id, now=now)
+            rt.queue.defer(session, item_id)
 
 
 def track_manifest(
@@ -85,7 +84,7 @@ def after_ingest(
         link_track(rt, item_ids, sealed.item_id, actor=actor)
         item_ids.append(sealed.item_id)
     if wait:
-        wait_for(rt, item_ids)
+        rt.queue.wait_for(item_ids)
         with rt.sessions() as session:
             for r in results:
                 r["status"] = repo.get_item(session, item_id=r["id"]).status

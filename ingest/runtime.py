@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,6 +25,9 @@ from storage.db import make_engine, make_sessionmaker, migrate_if_needed
 from storage.objects import ObjectStore, S3Endpoint
 from storage.seaweed import EmbeddedSeaweed
 
+if TYPE_CHECKING:
+    from ingest.queue import Queue
+
 
 @dataclass
 class Runtime:
@@ -34,8 +38,23 @@ class Runtime:
     """Connects on first use (see the module docstring)."""
     ledger: Ledger
     seaweed: EmbeddedSeaweed | None
+    _queue: Queue | None = None
+
+    @property
+    def queue(self) -> Queue:
+        """The pipeline queue (``ingest.queue``), made on first use."""
+        if self._queue is None:
+            from ingest.queue import open_queue
+            from ingest.queue.task import pipeline_handler
+
+            self._queue = open_queue(
+                self.settings, self.engine, self.sessions, pipeline_handler(self)
+            )
+        return self._queue
 
     def close(self) -> None:
+        if self._queue is not None:
+            self._queue.close()
         self.engine.dispose()
         if self.seaweed is not None:
             self.seaweed.release()

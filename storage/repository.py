@@ -23,7 +23,6 @@ from storage.tables import (
     Device,
     Item,
     ItemCase,
-    Job,
     LogLeaf,
     LogState,
     LogTile,
@@ -319,63 +318,6 @@ def get_checkpoint(session: Session, *, size: int) -> Checkpoint:
 def add_checkpoint(session: Session, *, checkpoint: Checkpoint) -> None:
     session.add(checkpoint)
     session.flush()
-
-
-# --- jobs ----------------------------------------------------------------------------------
-
-
-def enqueue_job(session: Session, *, item_id: str, now: datetime) -> None:
-    job = session.get(Job, item_id)
-    if job is None:
-        session.add(Job(item_id=item_id, state="queued", attempts=0, due_at=now, updated_at=now))
-    else:
-        job.state, job.due_at, job.updated_at, job.locked_by = "queued", now, now, None
-    session.flush()
-
-
-def claim_job(session: Session, *, worker: str, now: datetime, lease_until: datetime) -> str | None:
-    """Take the oldest due job (queued, or running with an expired lease: a crashed worker)."""
-    stmt = (
-        select(Job)
-        .where(
-            ((Job.state == "queued") & (Job.due_at <= now))
-            | ((Job.state == "running") & (Job.locked_until < now))
-        )
-        .order_by(Job.due_at)
-        .limit(1)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    job = session.scalars(stmt).first()
-    if job is None:
-        return None
-    job.state, job.locked_by, job.locked_until = "running", worker, lease_until
-    job.attempts += 1
-    job.updated_at = now
-    session.flush()
-    return job.item_id
-
-
-def get_job(session: Session, *, item_id: str) -> Job | None:
-    return session.get(Job, item_id)
-
-
-def finish_job(
-    session: Session, *, item_id: str, state: str, now: datetime, error: str | None = None
-) -> None:
-    job = session.get(Job, item_id)
-    if job is not None:
-        job.state, job.updated_at, job.last_error = state, now, error
-        job.locked_by = job.locked_until = None
-        session.flush()
-
-
-def pending_jobs(session: Session) -> int:
-    return int(
-        session.execute(
-            select(func.count()).select_from(Job).where(Job.state.in_(("queued", "running")))
-        ).scalar_one()
-    )
 
 
 # --- the log's tree (tiles and the signer's state) ---------------------------------------------

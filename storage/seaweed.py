@@ -123,13 +123,18 @@ def _port_free_with_grpc(port: int) -> bool:
     return True
 
 
-def _pick_ports() -> Ports:
+def pick_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports whose gRPC twins (port + 10000) are free too."""
     ports: list[int] = []
-    while len(ports) < 4:
+    while len(ports) < n:
         p = _free_port()
         if p + 10000 < 65536 and p not in ports and _port_free_with_grpc(p):
             ports.append(p)
-    return Ports(*ports)
+    return ports
+
+
+def _pick_ports() -> Ports:
+    return Ports(*pick_ports(4))
 
 
 def _answers(port: int) -> bool:

@@ -36,9 +36,9 @@ from ingest.intake import SealResult, seal_file
 from ingest.manifest import Manifest
 from ingest.media import derivatives
 from ingest.pipeline_hooks import after_ingest, link_track
+from ingest.queue import BackgroundWorkers, JobInfo
 from ingest.retrieve import resolve, write_to_file
 from ingest.runtime import Runtime
-from ingest.worker import WorkerPool, wait_for
 from storage import repository as repo
 from storage.db import transaction
 from storage.tables import Derivative, Item, Job, LogLeaf
@@ -96,18 +96,17 @@ def document(rt: Runtime, item_id: str) -> dict[str, Any]:
         return catalog.item_document(session, repo.get_item(session, item_id=item_id))
 
 
-def job_of(rt: Runtime, item_id: str) -> Job:
-    with rt.sessions() as session:
-        job = repo.get_job(session, item_id=item_id)
-        assert job is not None
-        return job
+def job_of(rt: Runtime, item_id: str) -> JobInfo:
+    job = rt.queue.job(item_id)
+    assert job is not None
+    return job
 
 
 def processed(rt: Runtime, item_id: str) -> dict[str, Any]:
     """Run the item's job through the queue; the job must end ``done``, never ``failed``."""
-    assert wait_for(rt, [item_id], timeout_s=120) == set()
+    assert rt.queue.wait_for([item_id], timeout_s=120) == set()
     job = job_of(rt, item_id)
-    assert (job.state, job.last_error) == ("done", None)
+    assert (job.state, job.attempts) == ("done", 0)
     return document(rt, item_id)
 
 
@@ -328,8 +327,8 @@ def test_empty_file_is_refused_at_intake(rt: Runtime, clips: gen.ClipCache) -> N
         seal(rt, clips.get(gen.empty))
     with rt.sessions() as session:
         assert session.scalars(select(Item)).all() == []
-        assert session.scalars(select(Job)).all() == []
         assert repo.log_size(session) == 0
+    assert rt.queue.depth() == 0
 
 
 def test_missing_original_is_a_fetch_problem(rt: Runtime, clips: gen.ClipCache) -> None:
@@ -373,12 +372,12 @@ def test_every_real_photo_goes_through(rt: Runtime, tmp_path: Path, folder: str)
     photos = sorted((PHOTOS / folder).iterdir())
     assert photos
     sealed = {p: seal(rt, p) for p in photos}
-    assert wait_for(rt, [s.item_id for s in sealed.values()], timeout_s=300) == set()
+    assert rt.queue.wait_for([s.item_id for s in sealed.values()], timeout_s=300) == set()
     for photo, s in sealed.items():
         name = f"{folder}/{photo.name}"
         entry = EXIFTOOL[name]
         job = job_of(rt, s.item_id)
-        assert (job.state, job.last_error) == ("done", None), name
+        assert (job.state, job.attempts) == ("done", 0), name
         doc = document(rt, s.item_id)
         assert doc["status"] in {"ready", "partial"}, name
         assert roles(doc) == PHOTO_ROLES, name
@@ -544,7 +543,7 @@ def test_running_every_stage_twice_changes_nothing(
     track = seal(rt, gpx)
     link_track(rt, [clip.item_id], track.item_id, actor="test")
     ids = [clip.item_id, photo.item_id, cut.item_id, audio.item_id, track.item_id]
-    assert wait_for(rt, ids, timeout_s=120) == set()
+    assert rt.queue.wait_for(ids, timeout_s=120) == set()
     first = {i: facts(document(rt, i)) for i in ids}
     size = leaf_count(rt)
     assert first[clip.item_id]["bbox"] is not None
@@ -626,10 +625,10 @@ def test_concurrent_workers_process_each_item_once(
     paths = distinct_clips(tmp_path, clips.get(gen.small_h264), 4)
     ids = [seal(rt, p).item_id for p in paths]
     runs = count_runs(monkeypatch)
-    pool = WorkerPool(rt, 2)
+    pool = BackgroundWorkers(rt.queue, 2)
     pool.start()
     try:
-        assert wait_for(rt, ids, timeout_s=120) == set()  # a third claimer in this thread
+        assert rt.queue.wait_for(ids, timeout_s=120) == set()  # a third claimer in this thread
     finally:
         pool.stop(timeout=60)
     assert sorted(runs) == sorted(ids), "each job claimed and run exactly once"
@@ -666,7 +665,7 @@ def test_job_requeued_while_running_runs_again(
 
     monkeypatch.setattr(media, "derive", gated_derive)
     runs = count_runs(monkeypatch)
-    pool = WorkerPool(rt, 1)
+    pool = BackgroundWorkers(rt.queue, 1)
     pool.start()
     try:
         assert started.wait(60), "the clip's job did not start"
@@ -705,20 +704,19 @@ def test_job_that_raises_marks_its_item_and_the_worker_goes_on(
         return real_parse(name)
 
     monkeypatch.setattr(timeplace, "parse_capture_filename", crashing_parse)
-    pool = WorkerPool(rt, 1)
+    pool = BackgroundWorkers(rt.queue, 1)
     pool.start()
     try:
-        # One retry after a 2 s back-off (max_attempts = 2), then the item is marked.
-        assert wait_for(rt, [bad.item_id, good.item_id], timeout_s=60) == set()
+        # One retry after a 1-2 s back-off (max_attempts = 2), then the item is marked.
+        assert rt.queue.wait_for([bad.item_id, good.item_id], timeout_s=60) == set()
     finally:
         pool.stop(timeout=60)
     job = job_of(rt, bad.item_id)
     assert (job.state, job.attempts) == ("failed", rt.settings.pipeline.max_attempts)
-    assert job.last_error == "RuntimeError: parser bug on a hostile name (test)"
     doc = document(rt, bad.item_id)
     assert doc["status"] == "unprocessable"  # nothing was derived before it raised
     assert problems(doc) == {("pipeline", "pipeline_failed")}
-    assert "parser bug" in doc["problems"][0]["message"]
+    assert doc["problems"][0]["message"] == "RuntimeError: parser bug on a hostile name (test)"
     check_original(rt, doc, bad_src, sha256_of(bad_src), tmp_path)
     assert document(rt, good.item_id)["status"] == "ready"
     assert job_of(rt, good.item_id).state == "done"
@@ -738,16 +736,16 @@ def test_item_that_keeps_killing_workers_is_given_up(
     item_id = seal(rt, clips.get(gen.wav)).item_id
     limit = rt.settings.pipeline.max_attempts
     with transaction(rt.sessions) as session:
-        job = repo.get_job(session, item_id=item_id)
+        job = session.get(Job, item_id)  # the embedded runner's row
         assert job is not None
         job.state, job.attempts = "running", limit
         job.locked_by = f"{socket.gethostname()}:{dead_pid()}:0"
         job.locked_until = datetime.now(UTC) + timedelta(hours=1)
     runs = count_runs(monkeypatch)
-    assert wait_for(rt, [item_id], timeout_s=30) == set()
+    assert rt.queue.wait_for([item_id], timeout_s=30) == set()
     assert runs == []
-    job = job_of(rt, item_id)
-    assert (job.state, job.attempts) == ("failed", limit + 1)
+    info = job_of(rt, item_id)
+    assert (info.state, info.attempts) == ("failed", limit + 1)
     doc = document(rt, item_id)
     assert doc["status"] == "unprocessable"
     assert problems(doc) == {("pipeline", "pipeline_failed")}

@@ -1,0 +1,339 @@
+"""The PostgreSQL queue: procrastinate (https://procrastinate.readthedocs.io), for any number of
+``liuhen worker`` processes on any number of machines.
+
+* **Defer in the sealing transaction.** ``defer`` hands procrastinate the psycopg connection
+  under the caller's SQLAlchemy session (``configure(connection=...)``, made for this), so the
+  job row commits or rolls back with the item. A waiting job for the same item (procrastinate's
+  ``queueing_lock``) makes a second defer a no-op, inside a savepoint.
+* **One run per item at a time.** Every job of an item carries ``lock = item_id``: procrastinate
+  never starts a job while another with its lock is running, so a re-queue (``link_track``)
+  waits for the running job and then runs once more.
+* **Heartbeats, not leases.** Workers beat every ``queue.heartbeat_s`` (procrastinate's
+  worker table, ``now()`` of the database). Every worker looks every heartbeat for jobs
+  ``doing`` under a worker not heard of for ``queue.stalled_s`` and puts them back (one looker
+  at a time: an advisory lock); that run counts as an attempt.
+* **Retries** go back to procrastinate with a ``retry_at`` computed by the database
+  (``now() + delay``), so a worker's clock never decides when a job is due.
+
+The schema is procrastinate's own, applied by Alembic revision 0005 (PostgreSQL only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import procrastinate
+from procrastinate import exceptions as pexc
+from procrastinate.jobs import Job as PJob
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from configs.settings import Settings
+from ingest.queue import Handler, JobInfo, JobRun, JobState, Outcome, RetryLater, policy
+
+log = logging.getLogger(__name__)
+
+TASK = "liuhen.pipeline"
+QUEUE = "pipeline"
+RECOVERY_LOCK = 7310852  # pg advisory lock: one stalled-job looker at a time
+_STATES = {
+    "todo": JobState.QUEUED,
+    "doing": JobState.RUNNING,
+    "succeeded": JobState.DONE,
+    "failed": JobState.FAILED,
+    "cancelled": JobState.FAILED,
+    "aborted": JobState.FAILED,
+}
+
+
+class _GaveUp(Exception):
+    pass
+
+
+class _RetryAt(Exception):
+    def __init__(self, at: datetime | None, delay_s: float, error: str) -> None:
+        super().__init__(error)
+        self.at, self.delay_s = at, delay_s
+
+
+class _Retry(procrastinate.BaseRetryStrategy):
+    """Retry when the handler asked (at the database's time); give up when it gave up; an
+    unexpected error outside the handler (the index unreachable) is retried with back-off."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def get_retry_decision(
+        self, *, exception: BaseException, job: PJob
+    ) -> procrastinate.RetryDecision | None:
+        if isinstance(exception, _GaveUp):
+            return None
+        if isinstance(exception, _RetryAt) and exception.at is not None:
+            return procrastinate.RetryDecision(retry_at=exception.at)
+        delay = (
+            exception.delay_s
+            if isinstance(exception, _RetryAt)
+            else policy.retry_delay(self.settings.queue, job.attempts)
+        )
+        # The database could not be asked: this worker's clock, for this one retry.
+        return procrastinate.RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=delay))
+
+
+def libpq_url(engine: Engine) -> str:
+    """The engine's URL as libpq reads it (no ``+psycopg`` driver part)."""
+    url = make_url(engine.url.render_as_string(hide_password=False)).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class ProcrastinateQueue:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        sessions: sessionmaker[Session],
+        handler: Handler,
+        queue: str = QUEUE,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.sessions = sessions
+        self.handler = handler
+        self.queue = queue
+        # Only ever used with a caller's connection (defer): never opened, holds no pool.
+        self._defer_app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
+
+    # --- deferring -------------------------------------------------------------------------
+
+    def defer(self, session: Session, item_id: str) -> None:
+        try:
+            with session.begin_nested():
+                # The savepoint is emitted when the session's connection is asked for: now.
+                conn = session.connection().connection.driver_connection
+                self._defer_app.configure_task(
+                    TASK, lock=item_id, queueing_lock=item_id, queue=self.queue, connection=conn
+                ).defer(item_id=item_id)
+        except pexc.AlreadyEnqueued:
+            pass  # a job for this item is waiting: it will see everything committed so far
+
+    # --- working ---------------------------------------------------------------------------
+
+    def _app(self, concurrency: int, stopping: threading.Event) -> procrastinate.App:
+        app = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(
+                conninfo=libpq_url(self.engine),
+                min_size=1,
+                max_size=concurrency + 3,  # jobs' status updates, the listener, heartbeats
+            )
+        )
+        handler, sessions = self.handler, self.sessions
+
+        def pipeline(context: procrastinate.JobContext, item_id: str) -> None:
+            run = JobRun(
+                item_id=item_id,
+                attempts=context.job.attempts,
+                stopping=lambda: stopping.is_set() or context.should_abort(),
+            )
+            try:
+                outcome = handler(run)
+            except RetryLater as e:
+                raise _RetryAt(_db_time_after(sessions, e.delay_s), e.delay_s, e.error) from e
+            if outcome is Outcome.FAILED:
+                raise _GaveUp(item_id)
+
+        app.task(name=TASK, queue=self.queue, pass_context=True, retry=_Retry(self.settings))(
+            pipeline
+        )
+        return app
+
+    def run_worker(self, *, concurrency: int, stop: threading.Event) -> None:
+        from ingest.queue.task import remove_stale_scratch
+
+        remove_stale_scratch(self.settings)
+        qs = self.settings.queue
+        app = self._app(concurrency, stop)
+        name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_native_id()}"
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            # Sync jobs run on the loop's default executor: one thread per concurrent job.
+            loop.set_default_executor(ThreadPoolExecutor(concurrency + 2, "liuhen-job"))
+            async with app.open_async():
+                worker = asyncio.create_task(
+                    app.run_worker_async(
+                        queues=[self.queue],
+                        name=name,
+                        concurrency=concurrency,
+                        install_signal_handlers=False,
+                        fetch_job_polling_interval=qs.poll_s,
+                        abort_job_polling_interval=max(qs.poll_s, 5.0),
+                        update_heartbeat_interval=qs.heartbeat_s,
+                        stalled_worker_timeout=qs.stalled_s,
+                        delete_jobs="never",
+                    )
+                )
+                while not stop.is_set() and not worker.done():
+                    await asyncio.sleep(0.1)
+                if not worker.done():
+                    worker.cancel()  # procrastinate then stops gracefully: current jobs finish
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+
+        recovery = threading.Thread(target=self._recover_loop, args=(stop,), daemon=True)
+        recovery.start()
+        try:
+            asyncio.run(main())
+        finally:
+            stop.set()
+            recovery.join()
+
+    def _recover_loop(self, stop: threading.Event) -> None:
+        while True:
+            try:
+                self.recover_stalled()
+            except Exception:  # the database restarting: look again next beat
+                log.exception("could not look for stalled jobs")
+            if stop.wait(self.settings.queue.heartbeat_s):
+                return
+
+    def recover_stalled(self) -> int:
+        """Put back jobs whose worker has not been heard of for ``queue.stalled_s``."""
+        with self.engine.connect() as conn, conn.begin():
+            got = conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RECOVERY_LOCK})
+            if not got.scalar_one():
+                return 0
+            stalled = (
+                conn.execute(
+                    text(
+                        "SELECT j.id FROM procrastinate_jobs j"
+                        " WHERE j.status = 'doing' AND j.queue_name = :q AND (j.worker_id IS NULL"
+                        "  OR j.worker_id IN (SELECT w.id FROM procrastinate_workers w"
+                        "   WHERE w.last_heartbeat < now() - make_interval(secs => :s)))"
+                        " ORDER BY j.id FOR UPDATE OF j"
+                    ),
+                    {"q": self.queue, "s": self.settings.queue.stalled_s},
+                )
+                .scalars()
+                .all()
+            )
+            for job_id in stalled:
+                conn.execute(
+                    text("SELECT procrastinate_retry_job_v2(:id, now(), NULL, NULL, NULL)"),
+                    {"id": job_id},
+                )
+                # A retry does not notify (only inserts do): wake idle workers as an insert would.
+                conn.execute(
+                    text(
+                        "SELECT pg_notify(:channel,"
+                        " json_build_object('type', 'job_inserted', 'job_id', :id)::text)"
+                    ),
+                    {"channel": f"procrastinate_queue_v1#{self.queue}", "id": job_id},
+                )
+        if stalled:
+            ids = ", ".join(str(i) for i in stalled)
+            log.warning("requeued %d job(s) left by a crashed worker (job %s)", len(stalled), ids)
+        return len(stalled)
+
+    def wait_for(self, item_ids: Iterable[str], *, timeout_s: float = 3600) -> set[str]:
+        pending = set(item_ids)
+        stop = threading.Event()
+        concurrency = max(1, self.settings.pipeline.workers)
+        worker = threading.Thread(
+            target=self.run_worker, kwargs={"concurrency": concurrency, "stop": stop}, daemon=True
+        )
+        worker.start()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while pending and time.monotonic() < deadline and worker.is_alive():
+                pending = self._unfinished(pending)
+                if pending:
+                    time.sleep(0.1)
+        finally:
+            stop.set()
+            worker.join()
+        pending = self._unfinished(pending) if pending else pending
+        if pending:
+            log.warning("gave up waiting for %d item(s) after %g s", len(pending), timeout_s)
+        return pending
+
+    def _unfinished(self, item_ids: set[str]) -> set[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT DISTINCT lock FROM procrastinate_jobs"
+                    " WHERE lock = ANY(:ids) AND status IN ('todo', 'doing') AND queue_name = :q"
+                ),
+                {"ids": list(item_ids), "q": self.queue},
+            )
+            return {str(r) for r in rows.scalars()}
+
+    # --- looking ---------------------------------------------------------------------------
+
+    def depth(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM procrastinate_jobs"
+                        " WHERE status IN ('todo', 'doing') AND queue_name = :q"
+                    ),
+                    {"q": self.queue},
+                ).scalar_one()
+            )
+
+    def oldest_age(self) -> float:
+        with self.engine.connect() as conn:
+            age = conn.execute(
+                text(
+                    "SELECT EXTRACT(EPOCH FROM now() - min(COALESCE(j.scheduled_at, e.at)))"
+                    " FROM procrastinate_jobs j JOIN procrastinate_events e"
+                    "  ON e.job_id = j.id AND e.type = 'deferred'"
+                    " WHERE j.status = 'todo' AND j.queue_name = :q"
+                    "  AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())"
+                ),
+                {"q": self.queue},
+            ).scalar_one()
+        return max(0.0, float(age or 0))
+
+    def job(self, item_id: str) -> JobInfo | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT status::text, attempts FROM procrastinate_jobs"
+                    " WHERE lock = :id AND queue_name = :q ORDER BY id DESC LIMIT 1"
+                ),
+                {"id": item_id, "q": self.queue},
+            ).one_or_none()
+        if row is None:
+            return None
+        state = _STATES[row[0]]
+        # procrastinate counts every run; a success leaves one more than the failures before it
+        attempts = int(row[1]) - (1 if state is JobState.DONE else 0)
+        return JobInfo(state, attempts)
+
+    def close(self) -> None:
+        pass  # workers open and close their own pools; defers use the caller's connection
+
+
+def _db_time_after(sessions: sessionmaker[Session], delay_s: float) -> datetime | None:
+    """``now() + delay`` by the database's clock; None when it cannot be asked."""
+    try:
+        with sessions() as session:
+            at: Any = session.execute(
+                text("SELECT now() + make_interval(secs => :d)"), {"d": delay_s}
+            ).scalar_one()
+            return at if isinstance(at, datetime) else None
+    except Exception:
+        log.warning("could not read the database clock; retrying by this worker's clock")
+        return None

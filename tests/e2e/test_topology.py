@@ -1,0 +1,169 @@
+"""The production topology, with faults: separate SeaweedFS processes (master, two volume
+servers with replication 001, filer, S3 gateway), PostgreSQL, two ``liuhen serve`` and three
+``liuhen worker`` processes (``scripts/topology.py``). A mixed batch goes in through both APIs;
+mid-run one volume server and one busy worker are killed with SIGKILL (the volume server is
+started again a few seconds later: with 001 every write needs both copies). Every item must
+end ``ready``, each derivative made and logged once, the log dense, ``verify --all`` clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import psycopg
+import pytest
+
+from scripts.topology import Topology
+from tests.cli import LIUHEN
+from tests.conftest import TESTDATA
+from tests.integration import mediagen as gen
+
+PHOTOS = sorted((TESTDATA / "photos" / "gps").glob("*.jpg"))[:3]
+VIDEO_ROLES = {"proxy", "contact", *(f"thumb-{i:03d}" for i in range(3))}
+ROLES = {"video": VIDEO_ROLES, "audio": {"proxy", "waveform"}, "image": {"display", "thumb-000"}}
+
+
+@pytest.fixture
+def topology(tmp_path: Path) -> Iterator[Topology]:
+    topo = Topology.create(
+        tmp_path / "topology",
+        api=2,
+        workers=3,
+        settings={
+            "LIUHEN_QUEUE__HEARTBEAT_S": "1",
+            "LIUHEN_QUEUE__STALLED_S": "3",
+            "LIUHEN_QUEUE__STORE_RETRY_CAP_S": "2",
+            "LIUHEN_PIPELINE__THUMBNAILS": "3",
+            "LIUHEN_LOG_LEVEL": "INFO",
+        },
+    )
+    try:
+        topo.start()
+        yield topo
+    finally:
+        topo.stop()
+
+
+def batch(directory: Path) -> list[tuple[Path, str]]:
+    """Three 1080p clips (transcoded: long enough to be killed mid-run), a small clip
+    (remuxed), a WAV, three real photos; each with the kind it is."""
+    out: list[tuple[Path, str]] = []
+    for i in range(3):
+        path = directory / f"bodycam-{i}.mp4"
+        gen.run_ffmpeg(
+            "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30:duration=3",
+            "-f", "lavfi", "-i", f"sine=frequency={440 + 10 * i}:duration=3",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            str(path),
+        )  # fmt: skip
+        out.append((path, "video"))
+    out.append((gen.small_h264(directory), "video"))
+    out.append((gen.wav(directory), "audio"))
+    out += [(p, "image") for p in PHOTOS]
+    return out
+
+
+def busy_worker(topo: Topology) -> str | None:
+    """A worker with an ffmpeg child: killing it kills a job mid-transcode."""
+    for name in topo.workers():
+        pid = topo.state.procs[name].pid
+        try:
+            children = psutil.Process(pid).children(recursive=True) if pid else []
+        except psutil.NoSuchProcess:
+            continue
+        if any("ffmpeg" in c.name() for c in children):
+            return name
+    return None
+
+
+def db(topo: Topology) -> psycopg.Connection[Any]:
+    return psycopg.connect(**dict(topo.state.pg_admin, dbname=topo.state.database))
+
+
+def statuses(topo: Topology, ids: list[str]) -> dict[str, str]:
+    with db(topo) as conn:
+        rows = conn.execute("SELECT id, status FROM items WHERE id = ANY(%s)", (ids,)).fetchall()
+    return {str(i): str(s) for i, s in rows}
+
+
+def test_topology_survives_a_dead_volume_server_and_a_killed_worker(
+    topology: Topology, tmp_path: Path
+) -> None:
+    topo = topology
+    files = batch(tmp_path)
+    apis = topo.api_urls()
+    kinds: dict[str, str] = {}
+    with httpx.Client(timeout=60) as client:
+        for n, (path, kind) in enumerate(files):
+            manifest = {"case_ids": ["TOPO-1"], "file_name": path.name}
+            with path.open("rb") as f:
+                r = client.post(
+                    f"{apis[n % len(apis)]}/v1/items",
+                    data={"manifest": json.dumps(manifest)},
+                    files={"file": (path.name, f)},
+                )
+            assert r.status_code == 201, r.text
+            kinds[r.json()["id"]] = kind
+    ids = list(kinds)
+    assert len(ids) == len(files)
+
+    deadline = time.monotonic() + 60
+    while (victim := busy_worker(topo)) is None:
+        assert time.monotonic() < deadline, "no worker ever transcoded"
+        time.sleep(0.05)
+    topo.kill(victim)  # SIGKILL to its process group: the worker and its ffmpeg
+    topo.kill("volume-2")
+    time.sleep(4)  # writes fail meanwhile: jobs wait for the store
+    topo.restart("volume-2")
+
+    deadline = time.monotonic() + 150
+    while True:
+        now = statuses(topo, ids)
+        if all(s in {"ready", "partial", "unprocessable"} for s in now.values()):
+            break
+        assert time.monotonic() < deadline, f"not finished: {now}"
+        time.sleep(0.5)
+    assert now == dict.fromkeys(ids, "ready")
+
+    with db(topo) as conn:
+        derived = conn.execute("SELECT item_id, role FROM derivatives").fetchall()
+        leaves = [
+            (json.loads(data), kind)
+            for data, kind in conn.execute("SELECT data, kind FROM log_leaves").fetchall()
+        ]
+        count, low, high = conn.execute(
+            "SELECT count(*), min(idx), max(idx) FROM log_leaves"
+        ).fetchone() or (0, None, None)
+        size = conn.execute("SELECT size FROM log_state").fetchone()
+        recovered = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE attempts > 1 AND status = 'succeeded'"
+        ).fetchone()
+    for item_id, kind in kinds.items():
+        assert {r for i, r in derived if i == item_id} == ROLES[kind], item_id
+    logged = Counter(
+        (leaf["item_id"], leaf["role"]) for leaf, kind in leaves if kind == "derivative"
+    )
+    assert set(logged.values()) == {1}, "a derivative was logged twice"
+    assert len(logged) == len(derived)
+    assert (low, high, count) == (0, count - 1, size[0] if size else None), "leaf gaps"
+    assert recovered is not None and recovered[0] >= 1, "the killed worker's job ran again"
+    logs = "".join((topo.root / "logs" / f"{w}.log").read_text() for w in topo.workers())
+    assert "requeued 1 job(s) left by a crashed worker" in logs
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")} | topo.env()
+    done = subprocess.run(
+        [str(LIUHEN), "verify", "--all", "--json"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    assert (done.returncode, report["ok"], report["failures"]) == (0, True, [])
+    assert report["checked"] >= len(ids)

@@ -1,0 +1,250 @@
+"""The queue on real services: a job commits or rolls back with its item, one waiting job per
+item, stalled jobs put back by the database's clock, retries due by the database's clock, and a
+pipeline that waits out an object-store outage (a private SeaweedFS stopped mid-run)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+
+from configs.settings import Settings
+from ingest import media
+from ingest.intake import seal_file
+from ingest.manifest import Manifest
+from ingest.queue import BackgroundWorkers, JobRun, JobState, Outcome, RetryLater, open_queue
+from ingest.queue.procrastinate import ProcrastinateQueue
+from ingest.runtime import Runtime, open_runtime
+from storage import repository as repo
+from storage.errors import ObjectStoreError
+from storage.seaweed import EmbeddedS3, EmbeddedSeaweed
+from storage.tables import Item
+from tests.conftest import SettingsFactory
+from tests.integration import mediagen as gen
+
+
+def seal(rt: Runtime, path: Path) -> str:
+    return seal_file(rt, path, Manifest(file_name=path.name), actor="test").item_id
+
+
+def items(rt: Runtime) -> int:
+    with rt.sessions() as session:
+        return int(session.execute(select(func.count()).select_from(Item)).scalar_one())
+
+
+def test_a_seal_that_rolls_back_leaves_no_job(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job is deferred inside the sealing transaction: retention refused last, so the
+    transaction rolls back, and neither the item nor its job exists."""
+    photo = gen.small_h264(tmp_path)
+
+    def refuse(*_: Any) -> None:
+        raise ObjectStoreError("retention refused (test)")
+
+    monkeypatch.setattr(rt.store, "retain", refuse)
+    with pytest.raises(ObjectStoreError, match="retention refused"):
+        seal(rt, photo)
+    assert (items(rt), rt.queue.depth()) == (0, 0)
+    monkeypatch.undo()
+    item_id = seal(rt, photo)
+    assert items(rt) == 1
+    assert rt.queue.depth() == 1
+    job = rt.queue.job(item_id)
+    assert job is not None and (job.state, job.attempts) == (JobState.QUEUED, 0)
+
+
+def test_defer_twice_while_waiting_queues_one_job(rt: Runtime, tmp_path: Path) -> None:
+    item_id = seal(rt, gen.small_h264(tmp_path))
+    with rt.sessions() as session, session.begin():
+        rt.queue.defer(session, item_id)
+        rt.queue.defer(session, item_id)
+    assert rt.queue.depth() == 1
+    assert rt.queue.oldest_age() >= 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_stalled_worker_jobs_are_put_back_by_database_time(rt: Runtime, tmp_path: Path) -> None:
+    queue = rt.queue
+    assert isinstance(queue, ProcrastinateQueue)
+    dead_id, alive_id = seal(rt, gen.small_h264(tmp_path)), seal(rt, gen.wav(tmp_path))
+    stalled = rt.settings.queue.stalled_s
+    with rt.engine.begin() as conn:
+        # Two workers as procrastinate records them: one silent for longer than stalled_s
+        # (by the database's clock), one that just beat; each holds one job.
+        dead = conn.execute(
+            text(
+                "INSERT INTO procrastinate_workers (last_heartbeat)"
+                " VALUES (now() - make_interval(secs => :s)) RETURNING id"
+            ),
+            {"s": stalled + 1},
+        ).scalar_one()
+        alive = conn.execute(
+            text("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id")
+        ).scalar_one()
+        for item_id, worker in ((dead_id, dead), (alive_id, alive)):
+            conn.execute(
+                text(
+                    "UPDATE procrastinate_jobs SET status = 'doing', worker_id = :w WHERE lock = :i"
+                ),
+                {"w": worker, "i": item_id},
+            )
+    assert queue.recover_stalled() == 1
+    back, running = queue.job(dead_id), queue.job(alive_id)
+    assert back is not None and (back.state, back.attempts) == (JobState.QUEUED, 1)
+    assert running is not None and running.state == JobState.RUNNING
+    assert queue.recover_stalled() == 0
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_retry_is_due_by_the_database_clock(rt: Runtime, tmp_path: Path) -> None:
+    item_id = seal(rt, gen.wav(tmp_path))
+    runs: list[JobRun] = []
+
+    def handler(run: JobRun) -> Outcome:
+        runs.append(run)
+        raise RetryLater(600, "not now (test)")
+
+    queue = open_queue(rt.settings, rt.engine, rt.sessions, handler)
+    assert queue.wait_for([item_id], timeout_s=3) == {item_id}  # retried in 10 min: not done
+    assert [r.attempts for r in runs] == [0]
+    with rt.engine.connect() as conn:
+        due_in = conn.execute(
+            text(
+                "SELECT EXTRACT(EPOCH FROM scheduled_at - now()) FROM procrastinate_jobs"
+                " WHERE lock = :i"
+            ),
+            {"i": item_id},
+        ).scalar_one()
+    assert 590 < float(due_in) <= 600
+    job = queue.job(item_id)
+    assert job is not None and (job.state, job.attempts) == (JobState.QUEUED, 1)
+
+
+def test_a_job_handed_back_unfinished_keeps_its_attempts(rt: Runtime, tmp_path: Path) -> None:
+    """A worker stopping while its job waits for the store hands it back: on SQLite that run
+    does not count (procrastinate counts every run it is told to retry)."""
+    item_id = seal(rt, gen.wav(tmp_path))
+    calls: list[int] = []
+
+    def handler(run: JobRun) -> Outcome:
+        calls.append(run.attempts)
+        if len(calls) == 1:
+            raise RetryLater(0, "handed back (test)", counts=False)
+        return Outcome.DONE
+
+    queue = open_queue(rt.settings, rt.engine, rt.sessions, handler)
+    assert queue.wait_for([item_id], timeout_s=60) == set()
+    expected = [0, 1] if rt.engine.dialect.name == "postgresql" else [0, 0]
+    assert calls == expected
+
+
+# --------------------------------------------------------------------------- store outage
+
+
+@pytest.fixture
+def private_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[EmbeddedSeaweed, EmbeddedS3]]:
+    """A SeaweedFS of this test alone, restarted on the same ports (kept in its folder)."""
+    server = EmbeddedSeaweed(tmp_path / "seaweed")
+    s3 = server.start()
+    yield server, s3
+    server.release()
+    server.stop()
+
+
+def store_settings(make_settings: SettingsFactory, s3: EmbeddedS3, **queue: Any) -> Settings:
+    return make_settings(
+        s3={
+            "endpoint": s3.endpoint,
+            "access_key": s3.access_key,
+            "secret_key": s3.secret_key,
+            "bucket": "outage",
+        },
+        pipeline={"max_attempts": 1, "thumbnails": 3},
+        queue={"store_retry_cap_s": 1.0, **queue},
+    )
+
+
+def test_pipeline_waits_for_the_store_to_come_back(
+    make_settings: SettingsFactory,
+    private_store: tuple[EmbeddedSeaweed, EmbeddedS3],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store stops while the job transcodes and starts again seconds later: the job waits
+    (one attempt allowed, none used) and the item ends ``ready`` with all its derivatives."""
+    server, s3 = private_store
+    rt = open_runtime(store_settings(make_settings, s3))
+    try:
+        item_id = seal(rt, gen.small_h264(tmp_path))
+        started, go = threading.Event(), threading.Event()
+        real_derive = media.derive
+
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            started.set()
+            assert go.wait(60)
+            return real_derive(*args, **kwargs)
+
+        monkeypatch.setattr(media, "derive", gated)
+        workers = BackgroundWorkers(rt.queue, 1)
+        caplog.set_level(logging.WARNING, logger="ingest.queue.task")
+        workers.start()
+        try:
+            assert started.wait(60), "the job did not start"
+            server.stop()  # the store is gone while the job holds its work
+            go.set()
+            deadline = time.monotonic() + 60
+            while "object store unavailable" not in caplog.text:
+                assert time.monotonic() < deadline, "the job never met the outage"
+                time.sleep(0.1)
+            time.sleep(2)  # a few tries fail meanwhile
+            server.start()
+            assert rt.queue.wait_for([item_id], timeout_s=120) == set()
+        finally:
+            go.set()
+            workers.stop(timeout=60)
+        with rt.sessions() as session:
+            item = repo.get_item(session, item_id=item_id)
+            roles = {d.role for d in repo.derivatives_of(session, item_id=item_id)}
+        assert item.status == "ready"
+        assert {p["code"] for p in item.problems} == {"capture_time_unknown"}  # a bare clip
+        assert roles == {"proxy", "contact", "thumb-000", "thumb-001", "thumb-002"}
+        job = rt.queue.job(item_id)
+        assert job is not None and (job.state, job.attempts) == (JobState.DONE, 0)
+        assert caplog.text.count("object store unavailable") >= 2
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_wait_for_the_store_is_bounded(
+    make_settings: SettingsFactory,
+    private_store: tuple[EmbeddedSeaweed, EmbeddedS3],
+    tmp_path: Path,
+) -> None:
+    server, s3 = private_store
+    rt = open_runtime(store_settings(make_settings, s3, store_wait_s=1.5))
+    try:
+        item_id = seal(rt, gen.wav(tmp_path))
+        server.stop()
+        started = time.monotonic()
+        assert rt.queue.wait_for([item_id], timeout_s=60) == set()
+        assert time.monotonic() - started >= 1.5
+        with rt.sessions() as session:
+            item = repo.get_item(session, item_id=item_id)
+        assert item.status == "unprocessable"
+        (problem,) = item.problems
+        assert problem["code"] == "pipeline_failed"
+        assert "the object store stayed unavailable for" in problem["message"]
+    finally:
+        server.start()
+        rt.close()
