@@ -194,6 +194,7 @@ class ObjectStore:
         self._prepare = prepare
         self._client: Minio | None = None
         self._lock = threading.RLock()
+        self._gave_up_at: float | None = None
 
     @property
     def connected(self) -> bool:
@@ -236,15 +237,24 @@ class ObjectStore:
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
         """``call()`` with its errors translated; an unavailable store is retried (backoff
-        with jitter, reconnecting each time) until ``retry_s`` has passed."""
-        delays = backoff_delays(self.retry_s)
+        with jitter, reconnecting each time) until ``retry_s`` has passed.
+
+        Once an operation has given up, the ones within the next ``retry_s`` try once and
+        fail fast: a run over many objects (``verify --all``) does not wait out the budget
+        for each of them while the store is down."""
+        gave_up = self._gave_up_at
+        recently = gave_up is not None and time.monotonic() - gave_up < self.retry_s
+        delays = iter(()) if recently else backoff_delays(self.retry_s)
         while True:
             try:
                 with translate_errors(what):
-                    return call()
+                    result = call()
+                self._gave_up_at = None
+                return result
             except StoreUnavailable as e:
                 delay = next(delays, None)
                 if delay is None:
+                    self._gave_up_at = time.monotonic()
                     raise
                 log.warning("%s; retrying in %.2f s", e, delay)
                 time.sleep(delay)

@@ -165,3 +165,22 @@ def test_a_store_connects_only_when_used() -> None:
     assert not store.connected and calls == []
     _ = store.client
     assert store.connected and calls == [1]
+
+
+def test_after_giving_up_the_next_operations_fail_fast() -> None:
+    calls: list[float] = []
+
+    def connect() -> S3Endpoint:
+        calls.append(time.monotonic())
+        raise StoreUnavailable("down")
+
+    store = ObjectStore(bucket="liuhen-x", connect=connect, retry_s=0.5)
+    with pytest.raises(StoreUnavailable):
+        store.size("k", "v")
+    retried = len(calls)
+    began = time.monotonic()
+    for _ in range(5):
+        with pytest.raises(StoreUnavailable):
+            store.size("k", "v")
+    assert time.monotonic() - began < 0.2  # no more backoff while the store is known down
+    assert len(calls) == retried + 5  # but each still tried once
