@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import problem
-from api.routes import cases, health, items, log
+from api.routes import cases, health, holds, items, links, log, search
 from configs.settings import Settings
 from ingest.runtime import open_runtime
 from ingest.worker import WorkerPool
@@ -46,6 +46,8 @@ def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:
     )
     for router in (health.router, items.router, cases.router, log.router):
         app.include_router(router)
+    for router in (search.router, links.router, holds.router):
+        app.include_router(router)
     _install_error_handlers(app)
     return app
 
@@ -56,7 +58,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         doc = problem(exc, instance=request.url.path)
         if doc["status"] >= 500:
             logger.error("%s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON)
+        headers = {"WWW-Authenticate": 'Bearer realm="liuhen"'} if doc["status"] == 401 else None
+        return JSONResponse(
+            doc, status_code=doc["status"], media_type=PROBLEM_JSON, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

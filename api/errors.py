@@ -7,11 +7,18 @@ from typing import Any
 
 from configs.errors import ConfigError
 from ingest.errors import (
+    AccessError,
+    BadPassword,
+    Forbidden,
     IntakeRefused,
     IntegrityMismatch,
+    InvalidInput,
     MediaError,
     MetadataError,
+    RetentionError,
+    StillHeld,
     TooLarge,
+    Unauthenticated,
 )
 from integrity.errors import IntegrityError, LiuhenError
 from storage.errors import (
@@ -28,6 +35,13 @@ STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (IntegrityMismatch, 422, "The bytes do not match what the manifest declares"),
     (TooLarge, 413, "Content Too Large"),
     (IntakeRefused, 422, "Not accepted as evidence"),
+    (InvalidInput, 422, "Invalid request"),
+    (BadPassword, 401, "Unauthorized"),
+    (Unauthenticated, 401, "Unauthorized"),
+    (Forbidden, 403, "Forbidden"),
+    (AccessError, 403, "Forbidden"),
+    (StillHeld, 409, "Held: not deleted"),
+    (RetentionError, 500, "Retention failure"),
     (NotFound, 404, "Not found"),
     (ObjectNotFound, 404, "Stored object not found"),
     (Conflict, 409, "Conflict"),
@@ -66,7 +80,7 @@ def problem(error: LiuhenError, *, instance: str | None = None) -> dict[str, Any
 
 def exit_code(error: LiuhenError) -> int:
     """CLI exit status: 3 refused input, 4 not found, 5 integrity failure, 1 otherwise."""
-    if isinstance(error, IntakeRefused):
+    if isinstance(error, IntakeRefused | InvalidInput):
         return 3
     if isinstance(error, NotFound | ObjectNotFound):
         return 4

@@ -212,6 +212,8 @@ class _Logged:
     derivatives: dict[int, tuple[str | None, str | None, int | None]] = field(default_factory=dict)
     """(role, sha256, size) of each derivative leaf, by leaf index."""
     leaves: list[int] = field(default_factory=list)
+    deleted: bool = False
+    """A ``deleted`` custody leaf (retention purge): its objects may be gone."""
 
 
 @dataclass
@@ -404,6 +406,7 @@ class _Audit:
                 idx,
             )
         logged.chain = found.hex()
+        logged.deleted = logged.deleted or action == "deleted"
         _follow_links(logged.cases, data)
         self._custody_row(idx, item_id, found, data, rows.custody.get(idx))
 
@@ -642,6 +645,8 @@ class _Audit:
 
     def check_original(self, item: Item) -> None:
         logged = self.logged.get(item.id)
+        if logged is not None and logged.deleted:
+            return  # deleted at the end of its retention, and logged as such
         where = f"original {item.object_key}@{item.version_id}"
         got = _hash_object(self.rt.store, item.object_key, item.version_id)
         if isinstance(got, str):
@@ -660,6 +665,8 @@ class _Audit:
 
     def check_derivatives(self, item_id: str, rows: Iterable[Derivative]) -> None:
         logged = self.logged.get(item_id) or _Logged()
+        if logged.deleted:
+            return
         for d in rows:
             if d.log_index >= self.size:
                 continue  # made after this run read the log size

@@ -11,8 +11,15 @@ LiuhenError
       │    ├── ProbeError      the container / image could not be understood
       │    ├── TranscodeError  ffmpeg failed to make a derivative
       │    └── ToolTimeout     a media tool ran past its time limit
-      └── MetadataError        time / place metadata could not be read
-           └── TrackParseError a GPS track (NMEA, GPX) is malformed
+      ├── MetadataError        time / place metadata could not be read
+      │    └── TrackParseError a GPS track (NMEA, GPX) is malformed
+      ├── InvalidInput         a bad argument to a people / search / retention command
+      ├── AccessError          who is asking may not do this
+      │    ├── Unauthenticated no (valid) credentials: a missing, unknown or revoked token
+      │    │    └── BadPassword a wrong user name or password
+      │    └── Forbidden       known, but not allowed (the denial is logged)
+      └── RetentionError       a hold or a deletion could not be carried out
+           └── StillHeld       the item is under legal hold or retention: not deleted
 """
 
 from __future__ import annotations
@@ -68,3 +75,33 @@ class MetadataError(IngestError):
 
 class TrackParseError(MetadataError):
     code = "track_parse_error"
+
+
+class InvalidInput(IngestError):
+    """A bad argument (an unknown role, a malformed cursor or bbox, an empty reason)."""
+
+    code = "invalid_input"
+
+
+class AccessError(IngestError):
+    code = "access_error"
+
+
+class Unauthenticated(AccessError):
+    code = "unauthenticated"
+
+
+class BadPassword(Unauthenticated):
+    code = "bad_password"
+
+
+class Forbidden(AccessError):
+    code = "forbidden"
+
+
+class RetentionError(IngestError):
+    code = "retention_error"
+
+
+class StillHeld(RetentionError):
+    code = "still_held"

@@ -217,6 +217,30 @@ class ObjectStore:
             raise ObjectStoreError(f"stat {key}: no version ID")
         return st.version_id
 
+    def legal_hold(self, key: str, version_id: str, on: bool) -> None:
+        """Set or lift the S3 legal hold of one version. While on, the store refuses to delete
+        that version even after its retention date (and independently of it)."""
+        with translate_errors(f"legal hold {'on' if on else 'off'} {key}@{version_id}"):
+            if on:
+                self.client.enable_object_legal_hold(self.bucket, key, version_id=version_id)
+            else:
+                self.client.disable_object_legal_hold(self.bucket, key, version_id=version_id)
+
+    def legal_hold_on(self, key: str, version_id: str) -> bool:
+        """Whether the version is under legal hold, as the store says."""
+        try:
+            with translate_errors(f"legal hold of {key}@{version_id}"):
+                return bool(
+                    self.client.is_object_legal_hold_enabled(
+                        self.bucket, key, version_id=version_id
+                    )
+                )
+        except ObjectStoreError as e:
+            cause = e.__cause__
+            if isinstance(cause, S3Error) and cause.code == "NoSuchObjectLegalHold":
+                return False  # SeaweedFS: never set on this version
+            raise
+
 
 class _Exactly:
     """Reads ``length`` bytes through ``reader``. A stream that ends early (a file truncated
