@@ -92,7 +92,7 @@ CASE_MUST_EXIST = frozenset({A.CASE_READ, A.CASE_EXPORT, A.CASE_HOLD})
 
 def visible(principal: Principal, now: datetime) -> ColumnElement[bool]:
     """SQL over ``Item``: the items ``principal`` may find and read."""
-    if principal.role in ("officer", "device") and principal.unit:
+    if principal.role == "officer" and principal.unit:
         unit = principal.unit
         own: ColumnElement[bool] = store.item_unit_expr() == unit
         return own | store.in_case_of_unit(unit)

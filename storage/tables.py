@@ -249,7 +249,9 @@ class CaseGrant(Base):
 
 class CaseEvent(Base):
     """What happened to a case that is not an item's custody: grants, holds, unit changes, and
-    denied attempts (a case has no custody chain of its own)."""
+    denied attempts (a case has no custody chain of its own). Rows without a case are the
+    people and sign-in events: users added, tokens issued or revoked, failed sign-ins,
+    unauthenticated requests, denials that concern no case or item."""
 
     __tablename__ = "case_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
