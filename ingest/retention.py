@@ -91,6 +91,9 @@ def sync_item_hold(
     the ``sealed`` / ``link`` leaf already names the case that holds it."""
     if item.status == DELETED:
         return False
+    # The sequencer lock first, as a derivative being stored takes it before it reads the
+    # hold state: the two serialise, so a new derivative is never missed by a hold.
+    repo.reserve_log_indexes(session, 0)
     held_by = store.held_cases_of(session, item_id=item.id)
     want = bool(held_by)
     if want == store.item_hold_state(session, item_id=item.id):
@@ -115,7 +118,9 @@ def sync_item_hold(
 def hold_new_derivative(
     rt: Runtime, session: Session, *, item_id: str, key: str, version: str
 ) -> None:
-    """A derivative made while its item is held is held too (the pipeline calls this)."""
+    """A derivative made while its item is held is held too. The pipeline calls this in the
+    transaction that appended the derivative's leaf, i.e. holding the sequencer lock that
+    :func:`sync_item_hold` takes first."""
     if store.item_hold_state(session, item_id=item_id):
         rt.store.legal_hold(key, version, True)
 
