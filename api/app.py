@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import problem
-from api.routes import cases, exports, health, items, log, metrics
+from api.routes import cases, exports, health, holds, items, links, log, metrics, search
 from configs.settings import Settings
 from ingest.metrics import failed as count_error
 from ingest.queue import BackgroundWorkers
@@ -65,6 +65,8 @@ def create_app(
         app.include_router(router)
     app.include_router(exports.router)
     app.include_router(metrics.router)
+    for router in (search.router, links.router, holds.router):
+        app.include_router(router)
     _install_error_handlers(app)
     return app
 
@@ -74,7 +76,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def domain_error(request: Request, exc: LiuhenError) -> JSONResponse:
         doc = problem(exc, instance=request.url.path)
         count_error(exc)
-        headers = {}
+        headers: dict[str, str] = {}
+        if doc["status"] == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="liuhen"'
         if doc["status"] == 503:
             headers["Retry-After"] = str(RETRY_AFTER_S)
             logger.warning("%s %s: %s", request.method, request.url.path, exc)

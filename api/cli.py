@@ -463,6 +463,11 @@ from api import cli_log  # noqa: E402 - registers onto the groups defined above
 cli_log.register(app)
 
 
+from api import cli_people  # noqa: E402 - registers after the helpers it imports exist
+
+cli_people.register(app)
+
+
 def main() -> None:
     _setup_logging()
     app()

@@ -1,10 +1,10 @@
-"""FastAPI dependencies: the runtime of this app, who is asking."""
+"""FastAPI dependencies: the runtime of this app. Who is asking: ``api/auth.py``."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from ingest.runtime import Runtime
 
@@ -14,11 +14,4 @@ def get_runtime(request: Request) -> Runtime:
     return rt
 
 
-def get_actor(x_liuhen_actor: Annotated[str | None, Header()] = None) -> str:
-    """Who is acting. Until device and user authentication land, the caller names itself."""
-    name = (x_liuhen_actor or "").strip()
-    return f"api:{name[:64]}" if name else "api:anonymous"
-
-
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-ActorDep = Annotated[str, Depends(get_actor)]

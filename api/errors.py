@@ -7,15 +7,22 @@ from typing import Any
 
 from configs.errors import ConfigError
 from ingest.errors import (
+    AccessError,
+    BadPassword,
     CheckpointPending,
+    Forbidden,
     IngestError,
     IntakeRefused,
     IntegrityMismatch,
+    InvalidInput,
     LogKeyExists,
     LogKeyMissing,
     MediaError,
     MetadataError,
+    RetentionError,
+    StillHeld,
     TooLarge,
+    Unauthenticated,
 )
 from integrity.errors import IntegrityError, LiuhenError
 from storage.errors import (
@@ -33,6 +40,13 @@ STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (IntegrityMismatch, 422, "The bytes do not match what the manifest declares"),
     (TooLarge, 413, "Content Too Large"),
     (IntakeRefused, 422, "Not accepted as evidence"),
+    (InvalidInput, 422, "Invalid request"),
+    (BadPassword, 401, "Unauthorized"),
+    (Unauthenticated, 401, "Unauthorized"),
+    (Forbidden, 403, "Forbidden"),
+    (AccessError, 403, "Forbidden"),
+    (StillHeld, 409, "Held: not deleted"),
+    (RetentionError, 500, "Retention failure"),
     (NotFound, 404, "Not found"),
     (ObjectNotFound, 404, "Stored object not found"),
     (Conflict, 409, "Conflict"),
@@ -83,7 +97,7 @@ def exit_code(error: LiuhenError) -> int:
     unavailable now, 1 otherwise."""
     if isinstance(error, StoreUnavailable | IndexUnavailable):
         return EX_TEMPFAIL
-    if isinstance(error, IntakeRefused):
+    if isinstance(error, IntakeRefused | InvalidInput):
         return 3
     if isinstance(error, NotFound | ObjectNotFound):
         return 4

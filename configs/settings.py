@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     profile: Literal["embedded", "production"] = "embedded"
     home: Path = Path("var")
     retention_days: int = Field(default=MIN_RETENTION_DAYS * 2, ge=1)
+    """Retention of a routine recording (category ``routine``), from its arrival."""
+    retention_important_days: int = Field(default=3 * 365, ge=1)
+    """Retention of a recording its device marked ``important`` (category ``important``).
+    Never shorter than ``retention_days``. A recording linked to a case is evidence and kept
+    without end (category ``evidence``)."""
     case_id_pattern: str = DEFAULT_CASE_ID_PATTERN
     s3: S3Settings = Field(default_factory=S3Settings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -210,6 +215,10 @@ class Settings(BaseSettings):
     @property
     def retention(self) -> timedelta:
         return timedelta(days=self.retention_days)
+
+    @property
+    def retention_important(self) -> timedelta:
+        return timedelta(days=max(self.retention_days, self.retention_important_days))
 
 
 def load_settings(**overrides: object) -> Settings:

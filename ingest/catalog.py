@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ingest.retention import retention_document
+from storage import people
 from storage import repository as repo
 from storage.tables import Checkpoint, Item
 
@@ -90,7 +92,36 @@ def item_document(session: Session, item: Item) -> dict[str, Any]:
         "logged_at": _ts(logged_at(session, item.log_index)),
         "derivatives": derivatives,
         "custody": custody,
+        "case_history": case_history(session, item_id=item.id),
+        "unit": people.item_unit(session, item_id=item.id),
+        "retention": retention_document(session, item),
     }
+
+
+def case_history(session: Session, *, item_id: str) -> list[dict[str, Any]]:
+    """Every case the item was ever put in or taken out of, oldest first, from its custody."""
+    out: list[dict[str, Any]] = []
+    for e in repo.custody_of(session, item_id=item_id):
+        pairs: list[tuple[str, Any, str | None]]
+        if e.action == "sealed":
+            cases = (e.details or {}).get("case_ids") or []
+            pairs = [("link", c, "linked at intake") for c in cases]
+        elif e.action in ("link", "unlink"):
+            pairs = [(e.action, (e.details or {}).get("case_id"), e.reason)]
+        else:
+            continue
+        for action, case_id, reason in pairs:
+            out.append(
+                {
+                    "case_id": case_id,
+                    "action": action,
+                    "actor": e.actor,
+                    "at": _ts(e.at),
+                    "reason": reason,
+                    "log_index": e.log_index,
+                }
+            )
+    return out
 
 
 def case_document(session: Session, case_id: str) -> dict[str, Any]:
@@ -100,6 +131,8 @@ def case_document(session: Session, case_id: str) -> dict[str, Any]:
         "case_id": case.id,
         "title": case.title,
         "created_at": _ts(case.created_at),
+        "unit": case.unit,
+        "held": people.case_is_held(session, case_id=case.id),
         "items": [item_summary(session, item) for item in items],
     }
 

@@ -16,7 +16,14 @@ LiuhenError
       ├── LogKeyMissing        the production profile has no log key to sign with
       ├── LogKeyExists         init-key would overwrite a log key
       ├── CheckpointPending    no checkpoint covers a leaf yet, none signed in time
-      └── SignerRace           another signer stored its checkpoint first (retried)
+      ├── SignerRace           another signer stored its checkpoint first (retried)
+      ├── InvalidInput         a bad argument to a people / search / retention command
+      ├── AccessError          who is asking may not do this
+      │    ├── Unauthenticated no (valid) credentials: a missing, unknown or revoked token
+      │    │    └── BadPassword a wrong user name or password
+      │    └── Forbidden       known, but not allowed (the denial is logged)
+      └── RetentionError       a hold or a deletion could not be carried out
+           └── StillHeld       the item is under legal hold or retention: not deleted
 """
 
 from __future__ import annotations
@@ -96,3 +103,33 @@ class SignerRace(IngestError):
     """Another signer stored a checkpoint first; what this one signed was not stored."""
 
     code = "signer_race"
+
+
+class InvalidInput(IngestError):
+    """A bad argument (an unknown role, a malformed cursor or bbox, an empty reason)."""
+
+    code = "invalid_input"
+
+
+class AccessError(IngestError):
+    code = "access_error"
+
+
+class Unauthenticated(AccessError):
+    code = "unauthenticated"
+
+
+class BadPassword(Unauthenticated):
+    code = "bad_password"
+
+
+class Forbidden(AccessError):
+    code = "forbidden"
+
+
+class RetentionError(IngestError):
+    code = "retention_error"
+
+
+class StillHeld(RetentionError):
+    code = "still_held"

@@ -20,13 +20,15 @@ from sqlalchemy.orm import Session
 
 from ingest import custody, metrics
 from ingest.errors import EmptyFile, IntegrityMismatch
+from ingest.links import settle_case_units
 from ingest.manifest import Manifest, check_case_id
 from ingest.problems import ItemStatus
+from ingest.retention import category_retention, sync_item_hold
 from ingest.runtime import Runtime
 from ingest.sniff import sniff_file
 from integrity.hashing import sha256_file
 from integrity.leaves import item_leaf
-from storage import keys
+from storage import keys, people
 from storage import repository as repo
 from storage.db import transaction
 from storage.errors import Conflict, ObjectStoreError
@@ -69,9 +71,18 @@ class SealResult:
 
 @metrics.seal_observed
 def seal_file(
-    rt: Runtime, path: Path, manifest: Manifest, *, actor: str, now: datetime | None = None
+    rt: Runtime,
+    path: Path,
+    manifest: Manifest,
+    *,
+    actor: str,
+    now: datetime | None = None,
+    unit: str | None = None,
 ) -> SealResult:
-    """Seal ``path`` as evidence. Raises IntakeRefused subclasses for what is not evidence."""
+    """Seal ``path`` as evidence. Raises IntakeRefused subclasses for what is not evidence.
+
+    ``unit`` is the unit of whoever hands it in (an officer's, a device's): the item's unit,
+    and the unit of any of its cases that has none yet."""
     now = now or datetime.now(UTC)
     for case_id in manifest.case_ids:
         check_case_id(case_id, rt.settings.case_id_pattern)
@@ -87,7 +98,7 @@ def seal_file(
         # A retry or the same file by another path: confirm the bytes, then just link.
         actual, _ = sha256_file(path) if manifest.sha256 else (expected, size)
         _check(expected, actual, size, size)
-        return _link_existing(rt, expected, manifest, actor=actor, now=now)
+        return _link_existing(rt, expected, manifest, actor=actor, now=now, unit=unit)
 
     key = keys.original_key(expected)
     stored = rt.store.put_file(key, path, content_type=media_type)
@@ -95,10 +106,12 @@ def seal_file(
         _discard(rt, stored)
         _check(expected, stored.sha256, size, stored.size)
     try:
-        return _commit_new(rt, stored, manifest, media_type=media_type, actor=actor, now=now)
+        return _commit_new(
+            rt, stored, manifest, media_type=media_type, actor=actor, now=now, unit=unit
+        )
     except Conflict:
         _discard(rt, stored)  # someone sealed the same bytes meanwhile: theirs stands
-        return _link_existing(rt, expected, manifest, actor=actor, now=now)
+        return _link_existing(rt, expected, manifest, actor=actor, now=now, unit=unit)
     except BaseException:
         _discard(rt, stored)
         raise
@@ -133,8 +146,10 @@ def _commit_new(
     media_type: str,
     actor: str,
     now: datetime,
+    unit: str | None,
 ) -> SealResult:
-    until = retain_until(rt.settings.retention, now=now)
+    important = bool(getattr(manifest, "important", False))
+    until = retain_until(category_retention(rt.settings, important=important), now=now)
     case_ids = sorted(set(manifest.case_ids))
     offset_ms = (
         round((now - manifest.device_time).total_seconds() * 1000) if manifest.device_time else None
@@ -182,6 +197,9 @@ def _commit_new(
         repo.insert_item(session, item=item)
         for case_id in case_ids:
             repo.link_case(session, item_id=item.id, case_id=case_id, actor=actor, now=now)
+        if unit:
+            people.set_item_unit(session, item_id=item.id, unit=unit)
+        settle_case_units(session, item=item, case_ids=case_ids, unit=unit)
         custody.record(
             session,
             rt.ledger,
@@ -194,6 +212,7 @@ def _commit_new(
         rt.queue.defer(session, item.id)
         # Retention last inside the transaction: if it fails, nothing is committed.
         rt.store.retain(stored.key, stored.version_id, until)
+        sync_item_hold(rt, session, item, actor=actor, now=now, log_it=False)  # open cases
     return SealResult(
         item_id=item.id,
         sha256=item.sha256,
@@ -216,7 +235,13 @@ def _ensure_parties(session: Session, manifest: Manifest, now: datetime) -> None
 
 
 def _link_existing(
-    rt: Runtime, sha256: str, manifest: Manifest, *, actor: str, now: datetime
+    rt: Runtime,
+    sha256: str,
+    manifest: Manifest,
+    *,
+    actor: str,
+    now: datetime,
+    unit: str | None = None,
 ) -> SealResult:
     with transaction(rt.sessions) as session:
         item = repo.find_item_by_sha256(session, sha256=sha256)
@@ -236,6 +261,9 @@ def _link_existing(
                     details={"case_id": case_id},
                     reason="linked when the same bytes arrived again",
                 )
+        settle_case_units(session, item=item, case_ids=new_links, unit=unit)
+        if new_links:
+            sync_item_hold(rt, session, item, actor=actor, now=now, log_it=False)
         custody.record(
             session,
             rt.ledger,

@@ -53,6 +53,7 @@ from configs.settings import Settings
 from ingest import media, timeplace
 from ingest.errors import MediaError, MetadataError
 from ingest.problems import ItemStatus, Problem, ProblemCode
+from ingest.retention import hold_new_derivative
 from ingest.retrieve import resolve, write_to_file
 from ingest.runtime import Runtime
 from integrity.errors import IntegrityError
@@ -418,6 +419,7 @@ def _index_derivative(rt: Runtime, snap: _Snapshot, d: media.Derived, stored: St
         )
         # Retention last inside the transaction: if it fails, nothing is committed.
         rt.store.retain(stored.key, stored.version_id, retain_until(rt.settings.retention, now=now))
+        hold_new_derivative(rt, session, item_id=snap.id, key=stored.key, version=stored.version_id)
 
 
 def _discard(rt: Runtime, stored: StoredObject) -> None:

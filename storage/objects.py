@@ -439,8 +439,9 @@ class ObjectStore:
 
     def list_versions(self, prefix: str) -> list[ObjectVersion]:
         """Every stored version (delete markers left out) of every key under ``prefix``."""
-        found: list[ObjectVersion] = []
-        with translate_errors(f"list {prefix}"):
+
+        def listing() -> list[ObjectVersion]:
+            found: list[ObjectVersion] = []
             for obj in self.client.list_objects(
                 self.bucket, prefix=prefix, recursive=True, include_version=True
             ):
@@ -450,7 +451,39 @@ class ObjectStore:
                             obj.object_name, obj.version_id, int(obj.size or 0), obj.last_modified
                         )
                     )
-        return found
+            return found
+
+        return self._retrying(f"list {prefix}", listing)
+
+    def legal_hold(self, key: str, version_id: str, on: bool) -> None:
+        """Set or lift the S3 legal hold of one version. While on, the store refuses to delete
+        that version even after its retention date (and independently of it)."""
+
+        def change() -> None:
+            if on:
+                self.client.enable_object_legal_hold(self.bucket, key, version_id=version_id)
+            else:
+                self.client.disable_object_legal_hold(self.bucket, key, version_id=version_id)
+
+        self._retrying(f"legal hold {'on' if on else 'off'} {key}@{version_id}", change)
+
+    def legal_hold_on(self, key: str, version_id: str) -> bool:
+        """Whether the version is under legal hold, as the store says."""
+        from minio.error import S3Error
+
+        def read() -> bool:
+            try:
+                return bool(
+                    self.client.is_object_legal_hold_enabled(
+                        self.bucket, key, version_id=version_id
+                    )
+                )
+            except S3Error as e:
+                if e.code == "NoSuchObjectLegalHold":
+                    return False  # SeaweedFS: never set on this version
+                raise
+
+        return self._retrying(f"legal hold of {key}@{version_id}", read)
 
 
 class _Exactly:

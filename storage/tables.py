@@ -230,3 +230,89 @@ class LogTile(Base):
     level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     hashes: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# --- people, grants, holds (issue 10) -------------------------------------------------------
+
+
+class User(Base):
+    """A person who signs in: admin, officer, reviewer or auditor. Officers belong to a unit."""
+
+    __tablename__ = "users"
+    name: Mapped[str] = mapped_column(String(56), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    unit: Mapped[str | None] = mapped_column(String(100))
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    """Argon2id (PHC string), or None for a token-only account."""
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(64))
+
+
+class ApiToken(Base):
+    """A bearer token for scripts. Only its SHA-256 is kept (tokens are 256-bit random)."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class CaseGrant(Base):
+    """A reviewer may read one case until ``until``; a revoked grant keeps its row."""
+
+    __tablename__ = "case_grants"
+    __table_args__ = (Index("ix_case_grants_user_case", "user_name", "case_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name"))
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    granted_at: Mapped[datetime]
+    granted_by: Mapped[str] = mapped_column(String(64))
+    until: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class CaseEvent(Base):
+    """What happened to a case that is not an item's custody: grants, holds, unit changes, and
+    denied attempts (a case has no custody chain of its own). Rows without a case are the
+    people and sign-in events: users added, tokens issued or revoked, failed sign-ins,
+    unauthenticated requests, denials that concern no case or item."""
+
+    __tablename__ = "case_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(80))
+    at: Mapped[datetime] = mapped_column(index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class CaseHold(Base):
+    """A case's legal-hold state. No row: the case is open, and its items are held."""
+
+    __tablename__ = "case_holds"
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    held: Mapped[bool]
+    changed_at: Mapped[datetime]
+    changed_by: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ItemHold(Base):
+    """The S3 legal-hold state last applied to all of an item's objects."""
+
+    __tablename__ = "item_holds"
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    held: Mapped[bool]
+    changed_at: Mapped[datetime]
+
+
+class ItemUnit(Base):
+    """The unit an item was taken in for (the uploading officer's or device's unit)."""
+
+    __tablename__ = "item_units"
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    unit: Mapped[str] = mapped_column(String(100), index=True)

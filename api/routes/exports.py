@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from api.deps import ActorDep, RuntimeDep
+from api.auth import CanExportCase
+from api.deps import RuntimeDep
 from ingest.export import stream_export
 
 router = APIRouter(prefix="/v1/cases", tags=["exports"])
@@ -16,11 +17,11 @@ router = APIRouter(prefix="/v1/cases", tags=["exports"])
     response_class=StreamingResponse,
     responses={200: {"content": {"application/zip": {}}}},
 )
-def export_case(rt: RuntimeDep, actor: ActorDep, case_id: str) -> StreamingResponse:
+def export_case(rt: RuntimeDep, principal: CanExportCase, case_id: str) -> StreamingResponse:
     """A BagIt bag of every original, derivative, custody chain and log leaf of the case,
     each leaf with a tlog-proof against one checkpoint (DESIGN.md, "Package"). Logged as an
     ``export`` custody event per item naming the package's SHA-256."""
-    stream = stream_export(rt, case_id=case_id, actor=actor)
+    stream = stream_export(rt, case_id=case_id, actor=principal.actor)
     return StreamingResponse(
         iter(stream),
         media_type="application/zip",

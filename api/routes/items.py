@@ -13,9 +13,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import ActorDep, RuntimeDep
+from api.auth import CanReadItem, CanReadReceipt, CanUpload, allowed
+from api.deps import RuntimeDep
 from api.ranges import RangeNotSatisfiable, parse_range
 from ingest import catalog
+from ingest.access import Action
 from ingest.errors import ManifestError, TooLarge
 from ingest.intake import seal_file
 from ingest.manifest import parse_manifest
@@ -27,7 +29,7 @@ router = APIRouter(prefix="/v1/items", tags=["items"])
 @router.post("", status_code=201)
 def upload_item(
     rt: RuntimeDep,
-    actor: ActorDep,
+    principal: CanUpload,
     response: Response,
     file: Annotated[UploadFile, File(description="The recording, byte for byte.")],
     manifest: Annotated[str, Form(description="Manifest JSON (device, officer, cases, ...).")],
@@ -42,6 +44,8 @@ def upload_item(
             )
         except ManifestError:
             pass  # a hostile multipart file name is dropped; the manifest is what counts
+    for case_id in parsed.case_ids:
+        allowed(rt, principal, Action.CASE_LINK, case_id=case_id)
     limit = rt.settings.api.max_upload_mb * 1024 * 1024
     if parsed.size is not None and parsed.size > limit:
         raise TooLarge(f"declared size {parsed.size} exceeds this endpoint's {limit} bytes")
@@ -52,7 +56,7 @@ def upload_item(
             copied = _copy_limited(file, spool, limit)
         if copied > limit:
             raise TooLarge(f"body exceeds this endpoint's {limit} bytes")
-        sealed = seal_file(rt, Path(name), parsed, actor=actor)
+        sealed = seal_file(rt, Path(name), parsed, actor=principal.actor, unit=principal.unit)
     finally:
         os.unlink(name)
     if sealed.duplicate:
@@ -71,27 +75,29 @@ def _copy_limited(src: UploadFile, dst: Any, limit: int) -> int:
 
 
 @router.get("/{item_id}")
-def get_item(rt: RuntimeDep, actor: ActorDep, item_id: str) -> dict[str, Any]:
-    return catalog.view_item(rt, item_id, actor=actor)
+def get_item(rt: RuntimeDep, principal: CanReadItem, item_id: str) -> dict[str, Any]:
+    return catalog.view_item(rt, item_id, actor=principal.actor)
 
 
 @router.get("/{item_id}/receipt")
-def get_receipt(rt: RuntimeDep, item_id: str) -> dict[str, Any]:
+def get_receipt(rt: RuntimeDep, _principal: CanReadReceipt, item_id: str) -> dict[str, Any]:
     """A fresh C2SP tlog-proof for the item's leaf, with the exact leaf data it proves."""
     return catalog.item_receipt(rt, item_id)
 
 
 @router.get("/{item_id}/original", response_class=StreamingResponse)
-def get_original(rt: RuntimeDep, actor: ActorDep, request: Request, item_id: str) -> Response:
+def get_original(
+    rt: RuntimeDep, principal: CanReadItem, request: Request, item_id: str
+) -> Response:
     """The original, streamed, re-hashed on the way (a mismatch aborts the transfer)."""
-    return _bytes_response(rt, actor, request, resolve(rt, item_id))
+    return _bytes_response(rt, principal.actor, request, resolve(rt, item_id))
 
 
 @router.get("/{item_id}/derivatives/{role}", response_class=StreamingResponse)
 def get_derivative(
-    rt: RuntimeDep, actor: ActorDep, request: Request, item_id: str, role: str
+    rt: RuntimeDep, principal: CanReadItem, request: Request, item_id: str, role: str
 ) -> Response:
-    return _bytes_response(rt, actor, request, resolve(rt, item_id, role))
+    return _bytes_response(rt, principal.actor, request, resolve(rt, item_id, role))
 
 
 def _bytes_response(rt: RuntimeDep, actor: str, request: Request, target: Target) -> Response:

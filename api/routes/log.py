@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 
+from api.auth import CanReadLog
 from api.deps import RuntimeDep
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
@@ -14,12 +15,12 @@ router = APIRouter(prefix="/v1/log", tags=["log"])
 
 @router.get("/key", response_class=PlainTextResponse)
 def log_key(rt: RuntimeDep) -> str:
-    """The log's verifier key (C2SP note verifier-key string)."""
+    """The log's verifier key (C2SP note verifier-key string). Public: anyone may check."""
     return rt.ledger.key.verifier_key + "\n"
 
 
 @router.get("/checkpoint", response_class=PlainTextResponse)
-def checkpoint(rt: RuntimeDep) -> str:
+def checkpoint(rt: RuntimeDep, _principal: CanReadLog) -> str:
     """The latest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
     return rt.ledger.publish().note
 
@@ -27,6 +28,7 @@ def checkpoint(rt: RuntimeDep) -> str:
 @router.get("/proof/consistency")
 def consistency(
     rt: RuntimeDep,
+    _principal: CanReadLog,
     size1: Annotated[int, Query(alias="from", ge=1)],
     size2: Annotated[int, Query(alias="to", ge=1)],
 ) -> dict[str, Any]:

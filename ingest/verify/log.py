@@ -73,6 +73,8 @@ class Logged:
     derivatives: dict[int, tuple[str, str, int]] = field(default_factory=dict)
     """(role, sha256, size) of each derivative leaf, by leaf index."""
     leaves: list[int] = field(default_factory=list)
+    deleted: bool = False
+    """A ``deleted`` custody leaf (retention purge): its objects may be gone."""
 
 
 @dataclass
@@ -237,6 +239,7 @@ class Audit:
                 idx,
             )
         logged.chain = found.hex()
+        logged.deleted = logged.deleted or leaf.action == "deleted"
         follow_links(logged.cases, leaf)
         self._custody_row(idx, found, leaf, rows.custody.get(idx))
 

@@ -27,15 +27,27 @@ from storage import repository as repo
 from storage.db import transaction
 from storage.tables import Item, ItemCase, LogLeaf
 from tests.conftest import SettingsFactory
+from tests.people import bearer, make_user
 
 PROBLEM_JSON = "application/problem+json"
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
 
 
+OFFICER = "officer-1"
+UNIT = "U-1"
+
+
+def _signed_in(c: TestClient) -> TestClient:
+    """Every request of ``c`` carries the token of an officer of UNIT."""
+    rt: Runtime = c.app.state.runtime  # type: ignore[attr-defined]
+    c.headers.update(bearer(make_user(rt, OFFICER, "officer", UNIT)))
+    return c
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings, workers=0)) as c:
-        yield c
+        yield _signed_in(c)
 
 
 @pytest.fixture
@@ -111,7 +123,9 @@ def test_upload_then_same_bytes_again_is_the_same_item(client: TestClient) -> No
     assert dup["case_ids"] == ["A-1", "B-2"]
     assert (dup["log_index"], dup["leaf"]) == (doc["log_index"], doc["leaf"])
 
-    item = client.get(f"/v1/items/{doc['id']}", headers={"X-Liuhen-Actor": "reviewer-7"})
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    colleague = bearer(make_user(rt, "officer-2", "officer", UNIT))
+    item = client.get(f"/v1/items/{doc['id']}", headers=colleague)
     assert item.status_code == 200
     meta = item.json()
     assert (meta["id"], meta["sha256"], meta["size"]) == (doc["id"], sha, len(data))
@@ -121,10 +135,10 @@ def test_upload_then_same_bytes_again_is_the_same_item(client: TestClient) -> No
     assert meta["leaf"] == doc["leaf"]
     actions = [(e["action"], e["actor"]) for e in meta["custody"]]
     assert actions == [
-        ("sealed", "api:anonymous"),
-        ("link", "api:anonymous"),
-        ("received_again", "api:anonymous"),
-        ("view", "api:reviewer-7"),
+        ("sealed", f"user:{OFFICER}"),
+        ("link", f"user:{OFFICER}"),
+        ("received_again", f"user:{OFFICER}"),
+        ("view", "user:officer-2"),
     ]
 
 
@@ -321,6 +335,7 @@ def test_manifest_file_name_wins_over_the_multipart_name(client: TestClient) -> 
 def test_body_over_the_endpoint_limit_is_refused(make_settings: SettingsFactory) -> None:
     settings = make_settings(api={"max_upload_mb": 1})
     with TestClient(create_app(settings, workers=0)) as c:
+        _signed_in(c)
         doc = _assert_problem(_upload(c, _clip(1024 * 1024 + 1)), 413)
         assert "exceeds" in doc["detail"]
         doc = _assert_problem(_upload(c, _clip(), {"size": 2 * 1024 * 1024}), 413)

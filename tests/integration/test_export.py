@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from configs.settings import Settings
-from ingest import jobs
+from ingest import jobs, people
 from ingest.export import ExportResult, export_to_file
 from ingest.runtime import Runtime
 from ingest.verify import verify_all
@@ -29,6 +29,7 @@ from storage import repository as repo
 from tests.cli import cli_env, run_cli
 from tests.conftest import TESTDATA
 from tests.integration.logkit import distinct_files, seal, sql
+from tests.people import bearer, make_user
 
 CASE = "XF-2026/0042"
 PHOTO = TESTDATA / "photos" / "mobile" / "date-priority-test.jpg"
@@ -326,9 +327,13 @@ def test_http_export_streams_a_package_that_verifies(settings: Settings, tmp_pat
         rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
         seal(rt, distinct_files(tmp_path / "in", 2)[0], CASE)
         key = rt.ledger.key.verifier_key
-        with client.stream(
-            "POST", f"/v1/cases/{CASE}/exports", headers={"X-Liuhen-Actor": "reviewer"}
-        ) as response:
+        reviewer = bearer(make_user(rt, "reviewer", "reviewer"))
+        people.grant(rt.sessions, name="reviewer", case_id=CASE, until=None, actor="cli:test")
+        stranger = bearer(make_user(rt, "stranger", "reviewer"))
+        refused = client.post(f"/v1/cases/{CASE}/exports", headers=stranger)
+        assert refused.status_code == 403  # no grant for this case: no package
+        assert client.post(f"/v1/cases/{CASE}/exports").status_code == 401
+        with client.stream("POST", f"/v1/cases/{CASE}/exports", headers=reviewer) as response:
             assert response.status_code == 200
             assert response.headers["content-type"] == "application/zip"
             assert "XF-2026_0042-" in response.headers["content-disposition"]
@@ -343,10 +348,10 @@ def test_http_export_streams_a_package_that_verifies(settings: Settings, tmp_pat
             (event,) = [
                 e for e in repo.custody_of(session, item_id=item.id) if e.action == "export"
             ]
-        assert event.actor == "api:reviewer"
+        assert event.actor == "user:reviewer"
         assert event.details is not None
         assert event.details["package_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-        missing = client.post("/v1/cases/NO-SUCH/exports")
+        missing = client.post("/v1/cases/NO-SUCH/exports", headers=reviewer)
         assert missing.status_code == 404
         assert missing.headers["content-type"] == "application/problem+json"
         json.loads(missing.text)

@@ -1,7 +1,7 @@
 """the log's tree: tiles and the signer's state
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0003
 Create Date: 2026-12-01 10:00:00.000000
 
 An index made before this revision has leaves and checkpoints but no tiles: ``log_tree``
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,105 @@
+"""Authentication and authorization for the HTTP API, in one place.
+
+``Authorization: Bearer TOKEN`` names the principal (:func:`get_principal`); each route
+declares the action it performs with one of the ``Can*`` dependencies below, which asks
+:mod:`ingest.access` about the route's ``item_id`` / ``case_id`` path parameters and refuses
+(401 without valid credentials, 403 when not allowed; the denial is logged) before the route
+runs. Routes contain no permission checks of their own.
+
+A device principal (kind ``device``) comes from the device registry: its lookup joins
+:func:`resolve_token` (a device token is told apart by its prefix).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.deps import RuntimeDep
+from ingest import access, people
+from ingest.access import Action
+from ingest.errors import Unauthenticated
+from ingest.people import Principal
+from ingest.runtime import Runtime
+from storage import people as store
+from storage.db import transaction
+
+log = logging.getLogger(__name__)
+_bearer = HTTPBearer(auto_error=False, description="A liuhen API token (`liuhen user token`).")
+
+
+def resolve_token(rt: Runtime, token: str) -> Principal:
+    """The principal a bearer token stands for; :class:`Unauthenticated` if none."""
+    with rt.sessions() as session:
+        return people.principal_for_token(session, token)
+
+
+def get_principal(
+    request: Request,
+    rt: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    try:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthenticated("send Authorization: Bearer TOKEN (liuhen user token NAME)")
+        return resolve_token(rt, credentials.credentials)
+    except Unauthenticated as e:
+        _record_unauthenticated(rt, request, str(e))
+        raise
+
+
+def _record_unauthenticated(rt: Runtime, request: Request, why: str) -> None:
+    client = request.client.host if request.client else None
+    log.warning("unauthenticated %s %s from %s: %s", request.method, request.url.path, client, why)
+    with transaction(rt.sessions) as session:
+        store.add_case_event(
+            session,
+            case_id=None,
+            action="unauthenticated",
+            actor="anonymous",
+            now=datetime.now(UTC),
+            reason=why,
+            details={"method": request.method, "path": request.url.path[:300], "from": client},
+        )
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def authorize(action: Action) -> Callable[..., Principal]:
+    """A dependency: the principal, if it may perform ``action`` on the route's target."""
+
+    def check(request: Request, rt: RuntimeDep, principal: PrincipalDep) -> Principal:
+        params: dict[str, Any] = request.path_params
+        access.require(
+            rt,
+            principal,
+            action,
+            item_id=params.get("item_id"),
+            case_id=params.get("case_id"),
+        )
+        return principal
+
+    check.__name__ = f"authorize_{action.name.lower()}"
+    return check
+
+
+def allowed(rt: Runtime, principal: Principal, action: Action, **target: str | None) -> None:
+    """The same check for a target the path does not name (the cases of an upload)."""
+    access.require(rt, principal, action, **target)
+
+
+CanUpload = Annotated[Principal, Depends(authorize(Action.ITEM_UPLOAD))]
+CanSearch = Annotated[Principal, Depends(authorize(Action.ITEM_SEARCH))]
+CanReadItem = Annotated[Principal, Depends(authorize(Action.ITEM_READ))]
+CanReadReceipt = Annotated[Principal, Depends(authorize(Action.ITEM_RECEIPT))]
+CanLink = Annotated[Principal, Depends(authorize(Action.ITEM_LINK))]
+CanReadCase = Annotated[Principal, Depends(authorize(Action.CASE_READ))]
+CanExportCase = Annotated[Principal, Depends(authorize(Action.CASE_EXPORT))]
+CanHoldCase = Annotated[Principal, Depends(authorize(Action.CASE_HOLD))]
+CanReadLog = Annotated[Principal, Depends(authorize(Action.LOG_READ))]

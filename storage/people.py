@@ -1,0 +1,265 @@
+"""Index functions for people, tokens, grants, case events, holds and item units (issue 10).
+
+Typed keyword-only functions like :mod:`storage.repository`; callers own the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.errors import Conflict, NotFound
+from storage.tables import (
+    ApiToken,
+    Case,
+    CaseEvent,
+    CaseGrant,
+    CaseHold,
+    Device,
+    Item,
+    ItemCase,
+    ItemHold,
+    ItemUnit,
+    Person,
+    User,
+)
+
+# --- users and tokens ----------------------------------------------------------------------
+
+
+def insert_user(session: Session, *, user: User) -> None:
+    try:
+        with session.begin_nested():
+            session.add(user)
+    except IntegrityError as e:
+        raise Conflict(f"a user {user.name!r} exists") from e
+
+
+def get_user(session: Session, *, name: str) -> User:
+    user = session.get(User, name)
+    if user is None:
+        raise NotFound(f"no user {name!r}")
+    return user
+
+
+def find_user(session: Session, *, name: str) -> User | None:
+    return session.get(User, name)
+
+
+def users(session: Session) -> Sequence[User]:
+    return session.scalars(select(User).order_by(User.name)).all()
+
+
+def add_token(session: Session, *, user_name: str, token_hash: str, now: datetime) -> None:
+    session.add(ApiToken(user_name=user_name, token_hash=token_hash, created_at=now))
+    session.flush()
+
+
+def user_for_token(session: Session, *, token_hash: str) -> User | None:
+    """The user of a live (unrevoked) token; the lookup is by hash, on a unique index."""
+    return session.scalars(
+        select(User)
+        .join(ApiToken, ApiToken.user_name == User.name)
+        .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
+    ).one_or_none()
+
+
+def revoke_tokens(session: Session, *, user_name: str, now: datetime) -> int:
+    result = session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_name == user_name, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def live_tokens(session: Session, *, user_name: str) -> int:
+    return int(
+        session.execute(
+            select(func.count())
+            .select_from(ApiToken)
+            .where(ApiToken.user_name == user_name, ApiToken.revoked_at.is_(None))
+        ).scalar_one()
+    )
+
+
+def set_person_unit(session: Session, *, person_id: str, unit: str, now: datetime) -> None:
+    """Record an officer's unit on their person row (created if absent)."""
+    person = session.get(Person, person_id)
+    if person is None:
+        session.add(Person(id=person_id, unit=unit, created_at=now))
+    else:
+        person.unit = unit
+    session.flush()
+
+
+# --- grants --------------------------------------------------------------------------------
+
+
+def add_grant(
+    session: Session, *, user_name: str, case_id: str, until: datetime, actor: str, now: datetime
+) -> None:
+    session.add(
+        CaseGrant(
+            user_name=user_name, case_id=case_id, granted_at=now, granted_by=actor, until=until
+        )
+    )
+    session.flush()
+
+
+def revoke_grants(
+    session: Session, *, user_name: str, case_id: str, actor: str, now: datetime
+) -> int:
+    result = session.execute(
+        update(CaseGrant)
+        .where(
+            CaseGrant.user_name == user_name,
+            CaseGrant.case_id == case_id,
+            CaseGrant.revoked_at.is_(None),
+        )
+        .values(revoked_at=now, revoked_by=actor)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def grants_of(
+    session: Session, *, user_name: str, case_id: str | None = None
+) -> Sequence[CaseGrant]:
+    """Unrevoked grants of a user (expired ones included), newest expiry first."""
+    stmt = select(CaseGrant).where(CaseGrant.user_name == user_name, CaseGrant.revoked_at.is_(None))
+    if case_id is not None:
+        stmt = stmt.where(CaseGrant.case_id == case_id)
+    return session.scalars(stmt.order_by(CaseGrant.until.desc())).all()
+
+
+def grant_is_live(user_name: str, now: datetime, case_id: Any) -> ColumnElement[bool]:
+    """SQL: ``user_name`` holds an unrevoked, unexpired grant on ``case_id`` (a column)."""
+    return exists().where(
+        CaseGrant.user_name == user_name,
+        CaseGrant.case_id == case_id,
+        CaseGrant.revoked_at.is_(None),
+        CaseGrant.until > now,
+    )
+
+
+# --- case events, units and holds ----------------------------------------------------------
+
+
+def add_case_event(
+    session: Session,
+    *,
+    case_id: str | None,
+    action: str,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        CaseEvent(
+            case_id=case_id, action=action, actor=actor, at=now, reason=reason, details=details
+        )
+    )
+    session.flush()
+
+
+def case_events(session: Session, *, case_id: str | None = None) -> Sequence[CaseEvent]:
+    stmt = select(CaseEvent)
+    if case_id is not None:
+        stmt = stmt.where(CaseEvent.case_id == case_id)
+    return session.scalars(stmt.order_by(CaseEvent.id)).all()
+
+
+def claim_case_unit(session: Session, *, case_id: str, unit: str) -> bool:
+    """Give a case its unit if it has none yet (the first linker's unit); True if set."""
+    result = session.execute(
+        update(Case).where(Case.id == case_id, Case.unit.is_(None)).values(unit=unit)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def case_is_held(session: Session, *, case_id: str) -> bool:
+    row = session.get(CaseHold, case_id)
+    return True if row is None else row.held
+
+
+def set_case_hold(
+    session: Session, *, case_id: str, held: bool, actor: str, reason: str, now: datetime
+) -> None:
+    row = session.get(CaseHold, case_id)
+    if row is None:
+        session.add(
+            CaseHold(case_id=case_id, held=held, changed_at=now, changed_by=actor, reason=reason)
+        )
+    else:
+        row.held, row.changed_at, row.changed_by, row.reason = held, now, actor, reason
+    session.flush()
+
+
+def held_cases_of(session: Session, *, item_id: str) -> list[str]:
+    """The open (held) cases an item is linked to."""
+    return list(
+        session.scalars(
+            select(ItemCase.case_id)
+            .outerjoin(CaseHold, CaseHold.case_id == ItemCase.case_id)
+            .where(ItemCase.item_id == item_id, or_(CaseHold.held.is_(None), CaseHold.held))
+            .order_by(ItemCase.case_id)
+        )
+    )
+
+
+def item_hold_state(session: Session, *, item_id: str) -> bool:
+    row = session.get(ItemHold, item_id)
+    return bool(row and row.held)
+
+
+def set_item_hold_state(session: Session, *, item_id: str, held: bool, now: datetime) -> None:
+    row = session.get(ItemHold, item_id)
+    if row is None:
+        session.add(ItemHold(item_id=item_id, held=held, changed_at=now))
+    else:
+        row.held, row.changed_at = held, now
+    session.flush()
+
+
+# --- item units ----------------------------------------------------------------------------
+
+
+def set_item_unit(session: Session, *, item_id: str, unit: str) -> None:
+    row = session.get(ItemUnit, item_id)
+    if row is None:
+        session.add(ItemUnit(item_id=item_id, unit=unit))
+        session.flush()
+
+
+def item_unit_expr() -> Any:
+    """SQL: an item's unit: the one stamped at intake, else its device's, else its officer's."""
+    return func.coalesce(
+        select(ItemUnit.unit).where(ItemUnit.item_id == Item.id).scalar_subquery(),
+        select(Device.unit).where(Device.id == Item.device_id).scalar_subquery(),
+        select(Person.unit).where(Person.id == Item.officer_id).scalar_subquery(),
+    )
+
+
+def item_unit(session: Session, *, item_id: str) -> str | None:
+    unit = session.execute(select(item_unit_expr()).where(Item.id == item_id)).scalar_one_or_none()
+    return None if unit is None else str(unit)
+
+
+def in_case_of_unit(unit: str) -> ColumnElement[bool]:
+    """SQL: the item (``Item.id``) is linked to a case of ``unit``."""
+    return exists().where(
+        and_(ItemCase.item_id == Item.id, ItemCase.case_id == Case.id, Case.unit == unit)
+    )
+
+
+def in_granted_case(user_name: str, now: datetime) -> ColumnElement[bool]:
+    """SQL: the item (``Item.id``) is linked to a case ``user_name`` may read now."""
+    return exists().where(
+        and_(ItemCase.item_id == Item.id, grant_is_live(user_name, now, ItemCase.case_id))
+    )
