@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import web
 from api.errors import problem
 from api.routes import cases, health, items, log
 from configs.settings import Settings
@@ -46,6 +47,7 @@ def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:
     )
     for router in (health.router, items.router, cases.router, log.router):
         app.include_router(router)
+    web.install(app)  # the web pages (api/routes/web.py) and their static files
     _install_error_handlers(app)
     return app
 
