@@ -183,7 +183,8 @@ def case_page(w: WebDep, case_id: str, gap: int | None = None) -> Response:
     drawing = draw_timeline(
         tl, officer_label=w.officer, time_label=w.clock, duration_label=w.duration
     )
-    return w.render("case.html", tl=tl, drawing=drawing, gap_s=gap_s)
+    names = {r.item_id: r.original_name or r.item_id[:10] for r in tl.recordings}
+    return w.render("case.html", tl=tl, drawing=drawing, gap_s=gap_s, names=names)
 
 
 # --- items -----------------------------------------------------------------------------------
@@ -417,7 +418,8 @@ def supervision(w: WebDep, request: Request) -> Response:
             (
                 w.officer(officer or None),
                 fig.recorded_hours,
-                f"{fig.recorded_hours:.2f} {w.t('hours_short')} · {fig.items} {w.t('items_short')}",
+                f"{w.duration(fig.recorded_seconds)} · {fig.items} "
+                + w.t("item_one" if fig.items == 1 else "items_short"),
                 bool(fig.cases_with_gaps),
             )
             for officer, fig in u.officers.items()

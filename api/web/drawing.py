@@ -172,6 +172,33 @@ class MapDrawing:
     scale_label: str
     start: MapPoint | None
     end: MapPoint | None
+    grid: list[GridLine]
+    """Meridians and parallels at round degrees, for orientation (there is no base map)."""
+
+
+@dataclass(frozen=True)
+class GridLine:
+    vertical: bool
+    at: float
+    """x of a meridian or y of a parallel, in pixels."""
+    label: str
+
+
+_GRID_STEPS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0,
+               2.0, 5.0, 10.0, 20.0, 45.0)  # fmt: skip
+
+
+def _inverse_mercator_lat(y: float) -> float:
+    return math.degrees(2 * math.atan(math.exp(y / EARTH_RADIUS_M)) - math.pi / 2)
+
+
+def _grid_step(span_deg: float, *, lines: int = 4) -> float:
+    return next((s for s in _GRID_STEPS if span_deg / s <= lines), _GRID_STEPS[-1])
+
+
+def _degrees(value: float, step: float, positive: str, negative: str) -> str:
+    decimals = max(0, -math.floor(math.log10(step)))
+    return f"{abs(value):.{decimals}f}°{positive if value >= 0 else negative}"
 
 
 def mercator(lon: float, lat: float) -> tuple[float, float]:
@@ -202,15 +229,19 @@ def draw_map(
     *,
     times: Sequence[str | None] = (),
     marker: tuple[float, float] | None = None,
-    width: float = 600,
-    height: float = 360,
-    margin: float = 36,
-    min_extent_m: float = 400,
+    width: float = 480,
+    height: float = 300,
+    margin: float = 30,
+    min_extent_m: float | None = None,
     max_labels: int = 5,
 ) -> MapDrawing | None:
     """Project (lon, lat) fixes locally and fit them in the frame, north up, same scale on
     both axes. The scale bar is true at the centre latitude (Mercator stretches distances
-    by 1/cos(lat)). ``times`` label fixes by index; None when there is nothing to draw."""
+    by 1/cos(lat)). ``times`` label fixes by index; None when there is nothing to draw.
+    The frame spans at least ``min_extent_m`` (default 100 m for a track, 400 m around a
+    lone point)."""
+    if min_extent_m is None:
+        min_extent_m = 100 if len(coords) >= 2 else 400
     everything = [*coords, *([marker] if marker else [])]
     if not everything:
         return None
@@ -241,6 +272,7 @@ def draw_map(
         points = [MapPoint(*track[i], times[i]) for i in chosen]
     ground_per_px = 1 / (scale / stretch)  # ground metres per pixel at the centre latitude
     bar_m = nice_length_m(ground_per_px * width / 4)
+    grid = _graticule(cx, cy, scale, width, height)
     return MapDrawing(
         width,
         height,
@@ -251,7 +283,29 @@ def draw_map(
         _length_label(bar_m),
         MapPoint(*track[0], None) if track else None,
         MapPoint(*track[-1], None) if len(track) >= 2 else None,
+        grid,
     )
+
+
+def _graticule(cx: float, cy: float, scale: float, width: float, height: float) -> list[GridLine]:
+    """Round meridians and parallels crossing the frame centred on projected (cx, cy)."""
+    west = math.degrees((cx - width / 2 / scale) / EARTH_RADIUS_M)
+    east = math.degrees((cx + width / 2 / scale) / EARTH_RADIUS_M)
+    south = _inverse_mercator_lat(cy - height / 2 / scale)
+    north = _inverse_mercator_lat(cy + height / 2 / scale)
+    step = _grid_step(max(east - west, north - south))
+    lines = []
+    lon = math.ceil(west / step) * step
+    while lon <= east:
+        x = width / 2 + (mercator(lon, 0)[0] - cx) * scale
+        lines.append(GridLine(True, x, _degrees(lon, step, "E", "W")))
+        lon += step
+    lat = math.ceil(south / step) * step
+    while lat <= north:
+        y = height / 2 - (mercator(0, lat)[1] - cy) * scale
+        lines.append(GridLine(False, y, _degrees(lat, step, "N", "S")))
+        lat += step
+    return lines
 
 
 def geojson_coords(doc: object) -> tuple[list[tuple[float, float]], list[str | None]]:

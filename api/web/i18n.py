@@ -137,8 +137,16 @@ LABELS: dict[str, tuple[str, str]] = {
     "skewed_devices": ("时钟偏差设备", "Devices with clock skew"),
     "unprocessable": ("无法处理", "Unprocessable"),
     "total": ("合计", "Total"),
-    "hours_short": ("小时", "h"),
     "items_short": ("条", "items"),
+    "item_one": ("条", "item"),
+    "has_gap_cases": ("有录像间断的案件（红色）", "has cases with gaps (red)"),
+    "item_count": ("证据数", "Items"),
+    "recorded_time": ("录像时长", "Recorded"),
+    "not_yet_logged": ("尚无签名检查点覆盖", "not yet in a signed checkpoint"),
+    "track_item": (
+        "GPS 轨迹文件：轨迹见右侧地图，原始文件可下载。",
+        "A GPS track: drawn on the map; the original can be downloaded.",
+    ),
     # messages
     "csrf_title": ("表单已失效", "Form expired"),
     "csrf_text": (

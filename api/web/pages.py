@@ -111,7 +111,10 @@ class Web:
     def offset(self, ms: int | None) -> str:
         if ms is None:
             return "—"
-        return f"{ms / 1000:+.1f} s"
+        seconds = ms / 1000
+        if abs(seconds) < 60:
+            return f"{seconds:+.1f} s"
+        return ("+" if seconds > 0 else "−") + self.duration(abs(seconds))
 
     def officer(self, officer_id: str | None) -> str:
         return officer_id or self.t("unknown")

@@ -218,7 +218,9 @@ def test_officer_reviews_a_case_plays_an_item_and_verifies_it(
 
 
 def test_other_items_audio_photo_track_and_a_phone_screen(world: World, browser: Browser) -> None:
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="zh-CN", bypass_csp=True
+    )
     page = context.new_page()
     log_in(page, world.base, "admin1", f"/items/{world.audio}")
     assert page.locator("audio#player").count() == 1
@@ -234,7 +236,9 @@ def test_other_items_audio_photo_track_and_a_phone_screen(world: World, browser:
     assert len(labels) >= 2 and all(":" in t for t in labels)  # capture-time labels
     shot(page, "item-track-en")
     context.close()
-    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, locale="zh-CN"
+    )
     page = phone.new_page()
     console: list[str] = []
     page.on("console", lambda m: console.append(m.text))
@@ -255,7 +259,9 @@ def test_supervision_page_and_a_reviewer_kept_out(
     world: World, browser: Browser, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="liuhen.web")
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="zh-CN", bypass_csp=True
+    )
     page = context.new_page()
     log_in(page, world.base, "audit1", "/supervision?from=2026-03-01&to=2026-03-01")
     assert page.locator("section.unit").count() >= 1
@@ -264,6 +270,7 @@ def test_supervision_page_and_a_reviewer_kept_out(
     shot(page, "supervision-zh")
     page.goto(f"{world.base}/supervision?from=2026-03-01&to=2026-03-01&lang=en")
     shot(page, "supervision-en")
+    page.goto(f"{world.base}/supervision?from=2026-03-01&to=2026-03-01&lang=zh")
     with page.expect_download() as download:
         page.click("a[href^='/supervision.csv']")
     assert download.value.suggested_filename == "supervision-2026-03-01-2026-03-01.csv"
