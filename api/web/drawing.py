@@ -270,7 +270,7 @@ def draw_map(
         if labelled[-1] not in chosen:
             chosen.append(labelled[-1])
         points = [MapPoint(*track[i], times[i]) for i in chosen]
-    ground_per_px = 1 / (scale / stretch)  # ground metres per pixel at the centre latitude
+    ground_per_px = 1 / (scale * stretch)  # ground metres per pixel at the centre latitude
     bar_m = nice_length_m(ground_per_px * width / 4)
     grid = _graticule(cx, cy, scale, width, height)
     return MapDrawing(
