@@ -36,6 +36,7 @@ from ingest.errors import ManifestError
 from ingest.manifest import check_case_id
 from ingest.retrieve import log_read, resolve, verified_stream
 from ingest.supervision import supervision_report, to_csv
+from integrity.errors import LiuhenError
 from storage import repository as repo
 from storage.errors import NotFound
 from storage.tables import Item
@@ -163,13 +164,15 @@ def case_action(w: WebDep, case_id: str, action: str, csrf: CsrfForm = None) -> 
 
 
 @router.get("/cases/{case_id:path}")
-def case_page(w: WebDep, case_id: str, gap: int | None = None) -> Response:
+def case_page(w: WebDep, case_id: str, gap: str | None = None) -> Response:
     if w.user is None:
         return w.to_login()
     if (refused := _case_allowed(w, w.user, case_id)) is not None:
         return refused
     settings = w.rt.settings
-    gap_s = gap if gap is not None and gap > 0 else settings.web.gap_threshold_s
+    gap_s = settings.web.gap_threshold_s
+    if gap and gap.isdigit() and 0 < int(gap) <= 7 * 86400:
+        gap_s = int(gap)
     try:
         with w.rt.sessions() as session:
             tl = timeline.case_timeline(
@@ -209,7 +212,11 @@ def verify_item(w: WebDep, item_id: str, csrf: CsrfForm = None) -> Response:
         return w.csrf_refused()
     if (refused := _item_allowed(w, w.user, item_id)) is not None:
         return refused
-    report = verification.verify_item(w.rt, item_id, actor=actor_of(w.user))
+    try:
+        report = verification.verify_item(w.rt, item_id, actor=actor_of(w.user))
+    except LiuhenError as e:  # the store or the index could not be reached: nothing checked
+        log.error("verify: user=%s item=%s could not run: %s", w.user.name, item_id, e)
+        return w.message(w.t("verify_failed"), str(e), status=503, back=f"/items/{item_id}")
     log.info("verify: user=%s item=%s ok=%s", w.user.name, item_id, report.ok)
     return _item_page(w, w.user, item_id, report=report)
 

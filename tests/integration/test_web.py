@@ -197,7 +197,10 @@ def _custody_actions(client: TestClient, item_id: str) -> list[str]:
 
 def test_case_page_marks_the_gap_and_the_overlap(client: TestClient, items: list[str]) -> None:
     login(client, "admin1")
-    page = client.get(f"/cases/{CASE}").text
+    r = client.get(f"/cases/{CASE}")
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
+    page = r.text
     # One gap (p1: 130 s -> 400 s = 4 min 30 s); the 10 s pause is under the threshold.
     assert page.count('class="gap-row"') == 1
     assert "4 分 30 秒" in page  # Chinese by default
@@ -207,6 +210,7 @@ def test_case_page_marks_the_gap_and_the_overlap(client: TestClient, items: list
     assert 'id="gap-count">录像间断: 1' in page
     # A lower threshold turns the 10 s pause into a gap too.
     assert client.get(f"/cases/{CASE}?gap=5").text.count('class="gap-row"') == 2
+    assert client.get(f"/cases/{CASE}?gap=abc").text.count('class="gap-row"') == 1  # default
     en = client.get(f"/cases/{CASE}?lang=en").text
     assert "Recording gaps" in en and "4 min 30 s" in en
     # The choice is remembered.
