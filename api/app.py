@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import web
 from api.errors import problem
 from api.routes import cases, exports, health, holds, items, links, log, metrics, search
 from configs.settings import Settings
@@ -67,6 +68,7 @@ def create_app(
     app.include_router(metrics.router)
     for router in (search.router, links.router, holds.router):
         app.include_router(router)
+    web.install(app)  # the web pages (api/routes/web.py) and their static files
     _install_error_handlers(app)
     return app
 

@@ -140,6 +140,21 @@ class ApiSettings(BaseModel):
     """Largest body accepted by the simple multipart upload; big files use resumable intake."""
 
 
+class WebSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo must not pass silently
+
+    gap_threshold_s: int = Field(default=60, ge=1)
+    """A pause longer than this between one officer's recordings in a case is a gap."""
+    late_upload_hours: float = Field(default=24, gt=0)
+    """An upload received this long after the recording ended is late (supervision)."""
+    session_hours: float = Field(default=8, gt=0)
+    """How long a login session lasts."""
+    login_failures_per_user: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=20, ge=1)
+    login_window_s: int = Field(default=900, ge=1)
+    """Failed logins counted over this window; past the limit, logins wait."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LIUHEN_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -160,6 +175,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
 
     @classmethod
     def settings_customise_sources(

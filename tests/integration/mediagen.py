@@ -246,3 +246,23 @@ class ClipCache:
             folder.mkdir(parents=True, exist_ok=True)
             self._made[name] = maker(folder)
         return self._made[name]
+
+
+def timed_clip(
+    directory: Path,
+    name: str,
+    *,
+    creation_time: str,
+    seconds: float = 4.0,
+    location: str | None = LOCATION,
+) -> Path:
+    """A small H.264 + AAC clip (640x360, proxy-shaped) recorded at ``creation_time``."""
+    out = directory / name
+    tags = ["-metadata", f"creation_time={creation_time}"]
+    if location:
+        tags += ["-metadata", f"location={location}"]
+    run_ffmpeg(
+        *_lavfi_video(640, 360, d=seconds), *_lavfi_audio(d=seconds), *_H264_HIGH,
+        "-c:a", "aac", *tags, str(out),
+    )  # fmt: skip
+    return out

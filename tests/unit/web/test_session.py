@@ -1,0 +1,68 @@
+"""The session cookie, CSRF tokens, login limits and the in-memory directory (pure)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from api.web.session import LoginLimiter, MemoryDirectory, SessionCodec, new_session, session_key
+
+
+def test_the_cookie_round_trips_and_refuses_tampering_and_age() -> None:
+    codec = SessionCodec(b"k" * 32, max_age_s=3600)
+    s = new_session("off1")
+    back = codec.loads(codec.dumps(s))
+    assert back is not None and (back.sid, back.csrf, back.username) == (s.sid, s.csrf, "off1")
+    text = codec.dumps(s)
+    assert codec.loads(text[:-2] + ("A" if text[-2] != "A" else "B") + text[-1]) is None
+    assert SessionCodec(b"x" * 32, max_age_s=3600).loads(text) is None  # another key
+    assert codec.loads(None) is None and codec.loads("garbage") is None
+    old = SessionCodec(b"k" * 32, max_age_s=1)
+    aged = old.dumps(s)
+    time.sleep(2.1)
+    assert old.loads(aged) is None
+
+
+def test_csrf_tokens_compare_exactly() -> None:
+    s = new_session()
+    assert s.check_csrf(s.csrf)
+    assert not s.check_csrf(None) and not s.check_csrf("") and not s.check_csrf(s.csrf + "x")
+    assert new_session().csrf != s.csrf
+
+
+def test_the_key_file_is_made_once_and_private(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "web-session.key"
+    first = session_key(path)
+    assert len(first) == 32 and session_key(path) == first
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_limiter_counts_failures_per_user_and_address_over_a_window() -> None:
+    lim = LoginLimiter(per_user=2, per_address=3, window_s=60)
+    lim.failed(username="a", address="1", now=0)
+    assert lim.wait_s(username="a", address="1", now=1) == 0
+    lim.failed(username="a", address="1", now=10)
+    assert lim.wait_s(username="a", address="9", now=11) == pytest.approx(49)  # the user
+    assert lim.wait_s(username="b", address="1", now=11) == 0
+    lim.failed(username="b", address="1", now=12)
+    assert lim.wait_s(username="c", address="1", now=13) == pytest.approx(47)  # the address
+    assert lim.wait_s(username="a", address="9", now=61) == 0  # the window moved on
+    lim.succeeded(username="b")
+    assert lim.wait_s(username="b", address="2", now=13) == 0
+
+
+def test_memory_directory_checks_passwords() -> None:
+    d = MemoryDirectory()
+    d.add("u", role="reviewer", password="pw", cases=["C1"])
+    rt = None  # reviewers' grants need no runtime
+    assert d.authenticate(rt, username="u", password="pw") is not None  # type: ignore[arg-type]
+    assert d.authenticate(rt, username="u", password="PW") is None  # type: ignore[arg-type]
+    assert d.authenticate(rt, username="v", password="pw") is None  # type: ignore[arg-type]
+    user = d.lookup(rt, username="u")  # type: ignore[arg-type]
+    assert user is not None and user.role == "reviewer"
+    assert d.may_view_case(rt, user=user, case_id="C1")  # type: ignore[arg-type]
+    assert not d.may_view_case(rt, user=user, case_id="C2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown role"):
+        d.add("x", role="boss", password="pw")  # type: ignore[arg-type]
