@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import web
 from api.errors import problem
+from api.ranges import RangeNotSatisfiable
 from api.routes import cases, exports, health, holds, items, links, log, metrics, search
 from configs.settings import Settings
 from ingest.metrics import failed as count_error
@@ -81,6 +82,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers: dict[str, str] = {}
         if doc["status"] == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="liuhen"'
+        if isinstance(exc, RangeNotSatisfiable):
+            headers["Content-Range"] = f"bytes */{exc.size}"  # RFC 9110 §15.5.17
         if doc["status"] == 503:
             headers["Retry-After"] = str(RETRY_AFTER_S)
             logger.warning("%s %s: %s", request.method, request.url.path, exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.ranges import RangeNotSatisfiable
 from configs.errors import ConfigError
 from ingest.errors import (
     AccessError,
@@ -47,6 +48,7 @@ STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (AccessError, 403, "Forbidden"),
     (StillHeld, 409, "Held: not deleted"),
     (RetentionError, 500, "Retention failure"),
+    (RangeNotSatisfiable, 416, "Range Not Satisfiable"),
     (NotFound, 404, "Not found"),
     (ObjectNotFound, 404, "Stored object not found"),
     (Conflict, 409, "Conflict"),

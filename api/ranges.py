@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import re
 
+from integrity.errors import LiuhenError
+
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-class RangeNotSatisfiable(Exception):
-    pass
+class RangeNotSatisfiable(LiuhenError):
+    """The requested range lies outside the representation (HTTP 416)."""
+
+    code = "range_not_satisfiable"
+
+    def __init__(self, header: str | None = None, size: int = 0) -> None:
+        super().__init__(f"range {header!r} is outside the {size} bytes")
+        self.size = size
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -24,10 +32,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first_s:  # suffix: the last N bytes
         n = int(last_s)
         if n == 0 or size == 0:  # nothing to give (RFC 9110 §14.1.2)
-            raise RangeNotSatisfiable
+            raise RangeNotSatisfiable(header, size)
         return max(0, size - n), size - 1
     first = int(first_s)
     last = min(int(last_s), size - 1) if last_s else size - 1
     if first >= size or (last_s and int(last_s) < first):
-        raise RangeNotSatisfiable
+        raise RangeNotSatisfiable(header, size)
     return first, last

@@ -87,6 +87,8 @@ class ProblemCode(StrEnum):
     CANONICAL_JSON_ERROR = "canonical_json_error"
     TIMESTAMP_ERROR = "timestamp_error"
     LOG_CORRUPT = "log_corrupt"
+    LEAF_FORMAT = "leaf_format"
+    PACKAGE_ERROR = "package_error"
     OBJECT_STORE_ERROR = "object_store_error"
     OBJECT_NOT_FOUND = "object_not_found"
     OBJECT_LOCKED = "object_locked"

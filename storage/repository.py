@@ -80,10 +80,6 @@ def find_item_by_sha256(session: Session, *, sha256: str) -> Item | None:
     return session.scalars(select(Item).where(Item.sha256 == sha256)).one_or_none()
 
 
-def all_item_ids(session: Session) -> list[str]:
-    return list(session.scalars(select(Item.id).order_by(Item.id)))
-
-
 def update_item(session: Session, *, item_id: str, **values: Any) -> None:
     session.execute(update(Item).where(Item.id == item_id).values(**values))
 
@@ -287,10 +283,6 @@ def leaves_between(session: Session, *, start: int, stop: int) -> Sequence[LogLe
     return session.scalars(
         select(LogLeaf).where(LogLeaf.idx >= start, LogLeaf.idx < stop).order_by(LogLeaf.idx)
     ).all()
-
-
-def leaf_rows_count(session: Session) -> int:
-    return int(session.execute(select(func.count()).select_from(LogLeaf)).scalar_one())
 
 
 def get_leaf(session: Session, *, index: int) -> LogLeaf:

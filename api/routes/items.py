@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from api.auth import CanReadItem, CanReadReceipt, CanUpload, allowed
 from api.deps import RuntimeDep
-from api.ranges import RangeNotSatisfiable, parse_range
+from api.ranges import parse_range
 from ingest import catalog
 from ingest.access import Action
 from ingest.errors import ManifestError, TooLarge
@@ -110,22 +110,7 @@ def _bytes_response(rt: RuntimeDep, actor: str, request: Request, target: Target
         "Cache-Control": "private, no-transform",
         "X-Content-Type-Options": "nosniff",
     }
-    try:
-        byte_range = parse_range(request.headers.get("range"), target.size)
-    except RangeNotSatisfiable:
-        return JSONResponse(
-            {
-                "type": "about:blank",
-                "title": "Range Not Satisfiable",
-                "status": 416,
-                "detail": f"range {request.headers.get('range')!r} is outside the "
-                f"{target.size} bytes of the {target.role}",
-                "instance": request.url.path,
-            },
-            status_code=416,
-            headers={"Content-Range": f"bytes */{target.size}"},
-            media_type="application/problem+json",
-        )
+    byte_range = parse_range(request.headers.get("range"), target.size)  # 416 when outside
     details: dict[str, object] | None = (
         {"range": request.headers.get("range")} if byte_range else None
     )
