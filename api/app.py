@@ -15,20 +15,33 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.errors import problem
 from api.routes import cases, exports, health, items, log
 from configs.settings import Settings
-from ingest.runtime import open_runtime
+from ingest.runtime import Runtime, open_runtime
 from ingest.worker import WorkerPool
 from integrity.errors import LiuhenError
+from storage.errors import StoreUnavailable
 
 PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_S = 5
+"""What a 503 (store or index unavailable) tells the client to wait before trying again."""
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:
-    """The app; its lifespan opens the runtime and runs the pipeline worker pool."""
+def create_app(
+    settings: Settings, *, workers: int | None = None, runtime: Runtime | None = None
+) -> FastAPI:
+    """The app; its lifespan opens the runtime (or uses ``runtime``, which the caller then
+    closes) and runs the pipeline worker pool."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = open_runtime(settings)
+        rt = runtime or open_runtime(settings)
+        try:
+            # Reach the store now: the embedded server starts (or is joined) and stays leased
+            # while we serve. A store that is down is no reason not to serve: requests that
+            # need it answer 503 until it is back.
+            _ = rt.store.client
+        except StoreUnavailable as e:
+            logger.warning("serving without the object store for now: %s", e)
         pool = WorkerPool(rt, settings.pipeline.workers if workers is None else workers)
         app.state.runtime = rt
         pool.start()
@@ -36,7 +49,8 @@ def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:
             yield
         finally:
             pool.stop(timeout=30)
-            rt.close()
+            if runtime is None:
+                rt.close()
 
     app = FastAPI(
         title="liuhen 留痕",
@@ -55,9 +69,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LiuhenError)
     async def domain_error(request: Request, exc: LiuhenError) -> JSONResponse:
         doc = problem(exc, instance=request.url.path)
-        if doc["status"] >= 500:
+        headers = {}
+        if doc["status"] == 503:
+            headers["Retry-After"] = str(RETRY_AFTER_S)
+            logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        elif doc["status"] >= 500:
             logger.error("%s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON)
+        return JSONResponse(
+            doc, status_code=doc["status"], media_type=PROBLEM_JSON, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

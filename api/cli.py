@@ -23,6 +23,7 @@ from ingest.manifest import Manifest, check_file_name
 from integrity.errors import LiuhenError
 
 if TYPE_CHECKING:
+    from configs.settings import Settings
     from ingest.runtime import Runtime
 
 # Heavy modules (SQLAlchemy, minio, media tools) are imported inside the commands that use
@@ -163,14 +164,10 @@ def item(
 ) -> None:
     """Show one item: hashes, status, problems, time, place, derivatives, custody."""
     from ingest import catalog
-    from ingest.retrieve import log_read, resolve
-    from storage import repository as repo
 
     with _runtime(as_json) as rt:
         try:
-            log_read(rt, resolve(rt, item_id), action="view", actor=_actor(actor))
-            with rt.sessions() as session:
-                doc = catalog.item_document(session, repo.get_item(session, item_id=item_id))
+            doc = catalog.view_item(rt, item_id, actor=_actor(actor))
         except LiuhenError as e:
             _fail(e, as_json)
 
@@ -251,18 +248,14 @@ def receipt(
     as_json: JsonOpt = False,
 ) -> None:
     """Print a fresh receipt (C2SP tlog-proof) for an item's leaf, against the latest checkpoint."""
-    from storage import repository as repo
+    from ingest import catalog
 
     with _runtime(as_json) as rt:
         try:
-            with rt.sessions() as session:
-                it = repo.get_item(session, item_id=item_id)
-                leaf = repo.get_leaf(session, index=it.log_index).data
-            text = rt.ledger.receipt(it.log_index)
+            doc = catalog.item_receipt(rt, item_id)
         except LiuhenError as e:
             _fail(e, as_json)
-    doc = {"id": item_id, "log_index": it.log_index, "leaf": leaf, "receipt": text}
-    _emit(doc, as_json, lambda: print(text, end=""))  # noqa: T201
+    _emit(doc, as_json, lambda: print(doc["receipt"], end=""))  # noqa: T201
 
 
 @log_app.command("key")
@@ -278,7 +271,8 @@ def log_checkpoint(as_json: JsonOpt = False) -> None:
     """Print the latest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
     with _runtime(as_json) as rt:
         try:
-            signed = rt.ledger.publish()
+            # Signing a new one mirrors it to the store: only when none exists yet.
+            signed = rt.ledger.latest_signed() or rt.ledger.publish()
         except LiuhenError as e:
             _fail(e, as_json)
     doc = {"size": signed.checkpoint.size, "note": signed.note}
@@ -290,14 +284,27 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
 ) -> None:
-    """Serve the HTTP API (and run the pipeline workers) until interrupted."""
+    """Serve the HTTP API (and run the pipeline workers) until interrupted.
+
+    With the embedded profile the home's SeaweedFS is started (or joined) and kept running
+    for as long as this serves.
+    """
+    try:
+        settings = load_settings()
+    except LiuhenError as e:
+        _fail(e, False)
+    _serve(settings, host=host, port=port)
+
+
+def _serve(
+    settings: Settings, *, host: str | None, port: int | None, runtime: Runtime | None = None
+) -> None:
     import uvicorn
 
     from api.app import create_app
 
-    settings = load_settings()
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, runtime=runtime),
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level="info",
@@ -347,21 +354,23 @@ def demo(
     from ingest.worker import wait_for
 
     settings = load_settings()
-    with _runtime(as_json) as rt, tempfile.TemporaryDirectory() as tmp:
-        typer.echo(f"liuhen demo: data under {settings.home_dir}", err=True)
-        ids = []
-        for path in make_samples(Path(tmp)):
-            manifest = Manifest(
-                device_id=DEMO_DEVICE,
-                officer_id=DEMO_OFFICER,
-                case_ids=(DEMO_CASE,),
-                file_name=path.name,
-            )
-            sealed = seal_file(rt, path, manifest, actor="demo")
-            ids.append(sealed.item_id)
-            typer.echo(
-                f"sealed {path.name} → {sealed.item_id} (log index {sealed.log_index})", err=True
-            )
+    with _runtime(as_json) as rt:
+        with tempfile.TemporaryDirectory() as tmp:
+            typer.echo(f"liuhen demo: data under {settings.home_dir}", err=True)
+            ids = []
+            for path in make_samples(Path(tmp)):
+                manifest = Manifest(
+                    device_id=DEMO_DEVICE,
+                    officer_id=DEMO_OFFICER,
+                    case_ids=(DEMO_CASE,),
+                    file_name=path.name,
+                )
+                sealed = seal_file(rt, path, manifest, actor="demo")
+                ids.append(sealed.item_id)
+                typer.echo(
+                    f"sealed {path.name} → {sealed.item_id} (log index {sealed.log_index})",
+                    err=True,
+                )
         typer.echo("running the pipeline (probe, time, place, proxy, thumbnails) ...", err=True)
         wait_for(rt, ids)
         with rt.sessions() as session:
@@ -369,17 +378,79 @@ def demo(
         checkpoint = rt.ledger.publish()
         vkey = rt.ledger.key.verifier_key
 
-    def human() -> None:
-        _print_case(doc)
-        typer.echo(f"log: {checkpoint.checkpoint.size} leaves; verifier key {vkey}")
+        def human() -> None:
+            _print_case(doc)
+            typer.echo(f"log: {checkpoint.checkpoint.size} leaves; verifier key {vkey}")
 
-    _emit({**doc, "log_size": checkpoint.checkpoint.size, "verifier_key": vkey}, as_json, human)
-    if serve_after:
-        typer.echo(
-            f"serving http://{settings.api.host}:{settings.api.port}/docs (Ctrl-C to stop)",
-            err=True,
-        )
-        serve(host=None, port=None)
+        _emit({**doc, "log_size": checkpoint.checkpoint.size, "verifier_key": vkey}, as_json, human)
+        if serve_after:
+            typer.echo(
+                f"serving http://{settings.api.host}:{settings.api.port}/docs (Ctrl-C to stop)",
+                err=True,
+            )
+            # The same runtime (and so the same store lease) from sealing to serving.
+            _serve(settings, host=None, port=None, runtime=rt)
+
+
+services_app = typer.Typer(
+    help="The embedded services of LIUHEN_HOME (the private SeaweedFS).", no_args_is_help=True
+)
+app.add_typer(services_app, name="services")
+
+
+def _services_doc(settings: Settings) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from ingest.runtime import embedded_seaweed
+
+    db = {"url": settings.database_url if settings.database.url is None else "(configured)"}
+    if not settings.s3.embedded:
+        store: dict[str, Any] = {
+            "running": None,
+            "embedded": False,
+            "endpoint": settings.s3.endpoint,
+            "pid": None,
+        }
+    else:
+        store = {"embedded": True, **asdict(embedded_seaweed(settings).status())}
+    return {"object_store": store, "database": db, "home": str(settings.home_dir)}
+
+
+@services_app.command("status")
+def services_status(as_json: JsonOpt = False) -> None:
+    """Whether the home's SeaweedFS runs, where, and who uses it (starts nothing)."""
+    try:
+        doc = _services_doc(load_settings())
+    except LiuhenError as e:
+        _fail(e, as_json)
+
+    def human() -> None:
+        s = doc["object_store"]
+        if not s["embedded"]:
+            typer.echo(f"object store: external at {s['endpoint']} (not managed here)")
+        elif s["running"]:
+            typer.echo(
+                f"object store: running at {s['endpoint']} (pid {s['pid']}, "
+                f"{s['leases']} user(s), stops {s['idle_s']:.0f} s after the last; log {s['log']})"
+            )
+        else:
+            typer.echo(f"object store: not running (starts on demand; log {s['log']})")
+
+    _emit(doc, as_json, human)
+
+
+@services_app.command("stop")
+def services_stop(as_json: JsonOpt = False) -> None:
+    """Stop the home's SeaweedFS now (the next command that needs it starts it again)."""
+    from ingest.runtime import embedded_seaweed
+
+    try:
+        settings = load_settings()
+        stopped = settings.s3.embedded and embedded_seaweed(settings).stop()
+    except LiuhenError as e:
+        _fail(e, as_json)
+    doc = {"stopped": bool(stopped)}
+    _emit(doc, as_json, lambda: typer.echo("stopped" if stopped else "nothing was running"))
 
 
 from api import cli_export, cli_verify  # noqa: E402 - commands of their own modules

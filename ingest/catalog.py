@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage import repository as repo
 from storage.tables import Checkpoint, Item
+
+if TYPE_CHECKING:
+    from ingest.runtime import Runtime
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -98,4 +101,27 @@ def case_document(session: Session, case_id: str) -> dict[str, Any]:
         "title": case.title,
         "created_at": _ts(case.created_at),
         "items": [item_summary(session, item) for item in items],
+    }
+
+
+def view_item(rt: Runtime, item_id: str, *, actor: str) -> dict[str, Any]:
+    """The item document, after logging the view as custody (``liuhen item``, ``GET
+    /v1/items/{id}``)."""
+    from ingest.retrieve import log_read, resolve
+
+    log_read(rt, resolve(rt, item_id), action="view", actor=actor)
+    with rt.sessions() as session:
+        return item_document(session, repo.get_item(session, item_id=item_id))
+
+
+def item_receipt(rt: Runtime, item_id: str) -> dict[str, Any]:
+    """A fresh C2SP tlog-proof for the item's leaf, with the exact leaf data it proves."""
+    with rt.sessions() as session:
+        item = repo.get_item(session, item_id=item_id)
+        leaf = repo.get_leaf(session, index=item.log_index).data
+    return {
+        "id": item_id,
+        "log_index": item.log_index,
+        "leaf": leaf,
+        "receipt": rt.ledger.receipt(item.log_index),
     }

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from ingest import custody
 from ingest.errors import EmptyFile, IntegrityMismatch
 from ingest.manifest import Manifest, check_case_id
+from ingest.problems import ItemStatus
 from ingest.runtime import Runtime
 from ingest.sniff import sniff_file
 from integrity.hashing import sha256_file
@@ -150,7 +151,7 @@ def _commit_new(
             retain_until=until,
             device_id=manifest.device_id,
             officer_id=manifest.officer_id,
-            status="sealed",
+            status=ItemStatus.SEALED,
             problems=[],
             received_at=now,
             # The device's word until the pipeline finds better (DESIGN.md order of trust).

@@ -51,7 +51,7 @@ from typing import Any
 from configs.settings import Settings
 from ingest import media, timeplace
 from ingest.errors import MediaError, MetadataError
-from ingest.problems import Problem
+from ingest.problems import ItemStatus, Problem, ProblemCode
 from ingest.retrieve import resolve, write_to_file
 from ingest.runtime import Runtime
 from integrity.errors import IntegrityError
@@ -99,16 +99,16 @@ class _Outcome:
     derived: list[media.Derived] = field(default_factory=list)
 
 
-def run(rt: Runtime, item_id: str) -> str:
+def run(rt: Runtime, item_id: str) -> ItemStatus:
     """Process one item through every stage; return its final status."""
     snap = _load(rt, item_id)
-    _set_status(rt, item_id, "processing")
+    _set_status(rt, item_id, ItemStatus.PROCESSING)
     workdir = _make_workdir(rt.settings, item_id)
     out = _Outcome()
     try:
         src = workdir / "original"  # never the device's name: names are data, not paths
         if not _fetch(rt, snap, src, out):
-            return _finish(rt, snap, out, status="unprocessable")
+            return _finish(rt, snap, out, status=ItemStatus.UNPROCESSABLE)
         if snap.media_type in TRACK_TYPES:
             _track_item(src, workdir, out)
         else:
@@ -136,11 +136,11 @@ def _load(rt: Runtime, item_id: str) -> _Snapshot:
             dict(item.manifest or {}),
             item.track_item_id,
             roles,
-            [Problem(**p) for p in item.problems or []],
+            [Problem.from_dict(p) for p in item.problems or []],
         )
 
 
-def _set_status(rt: Runtime, item_id: str, status: str) -> None:
+def _set_status(rt: Runtime, item_id: str, status: ItemStatus) -> None:
     with transaction(rt.sessions) as session:
         repo.update_item(session, item_id=item_id, status=status)
 
@@ -185,10 +185,10 @@ def _fetch(rt: Runtime, snap: _Snapshot, src: Path, out: _Outcome) -> bool:
     try:
         write_to_file(rt, resolve(rt, snap.id), src)
     except IntegrityError as e:
-        out.problems.append(Problem("fetch", "original_mismatch", str(e)))
+        out.problems.append(Problem("fetch", ProblemCode.ORIGINAL_MISMATCH, str(e)))
         return False
     except ObjectNotFound as e:
-        out.problems.append(Problem("fetch", "original_missing", str(e)))
+        out.problems.append(Problem("fetch", ProblemCode.ORIGINAL_MISSING, str(e)))
         return False
     return True
 
@@ -197,10 +197,12 @@ def _probe(snap: _Snapshot, src: Path, out: _Outcome) -> None:
     try:
         out.info = media.probe(src)
     except MediaError as e:
-        out.problems.append(Problem("probe", e.code, str(e)))
+        out.problems.append(Problem.from_error("probe", e))
         return
     except Exception as e:  # a parser's own error on hostile bytes must not lose the item
-        out.problems.append(Problem("probe", "unexpected_error", f"{type(e).__name__}: {e}"))
+        out.problems.append(
+            Problem("probe", ProblemCode.UNEXPECTED_ERROR, f"{type(e).__name__}: {e}")
+        )
         return
     out.problems += out.info.problems
     info = out.info
@@ -221,7 +223,7 @@ def _linked_track(
         write_to_file(rt, resolve(rt, snap.track_item_id), path)
         return timeplace.load_track(path)
     except (MetadataError, IntegrityError, ObjectNotFound) as e:
-        out.problems.append(Problem("place", e.code, f"linked track unusable: {e}"))
+        out.problems.append(Problem.from_error("place", e, f"linked track unusable: {e}"))
         return None
 
 
@@ -279,7 +281,11 @@ def _time_and_place(
         out.values["bbox"] = _bbox(track)
         if fix is None:
             out.problems.append(
-                Problem("place", "no_fix_near_capture", "the track has no fix near capture time")
+                Problem(
+                    "place",
+                    ProblemCode.NO_FIX_NEAR_CAPTURE,
+                    "the track has no fix near capture time",
+                )
             )
 
 
@@ -319,7 +325,7 @@ def _track_item(src: Path, workdir: Path, out: _Outcome) -> None:
     try:
         track = timeplace.load_track(src)
     except MetadataError as e:
-        out.problems.append(Problem("track", e.code, str(e)))
+        out.problems.append(Problem.from_error("track", e))
         return
     out.derived.append(_geojson(track, workdir, "track"))
     if not track.fixes:
@@ -365,7 +371,7 @@ def _store_derivatives(rt: Runtime, snap: _Snapshot, out: _Outcome) -> None:
         except StoreUnavailable:
             raise
         except ObjectStoreError as e:
-            out.problems.append(Problem("store", e.code, f"could not store {d.role}: {e}"))
+            out.problems.append(Problem.from_error("store", e, f"could not store {d.role}: {e}"))
             continue
         try:
             _index_derivative(rt, snap, d, stored)
@@ -376,7 +382,7 @@ def _store_derivatives(rt: Runtime, snap: _Snapshot, out: _Outcome) -> None:
             raise
         except ObjectStoreError as e:  # retention refused: nothing was committed
             _discard(rt, stored)
-            out.problems.append(Problem("store", e.code, f"could not retain {d.role}: {e}"))
+            out.problems.append(Problem.from_error("store", e, f"could not retain {d.role}: {e}"))
             continue
         snap.roles.add(d.role)
 
@@ -422,15 +428,15 @@ def _discard(rt: Runtime, stored: StoredObject) -> None:
         rt.store.remove_version(stored.key, stored.version_id)
 
 
-def _status(out: _Outcome) -> str:
+def _status(out: _Outcome) -> ItemStatus:
     if out.info is None and not out.derived:
-        return "unprocessable"
+        return ItemStatus.UNPROCESSABLE
     if any(p.stage in DERIVATIVE_STAGES for p in out.problems):
-        return "partial"
-    return "ready"
+        return ItemStatus.PARTIAL
+    return ItemStatus.READY
 
 
-def _finish(rt: Runtime, snap: _Snapshot, out: _Outcome, *, status: str) -> str:
+def _finish(rt: Runtime, snap: _Snapshot, out: _Outcome, *, status: ItemStatus) -> ItemStatus:
     values = dict(out.values)
     values.update(status=status, problems=[p.as_dict() for p in _unique(out.problems)])
     with transaction(rt.sessions) as session:
@@ -468,11 +474,11 @@ def mark_failed(rt: Runtime, item_id: str, message: str) -> None:
     with transaction(rt.sessions) as session:
         item: Item = repo.get_item(session, item_id=item_id)
         problems = list(item.problems or [])
-        failed = Problem("pipeline", "pipeline_failed", message).as_dict()
+        failed = Problem("pipeline", ProblemCode.PIPELINE_FAILED, message).as_dict()
         if failed not in problems:
             problems.append(failed)
         has_derivatives = bool(repo.derivatives_of(session, item_id=item_id))
-        status = "partial" if has_derivatives else "unprocessable"
+        status = ItemStatus.PARTIAL if has_derivatives else ItemStatus.UNPROCESSABLE
         repo.update_item(session, item_id=item_id, status=status, problems=problems)
 
 

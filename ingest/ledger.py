@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from integrity import tsa
 from integrity.errors import IntegrityError, NoteError, ProofError, TimestampError
 from integrity.leaves import canonical_json
 from integrity.log import LogKey, SignedCheckpoint, make_receipt, next_checkpoint, open_checkpoint
@@ -258,6 +257,8 @@ class Ledger:
     ) -> tuple[bytes | None, datetime | None]:
         if self.tsa_config is None:
             return None, None
+        from integrity import tsa  # rfc3161-client: only when a TSA is configured
+
         cfg = self.tsa_config
         try:
             tsr = tsa.request_timestamp(cfg.url, note, timeout=cfg.timeout_s)
@@ -274,15 +275,29 @@ class Ledger:
         )
         return tsr, when
 
-    def latest(self) -> SignedCheckpoint:
-        return self.publish()
+    def latest_signed(self) -> SignedCheckpoint | None:
+        """The newest checkpoint already signed, from the index alone (no store, no signing)."""
+        with self.sessions() as session:
+            row = repo.latest_checkpoint(session)
+        if row is None:
+            return None
+        try:
+            return SignedCheckpoint(open_checkpoint(row.note, self.key.verifier), row.note)
+        except (NoteError, ProofError) as e:
+            raise LogCorrupt(f"the latest checkpoint ({row.size}) does not verify: {e}") from e
 
     def receipt(self, index: int) -> str:
-        """A fresh receipt for leaf ``index`` against the latest checkpoint."""
-        signed = self.publish()
+        """A fresh receipt for leaf ``index``: against the newest checkpoint when it covers the
+        leaf (an index-only read), else against a new one."""
+        signed = self.latest_signed()
+        if signed is None or index >= signed.checkpoint.size:
+            signed = self.publish()
         if index >= signed.checkpoint.size:
             raise LogCorrupt(f"leaf {index} is beyond the log ({signed.checkpoint.size} leaves)")
         with self._lock:
+            if self.tree.size < signed.checkpoint.size:
+                with self.sessions() as session:
+                    self._sync(session, signed.checkpoint.size)
             return make_receipt(tree=self.tree, index=index, signed=signed)
 
     def consistency(self, size1: int, size2: int) -> list[str]:

@@ -1,14 +1,18 @@
 """Everything a liuhen process talks to, opened from settings and closed on exit.
 
-The embedded profile starts (or joins) the private SeaweedFS of its home; every profile
-migrates the index, checks the bucket has versioning + Object Lock, and loads the log key.
+Only what a command uses is opened: the index and the log key at once (cheap), the object
+store on first use (for the embedded profile that starts or joins the home's SeaweedFS). The
+schema migration and the bucket check run once per home and schema version, not per command:
+a current schema is one cheap query, a checked bucket leaves a marker in the home.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,8 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from configs.settings import Settings
 from ingest.ledger import Ledger, load_tsa_config
 from integrity.log import load_or_create_key
-from storage.db import make_engine, make_sessionmaker, migrate
-from storage.objects import ObjectStore
+from storage.db import make_engine, make_sessionmaker, migrate_if_needed
+from storage.objects import ObjectStore, S3Endpoint
 from storage.seaweed import EmbeddedSeaweed
 
 
@@ -27,6 +31,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     store: ObjectStore
+    """Connects on first use (see the module docstring)."""
     ledger: Ledger
     seaweed: EmbeddedSeaweed | None
 
@@ -34,41 +39,63 @@ class Runtime:
         self.engine.dispose()
         if self.seaweed is not None:
             self.seaweed.release()
-            self.seaweed = None
+
+
+def embedded_seaweed(settings: Settings) -> EmbeddedSeaweed:
+    """The private SeaweedFS of ``settings``' home (not started by this call)."""
+    s3 = settings.s3
+    return EmbeddedSeaweed(
+        settings.home_dir / "seaweed", binary=s3.weed_binary, idle_s=s3.idle_stop_s
+    )
+
+
+def _bucket_marker(settings: Settings, where: str) -> Path:
+    digest = hashlib.sha256(f"{where}\n{settings.s3.bucket}".encode()).hexdigest()[:16]
+    return settings.home_dir / "state" / f"bucket-{digest}.checked"
 
 
 def open_store(settings: Settings) -> tuple[ObjectStore, EmbeddedSeaweed | None]:
+    """The object store of ``settings``, connecting on first use."""
     s3 = settings.s3
-    seaweed = None
-    if s3.embedded:
-        seaweed = EmbeddedSeaweed(settings.home_dir / "seaweed", binary=s3.weed_binary)
-        server = seaweed.start()
-        endpoint, access, secret = server.endpoint, server.access_key, server.secret_key
+    seaweed = embedded_seaweed(settings) if s3.embedded else None
+    if seaweed is not None:
+        server = seaweed  # bound for the closure: mypy keeps the narrowing
+
+        def connect() -> S3Endpoint:
+            found = server.start()
+            return S3Endpoint(found.endpoint, found.access_key, found.secret_key)
+
+        # The embedded bucket lives and dies with the server's data folder.
+        marker = seaweed.root / f"bucket-{s3.bucket}.checked"
     else:
-        endpoint, access, secret = s3.endpoint, s3.access_key, s3.secret_key.get_secret_value()
-    try:
-        store = ObjectStore(
-            endpoint=endpoint,
-            access_key=access,
-            secret_key=secret,
-            bucket=s3.bucket,
-            secure=s3.secure,
-            region=s3.region,
+        fixed = S3Endpoint(
+            s3.endpoint, s3.access_key, s3.secret_key.get_secret_value(), s3.secure, s3.region
         )
+
+        def connect() -> S3Endpoint:
+            return fixed
+
+        marker = _bucket_marker(settings, f"{s3.secure}:{s3.endpoint}")
+
+    def prepare(store: ObjectStore) -> None:
+        # Versioning and Object Lock cannot be switched off once on, so one check per home
+        # suffices; a bucket someone deleted shows as NoSuchBucket on the first write.
+        if marker.exists():
+            return
         store.ensure_bucket()
-    except BaseException:
-        if seaweed is not None:
-            seaweed.release()
-        raise
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+    store = ObjectStore(bucket=s3.bucket, connect=connect, prepare=prepare, retry_s=s3.retry_s)
     return store, seaweed
 
 
 def open_runtime(settings: Settings) -> Runtime:
     settings.home_dir.mkdir(parents=True, exist_ok=True)
     store, seaweed = open_store(settings)
+    engine = make_engine(settings.database_url, echo=settings.database.echo)
     try:
-        engine = make_engine(settings.database_url, echo=settings.database.echo)
-        migrate(engine)
+        migrate_if_needed(engine)
         sessions = make_sessionmaker(engine)
         key = load_or_create_key(settings.log_key_path, name=settings.log.origin)
         ledger = Ledger(
@@ -82,8 +109,7 @@ def open_runtime(settings: Settings) -> Runtime:
             ),
         )
     except BaseException:
-        if seaweed is not None:
-            seaweed.release()
+        engine.dispose()
         raise
     return Runtime(settings, engine, sessions, store, ledger, seaweed)
 

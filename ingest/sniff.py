@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Final
 
 OCTET = "application/octet-stream"
-_HEIC_BRANDS = {b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis", b"hevc"}
+HEIC_BRANDS: Final = frozenset(
+    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+)
+"""ISO BMFF brands of HEIF images and image sequences (ISO/IEC 23008-12), ``mif1``/``msf1``
+being the generic ones phones also write as major brand: all ``image/heic``. The one list:
+``ingest.media`` and ``ingest.timeplace`` ask `image_brand` too."""
+AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
+"""AV1 images and image sequences: ``image/avif``."""
 _AUDIO_BRANDS = {b"M4A ", b"M4B "}
 _QT_BRANDS = {b"qt  "}
 # An NMEA 0183 sentence: "$", an address (talker + type such as GPRMC, BDGGA, or a
@@ -14,12 +22,25 @@ _QT_BRANDS = {b"qt  "}
 _NMEA_START = re.compile(rb"\$[A-Z][A-Z0-9]{3,8},")
 
 
+def image_brand(head: bytes) -> str | None:
+    """``image/heic`` or ``image/avif`` when ``head`` opens an ISO BMFF image, else None."""
+    if head[4:8] != b"ftyp":
+        return None
+    brand = head[8:12]
+    if brand in HEIC_BRANDS:
+        return "image/heic"
+    if brand in AVIF_BRANDS:
+        return "image/avif"
+    return None
+
+
 def sniff(head: bytes) -> str:
     """MIME type of a file from its first 512 bytes (or ``application/octet-stream``)."""
     if len(head) >= 12 and head[4:8] == b"ftyp":
         brand = head[8:12]
-        if brand in _HEIC_BRANDS:
-            return "image/heic"
+        image = image_brand(head)
+        if image is not None:
+            return image
         if brand in _AUDIO_BRANDS:
             return "audio/mp4"
         if brand in _QT_BRANDS:
@@ -70,6 +91,7 @@ EXTENSIONS = {
     "image/jpeg": "jpg",
     "image/png": "png",
     "image/heic": "heic",
+    "image/avif": "avif",
     "application/gpx+xml": "gpx",
     "application/vnd.nmea": "nmea",
 }

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
 
 from integrity.errors import HashMismatch
 
 CHUNK = 1024 * 1024
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_stream(stream: IO[bytes], *, chunk: int = CHUNK) -> tuple[str, int]:
@@ -56,7 +51,3 @@ class HashingReader:
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
-
-    def chunks(self, chunk: int = CHUNK) -> Iterator[bytes]:
-        while block := self.read(chunk):
-            yield block

@@ -1,19 +1,31 @@
-"""Engine and session factories that take settings; migrations applied through Alembic."""
+"""Engine and session factories that take settings; migrations applied through Alembic.
+
+Database failures that say "not now" (the server is down or restarting, a connection dropped,
+SQLite busy past its timeout) leave this layer as :class:`IndexUnavailable`, whatever code
+ran the statement: the engine translates them as they happen.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.errors import IndexUnavailable
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SCHEMA_HEAD = "0001"
+"""The newest migration's revision (a test checks it against Alembic's head): a database at
+this revision needs no migration, so a command does not even import Alembic."""
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -26,8 +38,22 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             url, echo=echo, connect_args={"timeout": 60, "check_same_thread": False}
         )
         _sqlite_pragmas(engine)
-        return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    else:
+        engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    _translate_errors(engine)
+    return engine
+
+
+def _translate_errors(engine: Engine) -> None:
+    @event.listens_for(engine, "handle_error")
+    def _on_error(ctx: ExceptionContext) -> None:
+        error = ctx.sqlalchemy_exception
+        if ctx.is_disconnect or isinstance(error, OperationalError | InterfaceError):
+            where = engine.url.render_as_string(hide_password=True)
+            cause = ctx.original_exception
+            raise IndexUnavailable(f"the index ({where}) is unavailable: {cause}") from (
+                error if isinstance(error, DBAPIError) else cause
+            )
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -61,14 +87,33 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
+def schema_revision(engine: Engine) -> str | None:
+    """The database's Alembic revision, or None before the first migration."""
+    with engine.connect() as conn:
+        if not engine.dialect.has_table(conn, "alembic_version"):
+            return None
+        rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return str(rev) if rev is not None else None
+
+
+def migrate_if_needed(engine: Engine) -> None:
+    """Migrate unless the schema is already at SCHEMA_HEAD (the common case: one query)."""
+    if schema_revision(engine) != SCHEMA_HEAD:
+        migrate(engine)
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent; safe for concurrent starters)."""
+    from alembic import command
+
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":

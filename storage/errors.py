@@ -8,7 +8,8 @@ LiuhenError
       │    └── StoreUnavailable   cannot reach or start the store
       └── IndexError_             the SQL index failed
            ├── NotFound           no such item / case / derivative
-           └── Conflict           a uniqueness or state rule would be broken
+           ├── Conflict           a uniqueness or state rule would be broken
+           └── IndexUnavailable   cannot reach the database now (down, restarting, busy)
 """
 
 from __future__ import annotations
@@ -46,3 +47,7 @@ class NotFound(IndexError_):
 
 class Conflict(IndexError_):
     code = "conflict"
+
+
+class IndexUnavailable(IndexError_):
+    code = "index_unavailable"

@@ -84,9 +84,11 @@ class PostgresServer:
 
 @contextmanager
 def seaweedfs(root: Path) -> Iterator[EmbeddedS3]:
+    """A private SeaweedFS for the duration of the block, stopped after it (not left to idle)."""
     server = EmbeddedSeaweed(root)
     s3 = server.start()
     try:
         yield s3
     finally:
         server.release()
+        server.stop()

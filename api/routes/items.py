@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +20,6 @@ from ingest.errors import ManifestError, TooLarge
 from ingest.intake import seal_file
 from ingest.manifest import parse_manifest
 from ingest.retrieve import Target, log_read, resolve, verified_stream
-from storage import repository as repo
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
@@ -71,23 +72,13 @@ def _copy_limited(src: UploadFile, dst: Any, limit: int) -> int:
 
 @router.get("/{item_id}")
 def get_item(rt: RuntimeDep, actor: ActorDep, item_id: str) -> dict[str, Any]:
-    log_read(rt, resolve(rt, item_id), action="view", actor=actor)
-    with rt.sessions() as session:
-        return catalog.item_document(session, repo.get_item(session, item_id=item_id))
+    return catalog.view_item(rt, item_id, actor=actor)
 
 
 @router.get("/{item_id}/receipt")
 def get_receipt(rt: RuntimeDep, item_id: str) -> dict[str, Any]:
     """A fresh C2SP tlog-proof for the item's leaf, with the exact leaf data it proves."""
-    with rt.sessions() as session:
-        item = repo.get_item(session, item_id=item_id)
-        leaf = repo.get_leaf(session, index=item.log_index).data
-    return {
-        "id": item_id,
-        "log_index": item.log_index,
-        "leaf": leaf,
-        "receipt": rt.ledger.receipt(item.log_index),
-    }
+    return catalog.item_receipt(rt, item_id)
 
 
 @router.get("/{item_id}/original", response_class=StreamingResponse)
@@ -136,7 +127,7 @@ def _bytes_response(rt: RuntimeDep, actor: str, request: Request, target: Target
     if byte_range is None:
         headers["Content-Length"] = str(target.size)
         return StreamingResponse(
-            verified_stream(rt, target),
+            _primed(verified_stream(rt, target)),
             media_type=target.media_type,
             headers=headers,
         )
@@ -145,4 +136,13 @@ def _bytes_response(rt: RuntimeDep, actor: str, request: Request, target: Target
     headers["Content-Range"] = f"bytes {first}-{last}/{target.size}"
     headers["Content-Length"] = str(length)
     body = rt.store.iter_bytes(target.key, target.version_id, offset=first, length=length)
-    return StreamingResponse(body, status_code=206, media_type=target.media_type, headers=headers)
+    return StreamingResponse(
+        _primed(body), status_code=206, media_type=target.media_type, headers=headers
+    )
+
+
+def _primed(body: Iterator[bytes]) -> Iterator[bytes]:
+    """Start reading before the response starts: a store that is down (or an object that is
+    gone) is then a problem response (503, 404) instead of a body cut off after a 200."""
+    first = next(body, None)
+    return body if first is None else itertools.chain([first], body)

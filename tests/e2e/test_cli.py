@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import sqlite3
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import psutil
 import pytest
-from minio import Minio
-from minio.error import S3Error
 
 from configs.settings import Settings
 from ingest.intake import seal_file
@@ -30,7 +22,7 @@ from integrity.note import Checkpoint, Verifier, open_note
 from integrity.verify import verify_receipt
 from storage import repository as repo
 from storage.db import transaction
-from tests.cli import LIUHEN, CliResult, cli_env, run_cli
+from tests.cli import CliResult, cli_env, run_cli
 from tests.conftest import TESTDATA
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
@@ -213,108 +205,3 @@ def test_errors_print_one_json_document_and_exit_non_zero(
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM cases").fetchone() == (0,)
-
-
-# --- the embedded default -----------------------------------------------------------------
-
-
-def _weed_processes(home: Path) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if proc.info["name"] == "weed" and any(str(home) in arg for arg in cmdline):
-            found.append(proc)
-    return found
-
-
-@pytest.fixture
-def embedded_home(tmp_path: Path) -> Iterator[Path]:
-    home = tmp_path / "home"
-    yield home
-    for proc in _weed_processes(home):  # only if the test failed half-way
-        proc.kill()
-
-
-def _wait_for_state(
-    root: Path, proc: subprocess.Popen[bytes], timeout_s: float = 60
-) -> dict[str, Any]:
-    """The state of the server ``proc`` started under ``root``, once it answers."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"liuhen exited ({proc.returncode}) before its server answered"
-        try:
-            state: dict[str, Any] = json.loads((root / "state.json").read_text())
-        except (FileNotFoundError, ValueError):
-            time.sleep(0.05)
-            continue
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", state["s3_port"])) == 0:
-                return state
-        time.sleep(0.05)
-    raise AssertionError(f"no SeaweedFS answered under {root} within {timeout_s} s")
-
-
-def test_embedded_default_starts_a_private_seaweedfs_and_stops_it(
-    embedded_home: Path, tmp_path: Path
-) -> None:
-    """With only LIUHEN_HOME set, ``liuhen ingest`` starts SeaweedFS under it and, being the
-    last process of that home, stops it when done.
-
-    To look at the running server deterministically, this test holds the (not yet migrated)
-    SQLite index's write lock: liuhen starts the store before it opens the index, so the
-    ingest waits on the lock with its server up and no other process using it.
-    """
-    clip = _clip(tmp_path / "clip.mp4")
-    embedded_home.mkdir()
-    gate = sqlite3.connect(embedded_home / "index.sqlite3", isolation_level=None)
-    gate.execute("PRAGMA journal_mode=WAL")
-    gate.execute("BEGIN IMMEDIATE")
-    env = cli_env(embedded_home)
-    with (tmp_path / "stdout").open("w+") as out, (tmp_path / "stderr").open("w+") as err:
-        proc = subprocess.Popen(
-            [str(LIUHEN), "ingest", str(clip), "--case", "A-1", "--json"],
-            stdout=out,
-            stderr=err,
-            env=env,
-            cwd=tmp_path,
-        )
-        try:
-            root = embedded_home / "seaweed"
-            state = _wait_for_state(root, proc)
-            assert [p.pid for p in _weed_processes(embedded_home)] == [state["pid"]]
-            assert (root / "identities.json").stat().st_mode & 0o777 == 0o600
-            creds = json.loads((root / "identities.json").read_text())["identities"][0]
-            key = creds["credentials"][0]
-            endpoint = f"127.0.0.1:{state['s3_port']}"
-            owner = Minio(
-                endpoint, access_key=key["accessKey"], secret_key=key["secretKey"], secure=False
-            )
-            # liuhen makes its bucket right after the server answers, then waits at the gate.
-            deadline = time.monotonic() + 30
-            while not owner.bucket_exists("liuhen-evidence"):
-                assert time.monotonic() < deadline, "liuhen made no bucket"
-                time.sleep(0.05)
-            anonymous = Minio(endpoint, secure=False)
-            with pytest.raises(S3Error) as refused:
-                list(anonymous.list_objects("liuhen-evidence"))
-            assert refused.value.code == "AccessDenied"
-            stranger = Minio(
-                endpoint, access_key=key["accessKey"], secret_key="x" * 40, secure=False
-            )
-            with pytest.raises(S3Error):
-                stranger.bucket_exists("liuhen-evidence")
-        finally:
-            gate.execute("ROLLBACK")
-            gate.close()
-            proc.wait(timeout=120)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    assert proc.returncode == 0, stderr
-    (item,) = json.loads(stdout)["items"]
-    assert item["sha256"] == _sha256(clip)
-    assert _weed_processes(embedded_home) == []
-    assert not (root / "state.json").exists()
-    assert list((root / "leases").iterdir()) == []
-    with sqlite3.connect(embedded_home / "index.sqlite3") as conn:
-        assert conn.execute("SELECT sha256 FROM items").fetchall() == [(item["sha256"],)]

@@ -34,6 +34,7 @@ from ingest import catalog, jobs, media, timeplace
 from ingest.errors import EmptyFile, TranscodeError
 from ingest.intake import SealResult, seal_file
 from ingest.manifest import Manifest
+from ingest.media import derivatives
 from ingest.pipeline_hooks import after_ingest, link_track
 from ingest.retrieve import resolve, write_to_file
 from ingest.runtime import Runtime
@@ -576,7 +577,7 @@ def test_rerun_completes_a_partial_item_without_duplicates(
         raise TranscodeError("ffmpeg crashed (test)")
 
     with monkeypatch.context() as patch:
-        patch.setattr(media, "make_proxy", broken_proxy)
+        patch.setattr(derivatives, "make_proxy", broken_proxy)  # where derive() finds it
         assert jobs.run(rt, item_id) == "partial"
     first = document(rt, item_id)
     assert ("proxy", "transcode_failed") in problems(first)

@@ -23,6 +23,7 @@ from ingest.errors import MetadataError, TrackParseError
 from ingest.timeplace import (
     PhotoMeta,
     bbox,
+    exif,
     load_track,
     nearest_fix,
     read_photo_metadata,
@@ -124,10 +125,35 @@ def test_missing_file_is_a_metadata_error(tmp_path: Path) -> None:
 
 def test_truncated_exif_is_not_fatal(tmp_path: Path) -> None:
     original = (PHOTOS / "gps" / "DSCN0010.jpg").read_bytes()
-    for cut in (24, 200, 700, 1000):
+    entry = EXIFTOOL["gps/DSCN0010.jpg"]
+    assert original[2:4] == b"\xff\xe1", "the photo opens with its EXIF segment"
+    exif_end = 4 + int.from_bytes(original[4:6], "big")
+    truth = {
+        "make": entry["Make"],
+        "model": entry["Model"],
+        "datetime_original": exif_datetime(entry["DateTimeOriginal"]),
+    }
+    for cut in (24, 200, 700, 1000, 3000, exif_end - 1):
         truncated = tmp_path / f"cut{cut}.jpg"
         truncated.write_bytes(original[:cut])
-        read_photo_metadata(truncated)
+        meta = read_photo_metadata(truncated)
+        read = {name: getattr(meta, name) for name in truth}
+        # What a cut block still yields is right; what it lost is absent, never invented.
+        assert all(read[k] in (None, truth[k]) for k in truth), (cut, read)
+        assert meta.gps is None or meta.gps.time == exiftool_gps_time(entry)
+        assert [p.code for p in meta.problems if p.stage == "capture_time"] == ["exif_truncated"], (
+            cut
+        )
+        assert f"{cut - 4 - 2} of {exif_end - 6} bytes" in meta.problems[0].message
+    # Far enough in, the capture time and position are all there.
+    assert read == truth
+    assert meta.gps is not None
+    assert (round(meta.gps.lat, 6), round(meta.gps.lon, 6)) == (
+        round(float(entry["GPSLatitude"]), 6),
+        round(float(entry["GPSLongitude"]), 6),
+    )
+    whole = read_photo_metadata(PHOTOS / "gps" / "DSCN0010.jpg")
+    assert "exif_truncated" not in [p.code for p in whole.problems]
 
 
 def write_jpeg(path: Path, gps: dict[int, Any], exif_ifd: dict[int, Any] | None = None) -> Path:
@@ -233,7 +259,7 @@ def test_heic_read_through_pillow_heif_when_exifread_finds_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     direct = read_photo_metadata(PHOTOS / "mobile" / "IMG_2682.heic")
-    monkeypatch.setattr(timeplace, "_safe_exif_tags", lambda *_: {})
+    monkeypatch.setattr(exif, "_safe_exif_tags", lambda *_: {})
     fallback = read_photo_metadata(PHOTOS / "mobile" / "IMG_2682.heic")
     assert fallback.gps == direct.gps
     assert fallback.datetime_original == direct.datetime_original

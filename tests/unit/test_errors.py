@@ -26,6 +26,7 @@ from integrity.errors import HashMismatch, IntegrityError, LiuhenError, ProofErr
 from storage.errors import (
     Conflict,
     IndexError_,
+    IndexUnavailable,
     NotFound,
     ObjectLocked,
     ObjectNotFound,
@@ -90,7 +91,17 @@ def test_every_error_maps_to_a_status_and_a_problem(cls: type[LiuhenError]) -> N
         "code": cls.code,
         "instance": "/v1/items/x",
     }
-    assert exit_code(error) in {1, 3, 4, 5}
+    assert exit_code(error) in {1, 3, 4, 5, 75}
+
+
+@pytest.mark.parametrize(
+    "cls", [c for c in ERRORS if c is not LiuhenError], ids=lambda c: c.__qualname__
+)
+def test_every_error_has_a_mapping_of_its_own_package(cls: type[LiuhenError]) -> None:
+    """The root is the table's catch-all, so "maps to a status" alone could never fail: every
+    error must be matched by an entry more specific than the root."""
+    matched = next(entry for entry, _, _ in STATUS if issubclass(cls, entry))
+    assert matched is not LiuhenError, f"{cls.__qualname__} falls through to the catch-all"
 
 
 @pytest.mark.parametrize("cls", ERRORS, ids=lambda c: c.__qualname__)
@@ -116,6 +127,7 @@ def test_codes_are_unique() -> None:
         (Conflict, 409),
         (ObjectLocked, 409),
         (StoreUnavailable, 503),
+        (IndexUnavailable, 503),
         (ObjectStoreError, 500),
         (IndexError_, 500),
         (StorageError, 500),
@@ -153,7 +165,8 @@ def test_the_table_lists_the_most_specific_class_first() -> None:
         (ObjectNotFound("no key"), 4),
         (HashMismatch("item x", expected="a" * 64, actual="b" * 64), 5),
         (ProofError("root"), 5),
-        (StoreUnavailable("down"), 1),
+        (StoreUnavailable("down"), 75),
+        (IndexUnavailable("down"), 75),
         (ConfigError("bad"), 1),
         (MediaError("ffmpeg"), 1),
     ],

@@ -1,14 +1,31 @@
-"""storage.objects without a server: part sizes, bucket names, retention dates."""
+"""storage.objects without a server: part sizes, bucket names, retention dates, how failures
+are classified and retried."""
 
 from __future__ import annotations
 
 import io
+import random
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import urllib3
+from minio.error import InvalidResponseError, S3Error, ServerError
 
-from storage.errors import ObjectStoreError, StoreUnavailable
-from storage.objects import MAX_PARTS, MIB, PART_SIZE, ObjectStore, part_size_for, retain_until
+from storage.errors import ObjectNotFound, ObjectStoreError, StoreUnavailable
+from storage.objects import (
+    BACKOFF_FIRST_S,
+    BACKOFF_MAX_S,
+    MAX_PARTS,
+    MIB,
+    PART_SIZE,
+    ObjectStore,
+    S3Endpoint,
+    backoff_delays,
+    part_size_for,
+    retain_until,
+    translate_errors,
+)
 
 TIB = 1024 * 1024 * MIB
 
@@ -56,3 +73,95 @@ def test_a_stream_shorter_than_its_length_is_not_an_unreachable_store() -> None:
     with pytest.raises(ObjectStoreError, match="ended after 3 of 10 bytes") as caught:
         store.put_stream("k", io.BytesIO(b"abc"), length=10)  # fails before any request
     assert not isinstance(caught.value, StoreUnavailable)
+
+
+# --- failure classes and retrying ----------------------------------------------------------
+
+
+class _Response:
+    """The part of a urllib3 response an S3Error keeps: its status."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+def _s3_error(code: str, status: int) -> S3Error:
+    return S3Error(_Response(status), code, "msg", "/b/k", "req", "host")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("NoSuchKey", 404, ObjectNotFound),
+        ("NoSuchVersion", 404, ObjectNotFound),
+        ("NoSuchBucket", 404, ObjectNotFound),
+        ("SomethingNew", 404, ObjectNotFound),
+        ("InternalError", 500, StoreUnavailable),  # SeaweedFS: "volume id N not found"
+        ("ServiceUnavailable", 503, StoreUnavailable),
+        ("SlowDown", 503, StoreUnavailable),
+        ("RequestTimeout", 400, StoreUnavailable),
+        ("Whatever", 502, StoreUnavailable),
+        ("AccessDenied", 403, ObjectStoreError),
+        ("InvalidRequest", 400, ObjectStoreError),
+    ],
+)
+def test_s3_errors_are_classified(code: str, status: int, expected: type[Exception]) -> None:
+    with pytest.raises(expected) as caught, translate_errors("get k"):
+        raise _s3_error(code, status)
+    assert type(caught.value) is expected
+    assert "get k" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ServerError("HTTP 503", 503), StoreUnavailable),
+        (ServerError("HTTP 304", 304), ObjectStoreError),
+        (InvalidResponseError(502, "text/html", "<html>bad gateway"), StoreUnavailable),
+        (InvalidResponseError(200, "text/html", "<html>"), ObjectStoreError),
+        (urllib3.exceptions.ProtocolError("connection reset"), StoreUnavailable),
+        (ConnectionRefusedError(111, "refused"), StoreUnavailable),
+        (TimeoutError("timed out"), StoreUnavailable),
+    ],
+)
+def test_other_failures_are_classified(error: Exception, expected: type[Exception]) -> None:
+    with pytest.raises(expected) as caught, translate_errors("put k"):
+        raise error
+    assert type(caught.value) is expected
+
+
+def test_backoff_grows_is_jittered_and_ends_within_the_budget() -> None:
+    delays = list(backoff_delays(30.0, rng=random.Random(7)))
+    assert 0 < sum(delays) <= 30.0
+    assert len(delays) >= 8
+    ceilings = [min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**i) for i in range(len(delays))]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len({round(d / c, 6) for d, c in zip(delays, ceilings, strict=True)}) > 1  # jitter
+    assert list(backoff_delays(0.0)) == []
+
+
+def test_an_unavailable_store_is_retried_then_given_up() -> None:
+    calls: list[float] = []
+
+    def connect() -> S3Endpoint:
+        calls.append(time.monotonic())
+        raise StoreUnavailable("not started")
+
+    store = ObjectStore(bucket="liuhen-x", connect=connect, retry_s=0.6)
+    with pytest.raises(StoreUnavailable, match="not started"):
+        store.size("k", "v")
+    assert len(calls) >= 3  # reconnected before each retry
+    assert calls[-1] - calls[0] <= 0.6 + 0.2
+
+
+def test_a_store_connects_only_when_used() -> None:
+    calls: list[int] = []
+
+    def connect() -> S3Endpoint:
+        calls.append(1)
+        return S3Endpoint("127.0.0.1:1", "a", "b")
+
+    store = ObjectStore(bucket="liuhen-x", connect=connect)
+    assert not store.connected and calls == []
+    _ = store.client
+    assert store.connected and calls == [1]

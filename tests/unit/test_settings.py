@@ -202,3 +202,14 @@ def test_invalid_environment_values_are_a_config_error(monkeypatch: pytest.Monke
     monkeypatch.setenv("LIUHEN_API__PORT", "eighty")
     with pytest.raises(ConfigError, match="port"):
         load_settings()
+
+
+def test_the_schema_head_constant_is_alembics_head() -> None:
+    """A current schema is recognised without importing Alembic; the constant must follow
+    every new migration."""
+    from alembic.script import ScriptDirectory
+
+    from storage.db import SCHEMA_HEAD, alembic_config
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head == SCHEMA_HEAD
