@@ -429,18 +429,19 @@ class ObjectStore:
 
     def list_versions(self, prefix: str) -> list[ObjectVersion]:
         """Every stored version (delete markers left out) of every key under ``prefix``."""
-        found: list[ObjectVersion] = []
-        with translate_errors(f"list {prefix}"):
-            for obj in self.client.list_objects(
-                self.bucket, prefix=prefix, recursive=True, include_version=True
-            ):
-                if obj.version_id and not obj.is_delete_marker and obj.object_name:
-                    found.append(
-                        ObjectVersion(
-                            obj.object_name, obj.version_id, int(obj.size or 0), obj.last_modified
-                        )
-                    )
-        return found
+
+        def listing() -> list[ObjectVersion]:
+            return [
+                ObjectVersion(
+                    obj.object_name, obj.version_id, int(obj.size or 0), obj.last_modified
+                )
+                for obj in self.client.list_objects(
+                    self.bucket, prefix=prefix, recursive=True, include_version=True
+                )
+                if obj.version_id and not obj.is_delete_marker and obj.object_name
+            ]
+
+        return self._retrying(f"list {prefix}", listing)
 
 
 class _Exactly:

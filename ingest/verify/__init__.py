@@ -49,7 +49,7 @@ from ingest.verify.report import CouldNotCheck, Failure, Report, record
 from integrity.mirror import SignedHead
 from storage import repository as repo
 from storage import verify_queries as q
-from storage.errors import StoreUnavailable
+from storage.errors import IndexUnavailable, StoreUnavailable
 from storage.tables import Checkpoint as CheckpointRow
 
 __all__ = [
@@ -71,7 +71,7 @@ def outage_report(error: BaseException) -> Report | None:
     database is unavailable; None when ``error`` is not such an outage."""
     if isinstance(error, StoreUnavailable):
         service = "object store"
-    elif isinstance(error, OperationalError | InterfaceError):
+    elif isinstance(error, IndexUnavailable | OperationalError | InterfaceError):
         service = "database"
     else:
         return None
@@ -87,7 +87,7 @@ def outage_report(error: BaseException) -> Report | None:
 def _guarded(run: Callable[[], Report]) -> Report:
     try:
         return run()
-    except (StoreUnavailable, OperationalError, InterfaceError) as e:
+    except (StoreUnavailable, IndexUnavailable, OperationalError, InterfaceError) as e:
         report = outage_report(e)
         assert report is not None  # noqa: S101 - every caught class is an outage
         return report

@@ -42,6 +42,8 @@ def check_original(audit: Audit, item: Item) -> bool:
     """False when the original could not be read (listed under could_not_check)."""
     logged = audit.logged.get(item.id)
     where = f"original {item.object_key}@{item.version_id}"
+    if audit.skipped(item.id, item.object_key, item.version_id):
+        return False
     try:
         got = _hash_object(audit.rt.store, item.object_key, item.version_id)
     except _Unreachable as e:
@@ -72,6 +74,9 @@ def check_derivatives(audit: Audit, item_id: str, rows: Iterable[Derivative]) ->
             continue  # made after this run read the log size
         where = f"derivative {d.role} {d.object_key}@{d.version_id}"
         _, ref_sha, ref_size = logged.derivatives.get(d.log_index, (d.role, d.sha256, d.size))
+        if audit.skipped(item_id, d.object_key, d.version_id):
+            complete = False
+            continue
         try:
             got = _hash_object(audit.rt.store, d.object_key, d.version_id)
         except _Unreachable as e:

@@ -103,6 +103,8 @@ class Audit:
         self.walk: MirrorWalk | None = None
         self.mirror_incomplete = False
         """Some of the mirror could not be read: what it lacks proves nothing."""
+        self.store_down: str | None = None
+        """Why the store was first found unavailable in this run, if it was."""
         self.verifier = rt.ledger.key.verifier
 
     def fail(self, item_id: str | None, what: str, detail: str, idx: int | None = None) -> None:
@@ -112,8 +114,20 @@ class Audit:
     def unavailable(
         self, item_id: str | None, key: str | None, version_id: str | None, reason: object
     ) -> None:
+        """``key`` could not be read: the store is unavailable (it was retried for the
+        store's ``retry_s``). Later reads of this run are not tried (see ``store_down``)."""
+        if self.store_down is None:
+            self.store_down = str(reason)
         if self.focus is None or item_id in (None, self.focus):
             self.unchecked.append(CouldNotCheck(item_id, key, version_id, str(reason)))
+
+    def skipped(self, item_id: str | None, key: str | None, version_id: str | None) -> bool:
+        """True (and ``key`` listed as not checked) once the store was found unavailable:
+        each read would wait out the store's retries again."""
+        if self.store_down is None:
+            return False
+        self.unavailable(item_id, key, version_id, f"not tried: {self.store_down}")
+        return True
 
     def of(self, item_id: str) -> Logged:
         return self.logged.setdefault(item_id, Logged())
