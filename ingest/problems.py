@@ -86,6 +86,8 @@ class ProblemCode(StrEnum):
     RECEIPT_ERROR = "receipt_error"
     CANONICAL_JSON_ERROR = "canonical_json_error"
     TIMESTAMP_ERROR = "timestamp_error"
+    LEAF_FORMAT = "leaf_format"
+    PACKAGE_ERROR = "package_error"
     LOG_CORRUPT = "log_corrupt"
     OBJECT_STORE_ERROR = "object_store_error"
     OBJECT_NOT_FOUND = "object_not_found"

@@ -366,3 +366,25 @@ def test_a_changed_original_stops_the_export_and_leaves_no_file(
     assert list(tmp_path.glob("*.zip*")) == [] and list(tmp_path.glob(".case.zip*")) == []
     with rt.sessions() as session:
         assert all(e.action != "export" for e in repo.custody_of(session, item_id=item.item_id))
+
+
+def test_report_html_shows_items_times_places_problems_and_custody(
+    rt: Runtime, exported: Exported
+) -> None:
+    with zipfile.ZipFile(exported.path) as zf:
+        page = zf.read(f"{exported.top}/data/report.html").decode()
+        photo_doc = json.loads(
+            zf.read(f"{exported.top}/data/items/{exported.item_ids[0]}/metadata.json")
+        )
+    assert page.startswith("<!doctype html>") and "@media print" in page
+    for item_id in exported.item_ids:
+        assert page.count(item_id) >= 2  # its row and its custody timeline
+    assert photo_doc["captured_at"] and photo_doc["captured_at_source"]
+    assert photo_doc["captured_at"] in page
+    assert f"source: {photo_doc['captured_at_source']}" in page
+    if photo_doc["gps"]:
+        assert f"{photo_doc['gps']['lat']}, {photo_doc['gps']['lon']}" in page
+    for problem in photo_doc["problems"]:
+        assert problem["code"] in page
+    assert "<td>sealed</td>" in page and "XF-2026/0042" in page
+    assert "<script" not in page
