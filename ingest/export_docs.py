@@ -64,10 +64,16 @@ apart into a scratch folder and let openssl check the signature with the PEM key
     openssl pkeyutl -verify -pubin -inkey data/log/log-key.pem -rawin \\
         -in "$t/checkpoint.msg" -sigfile "$t/checkpoint.sig"
 
-It must print `Signature Verified Successfully`. When `checkpoint.tsr` is present it is an
-RFC 3161 time-stamp of the whole checkpoint file:
-`openssl ts -reply -in checkpoint.tsr -text` shows the time; `openssl ts -verify -data
-checkpoint -in checkpoint.tsr -CAfile TSA-ROOT.pem` checks it against the TSA's root.
+It must print `Signature Verified Successfully`.
+
+## 3a. When it was signed (if `data/log/checkpoint.tsr` is there)
+
+`checkpoint.tsr` is an RFC 3161 time-stamp of the whole checkpoint file: the first command
+shows the time, the second checks the token against the time-stamp authority's root
+certificate (which you get from the authority, not from this package):
+
+    openssl ts -reply -in data/log/checkpoint.tsr -text
+    openssl ts -verify -data data/log/checkpoint -in data/log/checkpoint.tsr -CAfile TSA-ROOT.pem
 
 ## 4. Every leaf is in that checkpoint
 

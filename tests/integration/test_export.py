@@ -19,7 +19,7 @@ from api.app import create_app
 from configs.settings import Settings
 from ingest import jobs
 from ingest.export import ExportResult, export_to_file
-from ingest.runtime import Runtime
+from ingest.runtime import Runtime, open_runtime
 from ingest.verify import verify_all
 from integrity.errors import HashMismatch
 from integrity.note import generate_signer_key
@@ -27,8 +27,9 @@ from integrity.package import PackageReport, verify_package
 from storage import keys
 from storage import repository as repo
 from tests.cli import cli_env, run_cli
-from tests.conftest import TESTDATA
+from tests.conftest import TESTDATA, SettingsFactory
 from tests.integration.logkit import distinct_files, seal, sql
+from tests.tsa_server import local_tsa
 
 CASE = "XF-2026/0042"
 PHOTO = TESTDATA / "photos" / "mobile" / "date-priority-test.jpg"
@@ -388,3 +389,43 @@ def test_report_html_shows_items_times_places_problems_and_custody(
         assert problem["code"] in page
     assert "<td>sealed</td>" in page and "XF-2026/0042" in page
     assert "<script" not in page
+
+
+def test_a_time_stamped_checkpoint_travels_with_its_token(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "tsa").mkdir()
+    with local_tsa(tmp_path / "tsa") as tsa:
+        settings = make_settings(log={"tsa_url": tsa.url, "tsa_roots": [tsa.dir / "ca.pem"]})
+        rt = open_runtime(settings)
+        try:
+            seal(rt, distinct_files(tmp_path / "in", 1)[0], CASE)
+            path = tmp_path / "stamped.zip"
+            export_to_file(rt, case_id=CASE, actor="reviewer", output=path)
+            key = rt.ledger.key.verifier_key
+        finally:
+            rt.close()
+        report = verify_package(path, verifier_key=key)
+        assert report.ok, report.failures
+        out = tmp_path / "unzipped"
+        with zipfile.ZipFile(path) as zf:
+            zf.extractall(out)
+            top = zf.namelist()[0].split("/")[0]
+        folder = out / top
+        assert (folder / "data/log/checkpoint.tsr").stat().st_size > 0
+        guide = (folder / "data/VERIFY.md").read_text()
+        (verify_ts,) = [c for c in _blocks(guide, "## 3a.").splitlines() if "ts -verify" in c]
+        checked = subprocess.run(
+            ["bash", "-c", verify_ts.replace("TSA-ROOT.pem", str(tsa.dir / "ca.pem"))],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0 and "Verification: OK" in checked.stdout, checked
+    member = f"{top}/data/log/checkpoint.tsr"
+    with zipfile.ZipFile(path) as zf:
+        size = zf.getinfo(member).file_size
+    flipped = tmp_path / "flipped.zip"
+    _flip(path, flipped, member, size - 10)  # inside the token's signature
+    assert "data/log/checkpoint.tsr" in _files(verify_package(flipped, verifier_key=key))
