@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,37 +244,66 @@ def test_one_flipped_byte_fails_naming_its_file(
     assert member.split("/", 1)[1] in _files(report), report.failures
 
 
+def _forge(exported: Exported, dst: Path, change: Callable[[dict[str, bytes]], None]) -> None:
+    """Rewrite the package the way a careful forger would: ``change`` its files (by zip
+    member name), then make both manifests (and Payload-Oxum) agree with the result."""
+    top = exported.top
+    with zipfile.ZipFile(exported.path) as src:
+        files = {n: src.read(n) for n in src.namelist()}
+    change(files)
+    payload = {n: d for n, d in files.items() if n.split("/", 1)[1].startswith("data/")}
+    info = files[f"{top}/bag-info.txt"].decode()
+    oxum = f"{sum(len(d) for d in payload.values())}.{len(payload)}"
+    files[f"{top}/bag-info.txt"] = re.sub(
+        r"Payload-Oxum: \S+", f"Payload-Oxum: {oxum}", info
+    ).encode()
+    files[f"{top}/manifest-sha256.txt"] = "".join(
+        f"{hashlib.sha256(d).hexdigest()}  {n.split('/', 1)[1]}\n" for n, d in payload.items()
+    ).encode()
+    files[f"{top}/tagmanifest-sha256.txt"] = "".join(
+        f"{hashlib.sha256(files[f'{top}/{t}']).hexdigest()}  {t}\n"
+        for t in ("bagit.txt", "bag-info.txt", "manifest-sha256.txt")
+    ).encode()
+    with zipfile.ZipFile(dst, "w") as out:
+        for n, d in files.items():
+            out.writestr(n, d)
+
+
 def test_a_custody_line_changed_by_a_careful_forger_is_named(
     exported: Exported, tmp_path: Path
 ) -> None:
     """New manifests over a changed custody line: the bag is whole, the log disproves it."""
     member = _member(exported, r"data/items/\w+/custody\.jsonl")
     rel = member.split("/", 1)[1]
+
+    def change(files: dict[str, bytes]) -> None:
+        before = files[member]
+        files[member] = before.replace(b'"actor":"test"', b'"actor":"nobody"', 1)
+        assert files[member] != before
+
     forged = tmp_path / "forged.zip"
-    with zipfile.ZipFile(exported.path) as src, zipfile.ZipFile(forged, "w") as dst:
-        files = {n: src.read(n) for n in src.namelist()}
-        files[member] = files[member].replace(b'"actor":"test"', b'"actor":"tset"', 1)
-        assert files[member] != src.read(member)
-        top = exported.top
-        lines = [
-            f"{hashlib.sha256(data).hexdigest()}  {n.split('/', 1)[1]}\n"
-            for n, data in files.items()
-            if n.split("/", 1)[1].startswith("data/")
-        ]
-        files[f"{top}/manifest-sha256.txt"] = "".join(lines).encode()
-        tags = [
-            f"{hashlib.sha256(files[f'{top}/{t}']).hexdigest()}  {t}\n"
-            for t in ("bagit.txt", "bag-info.txt", "manifest-sha256.txt")
-        ]
-        files[f"{top}/tagmanifest-sha256.txt"] = "".join(tags).encode()
-        for n, data in files.items():
-            dst.writestr(n, data)
+    _forge(exported, forged, change)
     report = verify_package(forged, verifier_key=exported.key)
     assert {(f.file, f.code) for f in report.failures} >= {
         (rel, "custody_unproven"),  # the changed line is no leaf of the log
         (rel, "custody_incomplete"),  # and the logged one is gone
     }
     assert all(f.file == rel for f in report.failures), report.failures
+
+
+def test_a_derivative_left_out_by_a_careful_forger_is_named(
+    exported: Exported, tmp_path: Path
+) -> None:
+    member = _member(exported, r"data/items/\w+/thumb-\d+\.jpg")
+    forged = tmp_path / "forged.zip"
+
+    def change(files: dict[str, bytes]) -> None:
+        del files[member]
+
+    _forge(exported, forged, change)
+    report = verify_package(forged, verifier_key=exported.key)
+    folder = member.split("/", 1)[1].rsplit("/", 1)[0]
+    assert [(f.file, f.code) for f in report.failures] == [(folder, "derivative_missing")]
 
 
 def test_a_package_checked_against_another_logs_key_fails(
@@ -317,6 +347,12 @@ def test_cli_export_and_offline_verify_need_no_database_nor_store(
     assert bad.returncode == 1, str(bad)
     assert {f["file"] for f in bad.json()["failures"]} >= {"data/log/checkpoint"}
     assert all(set(f) == {"file", "code", "message"} for f in bad.json()["failures"])
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    cut = run_cli("verify", broken, "--key", key, "--json", env=offline, cwd=tmp_path)
+    assert cut.returncode == 1, str(cut)
+    assert cut.json()["failures"][0]["file"] == "broken.zip"
+    assert cut.json()["failures"][0]["code"] == "package_error"
     unknown = run_cli("export", "NO-SUCH-CASE", "-o", tmp_path / "x.zip", env=env, cwd=tmp_path)
     assert unknown.returncode == 4 and not (tmp_path / "x.zip").exists()
     del item
