@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy.orm import Session
 
 from ingest import catalog, custody
 from ingest.export_docs import report_html, verify_md
@@ -38,11 +39,12 @@ from ingest.manifest import check_case_id
 from ingest.retrieve import Target, verified_stream
 from ingest.runtime import Runtime
 from integrity import package as bag
+from integrity.leaves import KIND_CUSTODY
 from storage import keys
 from storage import repository as repo
 from storage import verify_queries as q
 from storage.db import transaction
-from storage.tables import Item
+from storage.tables import Item, LogLeaf
 
 __all__ = ["ExportResult", "PackageStream", "export_to_file", "folder_name", "stream_export"]
 
@@ -86,9 +88,14 @@ class _BackgroundHash:
     def update(self, block: bytes) -> None:
         self._queue.put(block)
 
+    def close(self) -> None:
+        """Let the thread finish (idempotent; an export cut short must not leave it waiting)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
     def hexdigest(self) -> str:
-        self._queue.put(None)
-        self._thread.join()
+        self.close()
         return self._hash.hexdigest()
 
 
@@ -156,6 +163,9 @@ class _Sink:
     def close(self) -> None:
         pass
 
+    def stop(self) -> None:
+        self._hash.close()
+
     def drain(self) -> bytes:
         out = b"".join(self._parts)
         self._parts.clear()
@@ -196,7 +206,7 @@ class PackageStream:
             self.entries = [self._entry(session, i, leaves) for i in items]
         self.leaves = [(leaf.idx, leaf.data) for leaf in leaves]
 
-    def _entry(self, session: Any, item: Item, leaves: list[Any]) -> _Entry:
+    def _entry(self, session: Session, item: Item, leaves: list[LogLeaf]) -> _Entry:
         original = Target(
             item.id,
             "original",
@@ -221,13 +231,22 @@ class PackageStream:
             original_name=f"{bag.ORIGINAL}.{_original_ext(item)}",
             derivatives=derivatives,
             custody=[
-                leaf.data for leaf in leaves if leaf.item_id == item.id and leaf.kind == "custody"
+                leaf.data
+                for leaf in leaves
+                if leaf.item_id == item.id and leaf.kind == KIND_CUSTODY
             ],
         )
 
     def __iter__(self) -> Iterator[bytes]:
         sink = _Sink()
+        try:
+            yield from self._package(sink)
+        finally:
+            sink.stop()
+
+    def _package(self, sink: _Sink) -> Iterator[bytes]:
         manifest: list[tuple[str, str]] = []
+        tags: list[tuple[str, str]] = []
         payload_bytes = 0
         stamp = self.now.astimezone(UTC).timetuple()[:6]
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -261,7 +280,6 @@ class PackageStream:
                 raw = body.encode() if isinstance(body, str) else body
                 return add(rel, raw, len(raw))
 
-            tags: list[tuple[str, str]] = []
             for e in self.entries:
                 base = f"{bag.ITEMS}/{e.item.id}"
                 for name, target in [(e.original_name, e.original), *e.derivatives]:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import subprocess
+import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -398,8 +399,10 @@ def test_a_changed_original_stops_the_export_and_leaves_no_file(
     )
     sql(rt, "UPDATE items SET version_id = :v WHERE id = :i", v=forged.version_id, i=item.item_id)
     out = tmp_path / "case.zip"
+    threads = threading.active_count()
     with pytest.raises(HashMismatch, match=item.sha256):
         export_to_file(rt, case_id=CASE, actor="reviewer", output=out)
+    assert threading.active_count() == threads  # the reader and hasher threads are gone
     assert list(tmp_path.glob("*.zip*")) == [] and list(tmp_path.glob(".case.zip*")) == []
     with rt.sessions() as session:
         assert all(e.action != "export" for e in repo.custody_of(session, item_id=item.item_id))
