@@ -35,7 +35,8 @@ from tests.tsa_server import local_tsa
 
 CASE = "XF-2026/0042"
 PHOTO = TESTDATA / "photos" / "mobile" / "date-priority-test.jpg"
-pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
+"""Most tests here are about the package, not the index: one backend is enough for them."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def test_export_then_offline_verify_passes(rt: Runtime, exported: Exported) -> N
     assert leaves == proofs == wanted  # every leaf of the case's items, and only those
 
 
+@SQLITE
 def test_export_is_a_custody_event_naming_the_package_hash(rt: Runtime, exported: Exported) -> None:
     with rt.sessions() as session:
         for item_id in exported.item_ids:
@@ -123,6 +125,7 @@ def test_export_is_a_custody_event_naming_the_package_hash(rt: Runtime, exported
     assert verify_all(rt, actor="auditor").ok
 
 
+@SQLITE
 def test_tools_nobody_here_wrote_accept_the_unzipped_bag(
     exported: Exported, tmp_path: Path
 ) -> None:
@@ -152,6 +155,7 @@ def _blocks(markdown: str, heading: str) -> str:
     return "\n".join(line[4:] for line in section.splitlines() if line.startswith("    "))
 
 
+@SQLITE
 def test_verify_md_commands_really_check_the_package(exported: Exported, tmp_path: Path) -> None:
     out = tmp_path / "unzipped"
     with zipfile.ZipFile(exported.path) as zf:
@@ -232,6 +236,7 @@ def _member(exported: Exported, pattern: str) -> str:
         r"manifest-sha256\.txt",
     ],
 )
+@SQLITE
 def test_one_flipped_byte_fails_naming_its_file(
     exported: Exported, tmp_path: Path, pattern: str
 ) -> None:
@@ -270,6 +275,7 @@ def _forge(exported: Exported, dst: Path, change: Callable[[dict[str, bytes]], N
             out.writestr(n, d)
 
 
+@SQLITE
 def test_a_custody_line_changed_by_a_careful_forger_is_named(
     exported: Exported, tmp_path: Path
 ) -> None:
@@ -292,6 +298,7 @@ def test_a_custody_line_changed_by_a_careful_forger_is_named(
     assert all(f.file == rel for f in report.failures), report.failures
 
 
+@SQLITE
 def test_a_derivative_left_out_by_a_careful_forger_is_named(
     exported: Exported, tmp_path: Path
 ) -> None:
@@ -307,6 +314,7 @@ def test_a_derivative_left_out_by_a_careful_forger_is_named(
     assert [(f.file, f.code) for f in report.failures] == [(folder, "derivative_missing")]
 
 
+@SQLITE
 def test_a_package_checked_against_another_logs_key_fails(
     exported: Exported, settings: Settings
 ) -> None:
@@ -319,6 +327,7 @@ def test_a_package_checked_against_another_logs_key_fails(
     } <= {(f.file, f.code) for f in report.failures}
 
 
+@SQLITE
 def test_cli_export_and_offline_verify_need_no_database_nor_store(
     rt: Runtime, settings: Settings, tmp_path: Path
 ) -> None:
@@ -359,6 +368,7 @@ def test_cli_export_and_offline_verify_need_no_database_nor_store(
     del item
 
 
+@SQLITE
 def test_http_export_streams_a_package_that_verifies(settings: Settings, tmp_path: Path) -> None:
     with TestClient(create_app(settings, workers=0)) as client:
         rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
@@ -390,6 +400,7 @@ def test_http_export_streams_a_package_that_verifies(settings: Settings, tmp_pat
         json.loads(missing.text)
 
 
+@SQLITE
 def test_a_changed_original_stops_the_export_and_leaves_no_file(
     rt: Runtime, tmp_path: Path
 ) -> None:
@@ -408,6 +419,7 @@ def test_a_changed_original_stops_the_export_and_leaves_no_file(
         assert all(e.action != "export" for e in repo.custody_of(session, item_id=item.item_id))
 
 
+@SQLITE
 def test_report_html_shows_items_times_places_problems_and_custody(
     rt: Runtime, exported: Exported
 ) -> None:
@@ -430,6 +442,7 @@ def test_report_html_shows_items_times_places_problems_and_custody(
     assert "<script" not in page
 
 
+@SQLITE
 def test_a_time_stamped_checkpoint_travels_with_its_token(
     make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
