@@ -117,10 +117,14 @@ def _run(target: str | None, who: str) -> Report:
 
 
 def _verify_package(path: Path, key: str | None, as_json: bool) -> None:
-    from integrity.package import verify_package
+    from integrity.errors import PackageError
+    from integrity.package import PackageFailure, PackageReport, verify_package
 
     try:
         result = verify_package(path, verifier_key=key)
+    except PackageError as e:  # not a package at all: that differs too (exit 1)
+        failure = PackageFailure(path.name, e.code, str(e))
+        result = PackageReport(False, 0, 0, [failure], None, "given" if key else "package", None)
     except LiuhenError as e:
         _fail(e, as_json)
     doc = result.as_dict()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -60,14 +59,7 @@ def child(mode: str, path: Path, key: str | None) -> None:
 
         with runtime(load_settings()) as rt:
             t0 = time.perf_counter()
-            if os.environ.get("BENCH_PROFILE"):
-                import cProfile
-
-                with cProfile.Profile() as prof:
-                    result = export_to_file(rt, case_id=CASE, actor="bench", output=path)
-                prof.dump_stats(os.environ["BENCH_PROFILE"])
-            else:
-                result = export_to_file(rt, case_id=CASE, actor="bench", output=path)
+            result = export_to_file(rt, case_id=CASE, actor="bench", output=path)
             doc = {"seconds": time.perf_counter() - t0, "size": result.size}
     else:
         from integrity.package import verify_package

@@ -404,10 +404,16 @@ def _check_item(
                 "original_vs_leaf",
                 f"SHA-256 {sha}, {size} bytes; item leaf {index} says {leaf.sha256}, {leaf.size}",
             )
+    roles = set()
     for name in names:
         if name in (METADATA, CUSTODY) or name in originals:
             continue
+        roles.add(name.split(".")[0])
         _check_derivative(run, f"{folder}/{name}", item_id, leaf, proven)
+    for p in proven.values():
+        d = p.leaf
+        if isinstance(d, DerivativeLeaf) and d.item_id == item_id and d.role not in roles:
+            run.fail(folder, "derivative_missing", f"leaf {p.index} logs {d.role!r}, not here")
     _check_custody(run, f"{folder}/{CUSTODY}", item_id, leaf, proven[index].data, proven, by_hash)
 
 

@@ -13,8 +13,9 @@ evidence of anything: it is listed under ``could_not_check`` and never counted a
 a store or database that is down altogether gives a report of that alone. Then the run is
 itself logged: every item it checked in full gets a ``verify`` custody event with the result.
 
-Layout: ``log`` (leaf rows, checkpoints), ``mirror`` (the WORM copies), ``items`` (bytes,
-links, inclusion), ``report`` (results, the custody record). Leaf data is read with
+Layout: ``log`` (leaf rows), ``checkpoints`` (signatures, roots, consistency, the log's
+end), ``mirror`` (the WORM copies), ``items`` (bytes, links, inclusion), ``report`` (results,
+the custody record). Leaf data is read with
 ``integrity.leaves.parse_leaf``, the mirror walked by ``integrity.mirror``.
 
 Codes (``Failure.what``):
@@ -42,14 +43,14 @@ from collections.abc import Callable
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ingest.runtime import Runtime
-from ingest.verify import items, mirror
+from ingest.verify import checkpoints, items, mirror
 from ingest.verify.log import Audit
 from ingest.verify.mirror import rebuild_leaves_from_objects
 from ingest.verify.report import CouldNotCheck, Failure, Report, record
 from integrity.mirror import SignedHead
 from storage import repository as repo
 from storage import verify_queries as q
-from storage.errors import StoreUnavailable
+from storage.errors import IndexUnavailable, StoreUnavailable
 from storage.tables import Checkpoint as CheckpointRow
 
 __all__ = [
@@ -71,7 +72,7 @@ def outage_report(error: BaseException) -> Report | None:
     database is unavailable; None when ``error`` is not such an outage."""
     if isinstance(error, StoreUnavailable):
         service = "object store"
-    elif isinstance(error, OperationalError | InterfaceError):
+    elif isinstance(error, IndexUnavailable | OperationalError | InterfaceError):
         service = "database"
     else:
         return None
@@ -87,7 +88,7 @@ def outage_report(error: BaseException) -> Report | None:
 def _guarded(run: Callable[[], Report]) -> Report:
     try:
         return run()
-    except (StoreUnavailable, OperationalError, InterfaceError) as e:
+    except (StoreUnavailable, IndexUnavailable, OperationalError, InterfaceError) as e:
         report = outage_report(e)
         assert report is not None  # noqa: S101 - every caught class is an outage
         return report
@@ -107,11 +108,13 @@ def _verify_all(rt: Runtime, *, actor: str, progress: Progress | None) -> Report
         audit.size = repo.log_size(session)
         total = q.count_items_below(session, below=audit.size)
         rows = list(repo.checkpoints(session))
-    signed = audit.signed_checkpoints(rows, lambda row: mirror.mirrored_note(audit, row))
+    signed = checkpoints.signed_checkpoints(
+        audit, rows, lambda row: mirror.mirrored_note(audit, row)
+    )
     mirror.walk_mirror(audit, signed)
     audit.read_log(lambda session, start, stop: q.pointers_between(session, start=start, stop=stop))
     audit.name_bad_leaves()
-    audit.check_checkpoints(signed)
+    checkpoints.check_checkpoints(audit, signed)
     done = 0
     checked: list[str] = []
     after = ""
@@ -131,7 +134,7 @@ def _verify_all(rt: Runtime, *, actor: str, progress: Progress | None) -> Report
             if progress is not None:
                 progress(done, total)
         after = batch[-1].id
-    appendable = audit.check_end(signed)
+    appendable = checkpoints.check_end(audit, signed)
     report = audit.report(len(checked))
     record(rt, report, checked, actor=actor, scope="all", appendable=appendable)
     return report
@@ -170,11 +173,13 @@ def _verify_item(rt: Runtime, item_id: str, *, actor: str) -> Report:
     def walk() -> None:
         with rt.sessions() as session:
             cps = list(repo.checkpoints(session))
-        signed = audit.signed_checkpoints(cps, lambda row: mirror.mirrored_note(audit, row))
+        signed = checkpoints.signed_checkpoints(
+            audit, cps, lambda row: mirror.mirrored_note(audit, row)
+        )
         mirror.walk_mirror(audit, signed)
 
     items.check_inclusion(audit, item_id, latest, walk)
-    appendable = audit.check_end([latest] if latest else [])
+    appendable = checkpoints.check_end(audit, [latest] if latest else [])
     complete = complete and not audit.unchecked
     report = audit.report(1 if complete else 0)
     record(
@@ -187,10 +192,12 @@ def _latest_signed(audit: Audit, row: CheckpointRow | None, item_id: str) -> Sig
     """The latest checkpoint, from the index or else its mirrored copy, if either verifies."""
     if row is None:
         return None
-    opened = audit.open_checkpoint(row.note)
+    opened = checkpoints.open_checkpoint(audit, row.note)
     if isinstance(opened, str):
         pinned = mirror.pinned_note(audit, row)
-        if pinned is not None and not isinstance(copy := audit.open_checkpoint(pinned), str):
+        if pinned is not None and not isinstance(
+            copy := checkpoints.open_checkpoint(audit, pinned), str
+        ):
             opened = copy
     if isinstance(opened, str):
         audit.fail(

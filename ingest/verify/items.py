@@ -44,6 +44,8 @@ def check_original(audit: Audit, item: Item) -> bool:
     if logged is not None and logged.deleted:
         return True  # deleted at the end of its retention, and logged as such
     where = f"original {item.object_key}@{item.version_id}"
+    if audit.skipped(item.id, item.object_key, item.version_id):
+        return False
     try:
         got = _hash_object(audit.rt.store, item.object_key, item.version_id)
     except _Unreachable as e:
@@ -76,6 +78,9 @@ def check_derivatives(audit: Audit, item_id: str, rows: Iterable[Derivative]) ->
             continue  # made after this run read the log size
         where = f"derivative {d.role} {d.object_key}@{d.version_id}"
         _, ref_sha, ref_size = logged.derivatives.get(d.log_index, (d.role, d.sha256, d.size))
+        if audit.skipped(item_id, d.object_key, d.version_id):
+            complete = False
+            continue
         try:
             got = _hash_object(audit.rt.store, d.object_key, d.version_id)
         except _Unreachable as e:

@@ -3,7 +3,7 @@ index rows compared with the leaves they point at, checkpoints against the tree.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
@@ -12,13 +12,12 @@ from ingest.runtime import Runtime
 from ingest.verify.report import CouldNotCheck, Failure, Report, make_report
 from integrity.errors import IntegrityError, LeafFormatError
 from integrity.leaves import CustodyLeaf, DerivativeLeaf, ItemLeaf, parse_leaf, rfc3339_utc
-from integrity.merkle import MerkleTree, leaf_hash, verify_consistency
-from integrity.mirror import MirrorWalk, SignedHead
-from integrity.note import Checkpoint, Verifier, open_note, split_note
+from integrity.merkle import MerkleTree, leaf_hash
+from integrity.mirror import MirrorWalk
+from integrity.note import Verifier, split_note
 from storage import repository as repo
-from storage.tables import Checkpoint as CheckpointRow
 from storage.tables import CustodyEvent, Item, LogLeaf
-from storage.verify_queries import LeafPointers, log_end
+from storage.verify_queries import LeafPointers
 
 BATCH = 2000
 """Leaf rows (and items) read per query: memory stays flat however long the log is."""
@@ -105,6 +104,8 @@ class Audit:
         self.walk: MirrorWalk | None = None
         self.mirror_incomplete = False
         """Some of the mirror could not be read: what it lacks proves nothing."""
+        self.store_down: str | None = None
+        """Why the store was first found unavailable in this run, if it was."""
         self.verifier = rt.ledger.key.verifier
 
     def fail(self, item_id: str | None, what: str, detail: str, idx: int | None = None) -> None:
@@ -114,8 +115,20 @@ class Audit:
     def unavailable(
         self, item_id: str | None, key: str | None, version_id: str | None, reason: object
     ) -> None:
+        """``key`` could not be read: the store is unavailable (it was retried for the
+        store's ``retry_s``). Later reads of this run are not tried (see ``store_down``)."""
+        if self.store_down is None:
+            self.store_down = str(reason)
         if self.focus is None or item_id in (None, self.focus):
             self.unchecked.append(CouldNotCheck(item_id, key, version_id, str(reason)))
+
+    def skipped(self, item_id: str | None, key: str | None, version_id: str | None) -> bool:
+        """True (and ``key`` listed as not checked) once the store was found unavailable:
+        each read would wait out the store's retries again."""
+        if self.store_down is None:
+            return False
+        self.unavailable(item_id, key, version_id, f"not tried: {self.store_down}")
+        return True
 
     def of(self, item_id: str) -> Logged:
         return self.logged.setdefault(item_id, Logged())
@@ -336,129 +349,3 @@ class Audit:
             else:
                 continue  # only its custody row disagrees: reported as custody_row
             self.fail(s.owner, what, detail, idx)
-
-    # --- checkpoints -----------------------------------------------------------------------
-
-    def open_checkpoint(self, note: str) -> Checkpoint | str:
-        """The checkpoint if ``note`` verifies with the log key, else why not."""
-        try:
-            return Checkpoint.parse(open_note(note, [self.verifier]).text)
-        except IntegrityError as e:
-            return f"{e} (signed by {signers(note)}; the log key is {key_name(self.verifier)})"
-
-    def signed_checkpoints(
-        self, rows: Sequence[CheckpointRow], mirrored: Callable[[CheckpointRow], str | None]
-    ) -> list[SignedHead]:
-        """Each checkpoint row's note, or its mirrored copy (``mirrored``) if the row's is bad."""
-        signed: list[SignedHead] = []
-        verified = 0
-        for row in rows:
-            opened = self.open_checkpoint(row.note)
-            if isinstance(opened, str):
-                self.fail(None, "checkpoint_signature", f"checkpoint {row.size}: {opened}")
-            copy = mirrored(row)
-            if isinstance(opened, str) and copy is not None:
-                opened = self.open_checkpoint(copy)  # the WORM copy may still be good
-            if isinstance(opened, str):
-                continue
-            verified += 1
-            if opened.origin != self.rt.settings.log.origin:
-                self.fail(
-                    None,
-                    "checkpoint_origin",
-                    f"checkpoint {row.size} is for {opened.origin!r}, "
-                    f"the log is {self.rt.settings.log.origin!r}",
-                )
-                continue
-            diffs = diff(
-                {"size": row.size, "root": row.root_hash.hex()},
-                {"size": opened.size, "root": opened.root_hash.hex()},
-            )
-            if diffs:
-                self.fail(None, "checkpoint_root", f"checkpoint row vs its signed note: {diffs}")
-            signed.append(SignedHead(opened, row.created_at))
-        if rows and not verified:
-            self.fail(
-                None,
-                "log_key",
-                f"the log key {key_name(self.verifier)} verifies none of the {len(rows)} "
-                f"checkpoints; they are signed by {signers(rows[-1].note)}",
-            )
-        return signed
-
-    def check_checkpoints(self, signed: Iterable[SignedHead]) -> None:
-        """Each signed root against the rebuilt tree, each one consistent with the one before."""
-        previous: Checkpoint | None = None
-        previous_ok = True
-        for s in signed:
-            cp = s.checkpoint
-            if cp.size > self.size:
-                continue  # signed after this run read the log size: checked at the end
-            computed = self.tree.root(cp.size)
-            root_ok = computed == cp.root_hash
-            if not root_ok:
-                where = ""
-                if previous_ok:
-                    since = previous.size if previous is not None else 0
-                    where = f"; the rows differ in leaves {since}..{cp.size - 1}"
-                self.fail(
-                    None,
-                    "checkpoint_root",
-                    f"checkpoint {cp.size} signs root {cp.root_hash.hex()}, "
-                    f"the leaf rows give {computed.hex()}{where}",
-                )
-            mirrored = self.mirror is not None and self.mirror.size >= cp.size
-            # Past a bad root the rows prove nothing more; the mirror may still.
-            if previous is not None and previous.size > 0 and (previous_ok or mirrored):
-                problem = self._inconsistent(previous, cp)
-                if problem:
-                    self.fail(
-                        None,
-                        "checkpoint_consistency",
-                        f"checkpoint {cp.size} does not extend checkpoint {previous.size}: "
-                        f"{problem}",
-                    )
-            previous, previous_ok = cp, root_ok
-
-    def _inconsistent(self, old: Checkpoint, new: Checkpoint) -> str | None:
-        """Why no proof from our trees shows ``new`` extends ``old`` (None if one does)."""
-        problem = "no tree holds both"
-        for tree in (self.tree, self.mirror):
-            if tree is None or tree.size < new.size:
-                continue
-            try:
-                verify_consistency(
-                    size1=old.size,
-                    size2=new.size,
-                    proof=tree.consistency_proof(old.size, new.size),
-                    root1=old.root_hash,
-                    root2=new.root_hash,
-                )
-            except IntegrityError as e:
-                problem = str(e)
-            else:
-                return None
-        return problem
-
-    def check_end(self, signed: Sequence[SignedHead]) -> bool:
-        """log_state against the rows, and nothing (checkpoint or index row) beyond the log's
-        end. True when the end of the log can be trusted, so this run may append to it.
-
-        An index row pointing past the end is a truncated log even where no checkpoint
-        covered it.
-        """
-        with self.rt.sessions() as session:
-            end = log_end(session)
-        problems = []
-        if end.rows != end.size or (end.last is not None and end.last != end.size - 1):
-            problems.append(f"log_state says {end.size} leaves; {end.rows} rows, last {end.last}")
-        if end.pointed >= end.size:
-            problems.append(f"the index points at leaf {end.pointed}; the log has {end.size}")
-        problems += [
-            f"checkpoint {s.checkpoint.size} was signed but the log has {end.size} leaves"
-            for s in signed
-            if s.checkpoint.size > end.size
-        ]
-        for problem in problems:
-            self.fail(None, "log_size", problem)
-        return not problems

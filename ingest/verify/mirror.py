@@ -23,11 +23,18 @@ log = logging.getLogger(__name__)
 Unavailable = Callable[[ObjectVersion, StoreUnavailable], None]
 
 
-def _loader(store: ObjectStore, v: ObjectVersion, unavailable: Unavailable | None) -> BundleVersion:
+def _loader(
+    store: ObjectStore,
+    v: ObjectVersion,
+    unavailable: Unavailable | None,
+    skip: Callable[[ObjectVersion], bool] | None,
+) -> BundleVersion:
     span = keys.parse_leaf_bundle_key(v.key)
     assert span is not None  # noqa: S101 - only bundle keys are passed
 
     def load() -> bytes | None:
+        if unavailable is not None and skip is not None and skip(v):
+            return None
         try:
             return store.read_bytes(v.key, v.version_id)
         except StoreUnavailable as e:
@@ -42,10 +49,16 @@ def _loader(store: ObjectStore, v: ObjectVersion, unavailable: Unavailable | Non
     return BundleVersion(span[0], span[1], f"{v.key}@{v.version_id}", v.modified, load)
 
 
-def bundles(store: ObjectStore, unavailable: Unavailable | None = None) -> list[BundleVersion]:
-    """Every stored version of every leaf bundle (read when the walk needs it)."""
+def bundles(
+    store: ObjectStore,
+    unavailable: Unavailable | None = None,
+    skip: Callable[[ObjectVersion], bool] | None = None,
+) -> list[BundleVersion]:
+    """Every stored version of every leaf bundle (read when the walk needs it). With
+    ``unavailable``, an unreachable bundle is reported there instead of raised, and ``skip``
+    may pass over the rest without trying."""
     return [
-        _loader(store, v, unavailable)
+        _loader(store, v, unavailable, skip)
         for v in store.list_versions(keys.LEAF_BUNDLES_PREFIX)
         if keys.parse_leaf_bundle_key(v.key) is not None
     ]
@@ -58,8 +71,17 @@ def walk_mirror(audit: Audit, signed: Sequence[SignedHead]) -> None:
         audit.mirror_incomplete = True
         audit.unavailable(None, v.key, v.version_id, e)
 
+    def skip(v: ObjectVersion) -> bool:
+        if audit.skipped(None, v.key, v.version_id):
+            audit.mirror_incomplete = True
+            return True
+        return False
+
+    if audit.skipped(None, keys.LEAF_BUNDLES_PREFIX, None):
+        audit.mirror_incomplete = True
+        return
     try:
-        found = bundles(audit.rt.store, unavailable)
+        found = bundles(audit.rt.store, unavailable, skip)
     except StoreUnavailable as e:
         audit.mirror_incomplete = True
         audit.unavailable(None, keys.LEAF_BUNDLES_PREFIX, None, e)
@@ -85,6 +107,8 @@ def mirrored_note(audit: Audit, row: CheckpointRow) -> str | None:
     if not row.object_version:
         audit.fail(None, "checkpoint_mirror", f"checkpoint {row.size} was never mirrored")
         return None
+    if audit.skipped(None, key, row.object_version):
+        return None
     try:
         note = audit.rt.store.read_bytes(key, row.object_version).decode()
     except StoreUnavailable as e:
@@ -107,6 +131,8 @@ def pinned_note(audit: Audit, row: CheckpointRow) -> str | None:
     if not row.object_version:
         return None
     key = keys.checkpoint_key(row.size)
+    if audit.skipped(None, key, row.object_version):
+        return None
     try:
         return audit.rt.store.read_bytes(key, row.object_version).decode()
     except StoreUnavailable as e:

@@ -7,7 +7,9 @@ import hashlib
 import json
 import re
 import subprocess
+import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from api.app import create_app
 from configs.settings import Settings
 from ingest import jobs, people
 from ingest.export import ExportResult, export_to_file
-from ingest.runtime import Runtime
+from ingest.runtime import Runtime, open_runtime
 from ingest.verify import verify_all
 from integrity.errors import HashMismatch
 from integrity.note import generate_signer_key
@@ -27,13 +29,15 @@ from integrity.package import PackageReport, verify_package
 from storage import keys
 from storage import repository as repo
 from tests.cli import cli_env, run_cli
-from tests.conftest import TESTDATA
+from tests.conftest import TESTDATA, SettingsFactory
 from tests.integration.logkit import distinct_files, seal, sql
 from tests.people import bearer, make_user
+from tests.tsa_server import local_tsa
 
 CASE = "XF-2026/0042"
 PHOTO = TESTDATA / "photos" / "mobile" / "date-priority-test.jpg"
-pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
+"""Most tests here are about the package, not the index: one backend is enough for them."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ def test_export_then_offline_verify_passes(rt: Runtime, exported: Exported) -> N
     assert leaves == proofs == wanted  # every leaf of the case's items, and only those
 
 
+@SQLITE
 def test_export_is_a_custody_event_naming_the_package_hash(rt: Runtime, exported: Exported) -> None:
     with rt.sessions() as session:
         for item_id in exported.item_ids:
@@ -121,6 +126,7 @@ def test_export_is_a_custody_event_naming_the_package_hash(rt: Runtime, exported
     assert verify_all(rt, actor="auditor").ok
 
 
+@SQLITE
 def test_tools_nobody_here_wrote_accept_the_unzipped_bag(
     exported: Exported, tmp_path: Path
 ) -> None:
@@ -150,6 +156,7 @@ def _blocks(markdown: str, heading: str) -> str:
     return "\n".join(line[4:] for line in section.splitlines() if line.startswith("    "))
 
 
+@SQLITE
 def test_verify_md_commands_really_check_the_package(exported: Exported, tmp_path: Path) -> None:
     out = tmp_path / "unzipped"
     with zipfile.ZipFile(exported.path) as zf:
@@ -230,6 +237,7 @@ def _member(exported: Exported, pattern: str) -> str:
         r"manifest-sha256\.txt",
     ],
 )
+@SQLITE
 def test_one_flipped_byte_fails_naming_its_file(
     exported: Exported, tmp_path: Path, pattern: str
 ) -> None:
@@ -243,31 +251,46 @@ def test_one_flipped_byte_fails_naming_its_file(
     assert member.split("/", 1)[1] in _files(report), report.failures
 
 
+def _forge(exported: Exported, dst: Path, change: Callable[[dict[str, bytes]], None]) -> None:
+    """Rewrite the package the way a careful forger would: ``change`` its files (by zip
+    member name), then make both manifests (and Payload-Oxum) agree with the result."""
+    top = exported.top
+    with zipfile.ZipFile(exported.path) as src:
+        files = {n: src.read(n) for n in src.namelist()}
+    change(files)
+    payload = {n: d for n, d in files.items() if n.split("/", 1)[1].startswith("data/")}
+    info = files[f"{top}/bag-info.txt"].decode()
+    oxum = f"{sum(len(d) for d in payload.values())}.{len(payload)}"
+    files[f"{top}/bag-info.txt"] = re.sub(
+        r"Payload-Oxum: \S+", f"Payload-Oxum: {oxum}", info
+    ).encode()
+    files[f"{top}/manifest-sha256.txt"] = "".join(
+        f"{hashlib.sha256(d).hexdigest()}  {n.split('/', 1)[1]}\n" for n, d in payload.items()
+    ).encode()
+    files[f"{top}/tagmanifest-sha256.txt"] = "".join(
+        f"{hashlib.sha256(files[f'{top}/{t}']).hexdigest()}  {t}\n"
+        for t in ("bagit.txt", "bag-info.txt", "manifest-sha256.txt")
+    ).encode()
+    with zipfile.ZipFile(dst, "w") as out:
+        for n, d in files.items():
+            out.writestr(n, d)
+
+
+@SQLITE
 def test_a_custody_line_changed_by_a_careful_forger_is_named(
     exported: Exported, tmp_path: Path
 ) -> None:
     """New manifests over a changed custody line: the bag is whole, the log disproves it."""
     member = _member(exported, r"data/items/\w+/custody\.jsonl")
     rel = member.split("/", 1)[1]
+
+    def change(files: dict[str, bytes]) -> None:
+        before = files[member]
+        files[member] = before.replace(b'"actor":"test"', b'"actor":"nobody"', 1)
+        assert files[member] != before
+
     forged = tmp_path / "forged.zip"
-    with zipfile.ZipFile(exported.path) as src, zipfile.ZipFile(forged, "w") as dst:
-        files = {n: src.read(n) for n in src.namelist()}
-        files[member] = files[member].replace(b'"actor":"test"', b'"actor":"tset"', 1)
-        assert files[member] != src.read(member)
-        top = exported.top
-        lines = [
-            f"{hashlib.sha256(data).hexdigest()}  {n.split('/', 1)[1]}\n"
-            for n, data in files.items()
-            if n.split("/", 1)[1].startswith("data/")
-        ]
-        files[f"{top}/manifest-sha256.txt"] = "".join(lines).encode()
-        tags = [
-            f"{hashlib.sha256(files[f'{top}/{t}']).hexdigest()}  {t}\n"
-            for t in ("bagit.txt", "bag-info.txt", "manifest-sha256.txt")
-        ]
-        files[f"{top}/tagmanifest-sha256.txt"] = "".join(tags).encode()
-        for n, data in files.items():
-            dst.writestr(n, data)
+    _forge(exported, forged, change)
     report = verify_package(forged, verifier_key=exported.key)
     assert {(f.file, f.code) for f in report.failures} >= {
         (rel, "custody_unproven"),  # the changed line is no leaf of the log
@@ -276,6 +299,23 @@ def test_a_custody_line_changed_by_a_careful_forger_is_named(
     assert all(f.file == rel for f in report.failures), report.failures
 
 
+@SQLITE
+def test_a_derivative_left_out_by_a_careful_forger_is_named(
+    exported: Exported, tmp_path: Path
+) -> None:
+    member = _member(exported, r"data/items/\w+/thumb-\d+\.jpg")
+    forged = tmp_path / "forged.zip"
+
+    def change(files: dict[str, bytes]) -> None:
+        del files[member]
+
+    _forge(exported, forged, change)
+    report = verify_package(forged, verifier_key=exported.key)
+    folder = member.split("/", 1)[1].rsplit("/", 1)[0]
+    assert [(f.file, f.code) for f in report.failures] == [(folder, "derivative_missing")]
+
+
+@SQLITE
 def test_a_package_checked_against_another_logs_key_fails(
     exported: Exported, settings: Settings
 ) -> None:
@@ -288,6 +328,7 @@ def test_a_package_checked_against_another_logs_key_fails(
     } <= {(f.file, f.code) for f in report.failures}
 
 
+@SQLITE
 def test_cli_export_and_offline_verify_need_no_database_nor_store(
     rt: Runtime, settings: Settings, tmp_path: Path
 ) -> None:
@@ -317,11 +358,18 @@ def test_cli_export_and_offline_verify_need_no_database_nor_store(
     assert bad.returncode == 1, str(bad)
     assert {f["file"] for f in bad.json()["failures"]} >= {"data/log/checkpoint"}
     assert all(set(f) == {"file", "code", "message"} for f in bad.json()["failures"])
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    cut = run_cli("verify", broken, "--key", key, "--json", env=offline, cwd=tmp_path)
+    assert cut.returncode == 1, str(cut)
+    assert cut.json()["failures"][0]["file"] == "broken.zip"
+    assert cut.json()["failures"][0]["code"] == "package_error"
     unknown = run_cli("export", "NO-SUCH-CASE", "-o", tmp_path / "x.zip", env=env, cwd=tmp_path)
     assert unknown.returncode == 4 and not (tmp_path / "x.zip").exists()
     del item
 
 
+@SQLITE
 def test_http_export_streams_a_package_that_verifies(settings: Settings, tmp_path: Path) -> None:
     with TestClient(create_app(settings, workers=0)) as client:
         rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
@@ -357,6 +405,7 @@ def test_http_export_streams_a_package_that_verifies(settings: Settings, tmp_pat
         json.loads(missing.text)
 
 
+@SQLITE
 def test_a_changed_original_stops_the_export_and_leaves_no_file(
     rt: Runtime, tmp_path: Path
 ) -> None:
@@ -366,8 +415,74 @@ def test_a_changed_original_stops_the_export_and_leaves_no_file(
     )
     sql(rt, "UPDATE items SET version_id = :v WHERE id = :i", v=forged.version_id, i=item.item_id)
     out = tmp_path / "case.zip"
+    threads = threading.active_count()
     with pytest.raises(HashMismatch, match=item.sha256):
         export_to_file(rt, case_id=CASE, actor="reviewer", output=out)
+    assert threading.active_count() == threads  # the reader and hasher threads are gone
     assert list(tmp_path.glob("*.zip*")) == [] and list(tmp_path.glob(".case.zip*")) == []
     with rt.sessions() as session:
         assert all(e.action != "export" for e in repo.custody_of(session, item_id=item.item_id))
+
+
+@SQLITE
+def test_report_html_shows_items_times_places_problems_and_custody(
+    rt: Runtime, exported: Exported
+) -> None:
+    with zipfile.ZipFile(exported.path) as zf:
+        page = zf.read(f"{exported.top}/data/report.html").decode()
+        photo_doc = json.loads(
+            zf.read(f"{exported.top}/data/items/{exported.item_ids[0]}/metadata.json")
+        )
+    assert page.startswith("<!doctype html>") and "@media print" in page
+    for item_id in exported.item_ids:
+        assert page.count(item_id) >= 2  # its row and its custody timeline
+    assert photo_doc["captured_at"] and photo_doc["captured_at_source"]
+    assert photo_doc["captured_at"] in page
+    assert f"source: {photo_doc['captured_at_source']}" in page
+    if photo_doc["gps"]:
+        assert f"{photo_doc['gps']['lat']}, {photo_doc['gps']['lon']}" in page
+    for problem in photo_doc["problems"]:
+        assert problem["code"] in page
+    assert "<td>sealed</td>" in page and "XF-2026/0042" in page
+    assert "<script" not in page
+
+
+@SQLITE
+def test_a_time_stamped_checkpoint_travels_with_its_token(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    (tmp_path / "tsa").mkdir()
+    with local_tsa(tmp_path / "tsa") as tsa:
+        settings = make_settings(log={"tsa_url": tsa.url, "tsa_roots": [tsa.dir / "ca.pem"]})
+        rt = open_runtime(settings)
+        try:
+            seal(rt, distinct_files(tmp_path / "in", 1)[0], CASE)
+            path = tmp_path / "stamped.zip"
+            export_to_file(rt, case_id=CASE, actor="reviewer", output=path)
+            key = rt.ledger.key.verifier_key
+        finally:
+            rt.close()
+        report = verify_package(path, verifier_key=key)
+        assert report.ok, report.failures
+        out = tmp_path / "unzipped"
+        with zipfile.ZipFile(path) as zf:
+            zf.extractall(out)
+            top = zf.namelist()[0].split("/")[0]
+        folder = out / top
+        assert (folder / "data/log/checkpoint.tsr").stat().st_size > 0
+        guide = (folder / "data/VERIFY.md").read_text()
+        (verify_ts,) = [c for c in _blocks(guide, "## 3a.").splitlines() if "ts -verify" in c]
+        checked = subprocess.run(
+            ["bash", "-c", verify_ts.replace("TSA-ROOT.pem", str(tsa.dir / "ca.pem"))],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0 and "Verification: OK" in checked.stdout, checked
+    member = f"{top}/data/log/checkpoint.tsr"
+    with zipfile.ZipFile(path) as zf:
+        size = zf.getinfo(member).file_size
+    flipped = tmp_path / "flipped.zip"
+    _flip(path, flipped, member, size - 10)  # inside the token's signature
+    assert "data/log/checkpoint.tsr" in _files(verify_package(flipped, verifier_key=key))

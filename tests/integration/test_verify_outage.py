@@ -3,6 +3,7 @@ lists what it could not read under ``could_not_check``, exits 75, and logs no fa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from tests.conftest import SettingsFactory
 from tests.integration.logkit import distinct_files, seal
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+RETRY_S = 3.0
+"""How long the store retries an unavailable operation (20 s by default)."""
 
 
 @pytest.fixture
@@ -28,7 +31,8 @@ def private_store(tmp_path: Path) -> Iterator[tuple[EmbeddedSeaweed, EmbeddedS3]
     server = EmbeddedSeaweed(tmp_path / "private-seaweed")
     s3 = server.start()
     yield server, s3
-    server.release()  # a no-op once the test stopped it
+    server.release()
+    server.stop()  # a no-op once the test stopped it
 
 
 def _counts(rt: Runtime) -> tuple[int, int]:
@@ -52,6 +56,7 @@ def test_store_stopped_means_could_not_check_exit_75_and_no_failure_logged(
             "access_key": s3.access_key,
             "secret_key": s3.secret_key,
             "bucket": "outage",
+            "retry_s": RETRY_S,
         }
     )
     rt = open_runtime(settings)
@@ -61,14 +66,18 @@ def test_store_stopped_means_could_not_check_exit_75_and_no_failure_logged(
         assert verify_all(rt, actor="auditor").ok
         before = _counts(rt)
 
-        server.release()  # the last lease: the server stops
+        server.stop()  # the store goes down under a running verifier
+        started = time.monotonic()
         report = verify_all(rt, actor="auditor")
+        # The store's retries are waited out once, not once per object (>= 6 reads here).
+        assert time.monotonic() - started < 4 * RETRY_S
         assert report.failures == []
         assert (report.ok, report.checked, report.exit_status) == (False, 0, 75)
         unchecked = {(c.item_id, c.key) for c in report.could_not_check}
         for item in sealed:
             assert (item.item_id, keys.original_key(item.sha256)) in unchecked
         assert all(c.reason for c in report.could_not_check)
+        assert sum(c.reason.startswith("not tried: ") for c in report.could_not_check) >= 2
         doc = report.as_dict()
         assert set(doc) == {"ok", "checked", "failures", "could_not_check"}
         assert set(doc["could_not_check"][0]) == {"item_id", "key", "version_id", "reason"}
@@ -78,7 +87,7 @@ def test_store_stopped_means_could_not_check_exit_75_and_no_failure_logged(
         assert {c.item_id for c in one.could_not_check} == {sealed[0].item_id}
         assert _counts(rt) == before  # no leaf at all, let alone a failing verify leaf
 
-        env = cli_env(settings.home_dir, settings)
+        env = cli_env(settings.home_dir, settings) | {"LIUHEN_S3__RETRY_S": str(RETRY_S)}
         for args in (("--all",), (sealed[1].item_id,)):
             run = run_cli("verify", *args, "--json", env=env, cwd=tmp_path)
             assert run.returncode == 75, str(run)
