@@ -33,9 +33,11 @@ def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:
         pool = WorkerPool(rt, settings.pipeline.workers if workers is None else workers)
         app.state.runtime = rt
         pool.start()
+        stop_signer = rt.ledger.sign_in_background()  # leaves nobody asked a receipt for
         try:
             yield
         finally:
+            stop_signer()
             pool.stop(timeout=30)
             rt.close()
 
