@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/log.py
 	$(BIN)/python bench/transcode.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/sequencer.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

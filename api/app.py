@@ -50,9 +50,11 @@ def create_app(
         )
         app.state.runtime = rt
         pool.start()
+        stop_signer = rt.ledger.sign_in_background()  # leaves nobody asked a receipt for
         try:
             yield
         finally:
+            stop_signer()
             pool.stop(timeout=30)
             if runtime is None:
                 rt.close()

@@ -92,7 +92,7 @@ class _Head:
     log_size: int
 
     def covers(self, size: int) -> bool:
-        return self.signed is not None and self.signed.checkpoint.size >= size
+        return _covers(self.signed, size)
 
 
 class SignerLock:
@@ -301,10 +301,8 @@ class Ledger:
         """Base64 consistency proof between two tree sizes (for auditors and monitors)."""
         signed = self.latest_checkpoint()
         size = signed.checkpoint.size if signed else 0
-        if not 0 <= size1 <= size2 <= size:
-            raise LogCorrupt(f"need 0 <= from <= to <= {size}, got {size1}, {size2}")
-        if size1 == 0:
-            return []
+        if not 1 <= size1 <= size2 <= size:  # RFC 9162 has no proof from the empty tree
+            raise LogCorrupt(f"need 1 <= from <= to <= {size}, got {size1}, {size2}")
         proof = TiledTree(size, self._read_tiles).consistency_proof(size1, size2)
         return [base64.b64encode(h).decode() for h in proof]
 
@@ -386,6 +384,33 @@ class Ledger:
                 return found
             if time.monotonic() >= deadline:
                 raise self._pending(size)
+
+    def sign_in_background(self) -> Callable[[], None]:
+        """Start a thread that signs leaves nobody asked a receipt for (derivatives, custody)
+        within about one interval (at least once a second); returns the function that stops
+        it. Every process may run one: the signer lock lets one of them sign at a time."""
+        stop = threading.Event()
+        period = max(self.interval, 1.0)
+
+        def run() -> None:
+            while not stop.wait(period):
+                try:
+                    head = self._head()
+                    if not head.covers(head.log_size) and self.store is not None:
+                        self._await(head.log_size, timeout=period)
+                except CheckpointPending:
+                    pass  # another process holds the signer lock: it signs them
+                except Exception:  # keep trying: a store or database outage passes
+                    log.exception("background signing failed")
+
+        thread = threading.Thread(target=run, name="liuhen-log-signer", daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            thread.join(timeout=period + self.receipt_wait_s)
+
+        return halt
 
     def _answered(self, entered: int, size: int) -> bool:
         """Whether a round that ended after round ``entered`` found a covering checkpoint."""

@@ -320,3 +320,24 @@ def test_an_edited_tile_is_refused(rt: Runtime) -> None:
     _append(rt)
     with pytest.raises(LogCorrupt, match="refusing to sign"):
         rt.ledger.publish()
+
+
+def test_leaves_nobody_asked_about_are_signed_in_the_background(rt: Runtime) -> None:
+    _append(rt, 3)  # say, derivative leaves from a worker: no receipt is asked for them
+    rt.ledger.interval = 0.1
+    stop = rt.ledger.sign_in_background()
+    try:
+        deadline = time.monotonic() + 20
+        while (latest := rt.ledger.latest_checkpoint()) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert latest is not None and latest.checkpoint.size == 3
+        _append(rt, 2)
+        while latest.checkpoint.size < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            latest = rt.ledger.latest_checkpoint() or latest
+        assert latest.checkpoint.size == 5
+    finally:
+        stop()
+    _append(rt)
+    time.sleep(1.5)
+    assert _checkpoint_sizes(rt) == [3, 5]  # stopped: nothing more is signed
