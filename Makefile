@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/transcode.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/sequencer.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -321,7 +321,10 @@ def worker(
         int | None, typer.Option(help="Worker threads (default from settings).")
     ] = None,
 ) -> None:
-    """Run pipeline workers until interrupted (SIGINT/SIGTERM finish the current job first)."""
+    """Run pipeline workers until interrupted (SIGINT/SIGTERM finish the current job first).
+
+    On PostgreSQL any number of these, on any machines, share one queue (procrastinate).
+    """
     import signal
     import threading
 

@@ -8,7 +8,8 @@ heartbeat stopped (its process hung or was killed) is claimable again once that 
 one whose process is gone from this host is put back at once (the PID says so). Retries wait
 with jittered back-off; every time is the database's clock (``strftime('now')``).
 
-A worker settles only a job it still holds: one re-queued while it ran (``link_track`` after
+A run's end is written in the transaction that claims the worker's next job (one commit per
+job). A worker settles only a job it still holds: one re-queued while it ran (``link_track`` after
 the item's first run started) is left queued for the next run.
 """
 
@@ -20,6 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, text
@@ -38,6 +40,18 @@ def db_now(session: Session) -> datetime:
     """The database's clock (SQLite: this machine's, read by SQLite)."""
     stamp = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
     return datetime.fromisoformat(str(stamp)).replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Settled:
+    """How a run ended: an outcome, or a retry after ``delay_s``."""
+
+    item_id: str
+    name: str
+    outcome: Outcome | None = None
+    delay_s: float = 0.0
+    error: str | None = None
+    counts: bool = True
 
 
 class SqliteQueue:
@@ -69,77 +83,82 @@ class SqliteQueue:
 
     # --- claiming and settling -------------------------------------------------------------
 
-    def _claim(self, name: str) -> tuple[str, int] | None:
-        """Take the oldest due job (queued, or running with a stale heartbeat)."""
+    def _take(self, session: Session, name: str, now: datetime) -> tuple[str, int] | None:
+        """Claim the oldest due job (queued, or running with a stale heartbeat)."""
+        job = session.scalars(
+            select(Job)
+            .where(
+                ((Job.state == "queued") & (Job.due_at <= now))
+                | ((Job.state == "running") & (Job.locked_until < now))
+            )
+            .order_by(Job.due_at)
+            .limit(1)
+        ).first()
+        if job is None:
+            return None
+        job.state, job.locked_by = "running", name
+        job.locked_until = now + timedelta(seconds=self.settings.queue.stalled_s)
+        job.attempts += 1
+        job.updated_at = now
+        return job.item_id, job.attempts - 1
+
+    def _settle(self, session: Session, done: _Settled, now: datetime) -> None:
+        """Write what a run ended with, if its worker still holds the job."""
+        job = session.get(Job, done.item_id, populate_existing=True)
+        if job is None:
+            return
+        held = job.state == "running" and job.locked_by == done.name
+        if done.outcome is not None:
+            if held:
+                job.state = "done" if done.outcome is Outcome.DONE else "failed"
+                job.locked_by = job.locked_until = None
+                job.updated_at = now
+                if done.outcome is Outcome.DONE:
+                    job.attempts, job.last_error = 0, None
+            elif job.state == "queued" and done.outcome is Outcome.DONE:
+                job.attempts = 0  # re-queued while it ran: a new request, and this run succeeded
+        elif held:
+            job.state, job.locked_by, job.locked_until = "queued", None, None
+            job.due_at, job.updated_at = now + timedelta(seconds=done.delay_s), now
+            job.last_error = done.error
+            if not done.counts:
+                job.attempts -= 1
+
+    def step(
+        self, name: str, settled: _Settled | None, stopping: threading.Event | None = None
+    ) -> tuple[bool, _Settled | None]:
+        """Settle the last run and claim the next in one transaction (one commit per job),
+        then run it. Returns whether a job ran and what it ended with (to settle next)."""
         self._heartbeat()
         with transaction(self.sessions) as session:
             now = db_now(session)
-            job = session.scalars(
-                select(Job)
-                .where(
-                    ((Job.state == "queued") & (Job.due_at <= now))
-                    | ((Job.state == "running") & (Job.locked_until < now))
-                )
-                .order_by(Job.due_at)
-                .limit(1)
-            ).first()
-            if job is None:
-                return None
-            job.state, job.locked_by = "running", name
-            job.locked_until = now + timedelta(seconds=self.settings.queue.stalled_s)
-            job.attempts += 1
-            job.updated_at = now
-            return job.item_id, job.attempts - 1
-
-    def _held(self, session: Session, item_id: str, name: str) -> Job | None:
-        job = session.get(Job, item_id, populate_existing=True)
-        return job if job is not None and job.state == "running" and job.locked_by == name else None
-
-    def run_one(self, name: str, stopping: threading.Event | None = None) -> bool:
-        """Claim and run one due job; False when there was none."""
-        claimed = self._claim(name)
+            if settled is not None:
+                self._settle(session, settled, now)
+            claimed = (
+                None
+                if stopping is not None and stopping.is_set()
+                else self._take(session, name, now)
+            )
         if claimed is None:
-            return False
+            return False, None
         item_id, attempts = claimed
         stop = stopping or threading.Event()
         run = JobRun(item_id=item_id, attempts=attempts, stopping=stop.is_set)
         try:
-            outcome = self.handler(run)
+            return True, _Settled(item_id, name, outcome=self.handler(run))
         except RetryLater as e:
-            with transaction(self.sessions) as session:
-                job = self._held(session, item_id, name)
-                if job is not None:
-                    now = db_now(session)
-                    job.state, job.locked_by, job.locked_until = "queued", None, None
-                    job.due_at, job.updated_at = now + timedelta(seconds=e.delay_s), now
-                    job.last_error = e.error
-                    if not e.counts:
-                        job.attempts -= 1
-            return True
+            return True, _Settled(item_id, name, delay_s=e.delay_s, error=e.error, counts=e.counts)
         except Exception as e:  # the handler could not even record the failure: try later
             log.exception("job for item %s could not be settled", item_id)
+            error = f"{type(e).__name__}: {e}"
+            return True, _Settled(
+                item_id, name, delay_s=self.settings.queue.retry_cap_s, error=error
+            )
+
+    def flush(self, settled: _Settled | None) -> None:
+        if settled is not None:
             with transaction(self.sessions) as session:
-                job = self._held(session, item_id, name)
-                if job is not None:
-                    job.state, job.locked_by, job.locked_until = "queued", None, None
-                    job.due_at = db_now(session) + timedelta(
-                        seconds=self.settings.queue.retry_cap_s
-                    )
-                    job.last_error = f"{type(e).__name__}: {e}"
-            return True
-        with transaction(self.sessions) as session:
-            job = session.get(Job, item_id, populate_existing=True)
-            if job is None:
-                return True
-            if job.state == "running" and job.locked_by == name:
-                job.state = "done" if outcome is Outcome.DONE else "failed"
-                job.locked_by = job.locked_until = None
-                job.updated_at = db_now(session)
-                if outcome is Outcome.DONE:
-                    job.attempts, job.last_error = 0, None
-            elif job.state == "queued" and outcome is Outcome.DONE:
-                job.attempts = 0  # re-queued while it ran: a new request, and this run succeeded
-        return True
+                self._settle(session, settled, db_now(session))
 
     # --- heartbeats and the dead ------------------------------------------------------------
 
@@ -207,9 +226,10 @@ class SqliteQueue:
 
     def _loop(self, name: str, stop: threading.Event) -> None:
         last_look = time.monotonic()
+        settled: _Settled | None = None
         while not stop.is_set():
             try:
-                busy = self.run_one(name, stop)
+                busy, settled = self.step(name, settled, stop)
                 if time.monotonic() - last_look >= self.settings.queue.heartbeat_s:
                     last_look = time.monotonic()
                     self.recover_orphans()
@@ -218,13 +238,20 @@ class SqliteQueue:
                 busy = False
             if not busy:
                 stop.wait(self.settings.queue.poll_s)
+        try:
+            self.flush(settled)
+        except Exception:  # its heartbeat stops: the job is claimable again after stalled_s
+            log.exception("worker %s could not settle its last job", name)
 
     def wait_for(self, item_ids: Iterable[str], *, timeout_s: float = 3600) -> set[str]:
         pending = set(item_ids)
         name = f"{self._prefix}w{threading.get_native_id()}"  # unique among this process's threads
         self.recover_orphans()
         deadline = time.monotonic() + timeout_s
+        settled: _Settled | None = None
         while pending:
+            self.flush(settled)
+            settled = None
             with self.sessions() as session:
                 states = {
                     job.item_id: job.state
@@ -233,7 +260,8 @@ class SqliteQueue:
             pending = {i for i in pending if states.get(i) in {"queued", "running"}}
             if not pending or time.monotonic() >= deadline:
                 break
-            if not self.run_one(name):
+            busy, settled = self.step(name, None)
+            if not busy:
                 time.sleep(min(0.5, self.settings.queue.poll_s))
         if pending:
             log.warning("gave up waiting for %d item(s) after %g s", len(pending), timeout_s)

@@ -40,7 +40,7 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
         workers=3,
         settings={
             "LIUHEN_QUEUE__HEARTBEAT_S": "1",
-            "LIUHEN_QUEUE__STALLED_S": "3",
+            "LIUHEN_QUEUE__STALLED_S": "4",  # a loaded machine delays beats
             "LIUHEN_QUEUE__STORE_RETRY_CAP_S": "2",
             "LIUHEN_PIPELINE__THUMBNAILS": "3",
             "LIUHEN_LOG_LEVEL": "INFO",
