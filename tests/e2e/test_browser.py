@@ -255,6 +255,14 @@ def test_officer_reviews_a_case_plays_an_item_verifies_exports_and_links(
     page.goto(f"{world.base}/items/{world.photo}")
     assert "拍错了案件" in page.locator("#custody").inner_text()
 
+    # The user's own API token: issued on the page, shown once.
+    page.goto(f"{world.base}/me")
+    page.click("#issue-token")
+    page.wait_for_load_state()
+    token = page.locator("#new-token").inner_text()
+    assert token.startswith("lh_") and page.locator("#live-tokens").inner_text() == "2"
+    shot(page, "me-zh")
+
     # Log out: the session is gone.
     page.goto(f"{world.base}/me")
     page.click("header form[action='/logout'] button")
@@ -330,6 +338,7 @@ def test_supervision_page_and_a_reviewer_kept_out(
     page = context.new_page()
     log_in(page, world.base, "rev1", f"/cases/{CASE}")
     assert "You may not view this case" in page.content()  # the browser asks for English
+    shot(page, "denied-case-en")
     assert f"denied: user=rev1 role=reviewer path=/cases/{CASE} action=case.read" in caplog.text
     with world.rt.sessions() as s:
         denied = [e for e in pstore.case_events(s, case_id=CASE) if e.action == "denied"]
@@ -341,6 +350,22 @@ def test_supervision_page_and_a_reviewer_kept_out(
     assert page.locator(f"a.card[href='/items/{world.photo}']").count() == 1
     assert page.locator("#link-form").count() == 0  # read-only
     assert page.locator("#export-form").count() == 1
+    context.close()
+
+    # An admin holds and releases a case (with a reason) and sees no evidence on its page.
+    context = browser.new_context(locale="zh-CN")
+    page = context.new_page()
+    log_in(page, world.base, "admin1", f"/cases/{CASE}")
+    assert page.locator("a.card").count() == 0 and page.locator("video, img.photo").count() == 0
+    page.fill("#hold-form input[name=reason]", "复议结束")
+    page.click("#hold-form button[type=submit]")  # the case starts held: this releases it
+    page.wait_for_load_state()
+    assert page.locator("#done").inner_text().startswith("案件保全已解除")
+    assert page.locator("#held").inner_text() == "未保全"
+    with world.rt.sessions() as s:
+        assert not pstore.case_is_held(s, case_id=CASE)
+        assert not pstore.item_hold_state(s, item_id=world.clips[0])
+    shot(page, "case-hold-zh")
     context.close()
 
 
