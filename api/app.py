@@ -72,6 +72,7 @@ def create_app(
     for router in (search.router, links.router, holds.router):
         app.include_router(router)
     web.install(app)  # the web pages (api/routes/web.py) and their static files
+    app.state.web_directory = web.PeopleDirectory()  # web logins: the people service's users
     _install_error_handlers(app)
     return app
 

@@ -15,6 +15,8 @@ Rules:
   expires; exports those cases.
 * **auditor**: reads the log and the receipt (leaf + proof) of any item.
 * **admin**: holds and releases cases; manages users, devices and retention from the CLI.
+* **admin** and **auditor**: read the supervision figures (per unit and officer: counts,
+  hours, gaps; no item's content), the web's supervision page.
 * **device**: uploads (the device registry decides the rest).
 * Every authenticated principal may read the log (checkpoints, consistency proofs).
 
@@ -61,6 +63,8 @@ class Action(StrEnum):
     CASE_HOLD = "case.hold"
     """Place or release a case's legal hold."""
     LOG_READ = "log.read"
+    SUPERVISION_READ = "supervision.read"
+    """The per-unit and per-officer figures of the supervision page (no item content)."""
 
 
 A = Action
@@ -81,8 +85,8 @@ ROLE_ACTIONS: dict[str, frozenset[Action]] = {
     "reviewer": frozenset(
         {A.ITEM_SEARCH, A.ITEM_READ, A.ITEM_RECEIPT, A.CASE_READ, A.CASE_EXPORT, A.LOG_READ}
     ),
-    "auditor": frozenset({A.ITEM_RECEIPT, A.LOG_READ}),
-    "admin": frozenset({A.CASE_HOLD, A.LOG_READ}),
+    "auditor": frozenset({A.ITEM_RECEIPT, A.LOG_READ, A.SUPERVISION_READ}),
+    "admin": frozenset({A.CASE_HOLD, A.LOG_READ, A.SUPERVISION_READ}),
     "device": frozenset({A.ITEM_UPLOAD, A.CASE_LINK, A.LOG_READ}),
 }
 ITEM_SCOPED = frozenset({A.ITEM_READ, A.ITEM_RECEIPT, A.ITEM_LINK})

@@ -3,6 +3,8 @@ in capture-time order, a page at a time.
 
 * The time of an item is its ``captured_at``, or its ``received_at`` when the capture time
   is unknown; ``from`` / ``to`` filter on that time (``from`` inclusive, ``to`` exclusive).
+* ``media_type`` is a MIME type (``video/mp4``) or just its kind (``video``, ``audio``,
+  ``image``: every type of that kind).
 * ``bbox`` (W,S,E,N in decimal degrees) matches items whose GPS point lies inside.
 * Pages are keyset-paginated: the order is (time, item ID), and the cursor is an opaque
   token (base64url of that pair) meaning "after this one". New items never shift a page
@@ -127,7 +129,10 @@ def search(
     if f.status is not None:
         conds.append(Item.status == f.status)
     if f.media_type is not None:
-        conds.append(Item.media_type == f.media_type)
+        if "/" in f.media_type:
+            conds.append(Item.media_type == f.media_type)
+        else:  # a kind: video, audio, image
+            conds.append(Item.media_type.startswith(f"{f.media_type}/", autoescape=True))
     if f.start is not None:
         conds.append(_time() >= f.start)
     if f.end is not None:

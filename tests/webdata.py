@@ -1,5 +1,6 @@
-"""Cases for the web tests: sealed items with known times, officers, devices and units, and a
-web client logged in through the real login form."""
+"""Cases for the web tests: sealed items with known times, officers, devices and units, real
+users (the people service, Argon2 passwords), and a web client logged in through the real
+login form."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import update
 
-from api.web.session import MemoryDirectory
+from ingest import people
 from ingest.intake import seal_file
 from ingest.manifest import Manifest
 from ingest.runtime import Runtime
@@ -77,13 +78,22 @@ def set_units(
                 session.execute(update(table).where(table.id == key).values(unit=unit))
 
 
-def directory() -> MemoryDirectory:
-    d = MemoryDirectory()
-    d.add("admin1", role="admin", password=PASSWORD)
-    d.add("audit1", role="auditor", password=PASSWORD)
-    d.add("off1", role="officer", password=PASSWORD, unit="unit-a")
-    d.add("rev1", role="reviewer", password=PASSWORD, cases=["C-GRANTED"])
-    return d
+USERS = (
+    ("admin1", "admin", None),
+    ("audit1", "auditor", None),
+    ("off1", "officer", "unit-a"),
+    ("off2", "officer", "unit-b"),
+    ("rev1", "reviewer", None),
+)
+
+
+def make_web_users(rt: Runtime) -> None:
+    """The users above, made as ``liuhen user add NAME --role R --password-stdin`` makes
+    them, all with :data:`PASSWORD`."""
+    for name, role, unit in USERS:
+        people.add_user(
+            rt.sessions, name=name, role=role, unit=unit, password=PASSWORD, actor="cli:test"
+        )
 
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')

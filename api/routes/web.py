@@ -1,8 +1,9 @@
 """The web pages (server-rendered; readable without JavaScript except the players).
 
-Each route: who is asking (login session), may they, fetch through a service function,
-render. Data access lives in ``ingest.timeline`` / ``ingest.supervision`` / ``ingest.browse``
-/ ``ingest.catalog``; access decisions in ``api.web.session``.
+Each route: who is asking (login session), may they (``Web.refused`` asks
+:mod:`ingest.access`, the API's one policy, and records a denial as the API does), call the
+service (``ingest.timeline`` / ``search`` / ``links`` / ``retention`` / ``export`` /
+``people`` / ``supervision`` / ``catalog``), render.
 """
 
 from __future__ import annotations
@@ -13,42 +14,37 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from api.routes.items import _bytes_response
 from api.web import verification
 from api.web.drawing import draw_bars, draw_map, draw_timeline, geojson_coords
 from api.web.pages import Web, WebDep, client_address, log, safe_next
-from api.web.session import (
-    WebUser,
-    actor_of,
-    clear_session,
-    limiter_of,
-    may_supervise,
-    may_view_item,
-    new_session,
-    record_denial,
-    write_session,
-)
-from ingest import catalog, timeline
-from ingest.browse import KINDS, ItemFilters, find_items, parse_bbox
-from ingest.errors import ManifestError
+from api.web.session import clear_session, limiter_of, new_session, write_session
+from ingest import catalog, links, people, retention, search, timeline
+from ingest.access import Action
+from ingest.errors import InvalidInput, ManifestError
+from ingest.export import stream_export
 from ingest.manifest import check_case_id
+from ingest.people import Principal
 from ingest.retrieve import log_read, resolve, verified_stream
 from ingest.supervision import supervision_report, to_csv
 from integrity.errors import LiuhenError
+from storage import people as pstore
 from storage import repository as repo
 from storage.errors import NotFound
-from storage.tables import Item
 
 router = APIRouter(include_in_schema=False)
 
 CsrfForm = Annotated[str | None, Form()]
+TextForm = Annotated[str | None, Form()]
 MAX_TRACK_BYTES = 8 * 1024 * 1024
 """A GPS track larger than this is not drawn (it is still listed and downloadable)."""
-CASE_ACTIONS = ("link", "unlink", "hold", "release", "export")
 STATUSES = ("sealed", "ready", "partial", "unprocessable")
+KINDS = ("video", "audio", "image")
 SEARCH_FIELDS = ("case", "officer", "device", "unit", "from", "to", "bbox", "status", "media_type")
+PAGE_SIZE = 50
+DONE = ("link", "unlink", "hold", "release")
 
 
 # --- login, logout, own page -----------------------------------------------------------------
@@ -89,7 +85,7 @@ def login(
         )
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    user = w.directory.authenticate(w.rt, username=username, password=password)
+    user = w.directory.authenticate(w.rt, username=username, password=password, source=address)
     if user is None:
         limiter.failed(username=username, address=address)
         log.warning("login failed: user=%r address=%s", username, address)
@@ -114,60 +110,131 @@ def logout(w: WebDep, csrf: CsrfForm = None) -> Response:
     return response
 
 
+def _me(
+    w: Web, user: Principal, *, token: str | None = None, revoked: int | None = None
+) -> Response:
+    with w.rt.sessions() as session:
+        live = pstore.live_tokens(session, user_name=user.name)
+    return w.render("me.html", live_tokens=live, new_token=token, revoked=revoked)
+
+
 @router.get("/me")
 def me(w: WebDep) -> Response:
     if w.user is None:
         return w.to_login()
-    return w.render("me.html")
+    return _me(w, w.user)
 
 
 @router.post("/me/tokens")
 def new_token(w: WebDep, csrf: CsrfForm = None) -> Response:
+    """A new API token for the user, shown once on the page (only its hash is kept)."""
     if w.user is None:
         return w.to_login()
     if not w.session.check_csrf(csrf):
         return w.csrf_refused()
-    return _not_yet(w, back="/me")
+    token = people.issue_token(w.rt.sessions, name=w.user.name, actor=w.user.actor)
+    log.info("token issued: user=%s", w.user.name)
+    return _me(w, w.user, token=token)
 
 
-def _not_yet(w: Web, *, back: str) -> Response:
-    return w.message(w.t("not_yet_title"), w.t("not_yet_text"), status=501, back=back)
+@router.post("/me/tokens:revoke")
+def revoke_tokens(w: WebDep, csrf: CsrfForm = None) -> Response:
+    """Revoke every API token of the user (the login session is not a token: it stays)."""
+    if w.user is None:
+        return w.to_login()
+    if not w.session.check_csrf(csrf):
+        return w.csrf_refused()
+    count = people.revoke_tokens(w.rt.sessions, name=w.user.name, actor=w.user.actor)
+    log.info("tokens revoked: user=%s count=%d", w.user.name, count)
+    return _me(w, w.user, revoked=count)
 
 
 # --- cases -----------------------------------------------------------------------------------
 
 
-def _case_allowed(w: Web, user: WebUser, case_id: str) -> Response | None:
-    """None when the user may see the case; else the page that says why not."""
-    try:
-        check_case_id(case_id, w.rt.settings.case_id_pattern)
-    except ManifestError:
-        return w.message(w.t("not_found"), w.t("no_such_case"), status=404, back="/search")
-    if w.directory.may_view_case(w.rt, user=user, case_id=case_id):
-        return None
-    record_denial(w.rt, user=user, path=w.request.url.path, case_id=case_id)
-    return w.message(w.t("denied_title"), w.t("denied_case"), status=403, back="/me")
+def _case_done(case_id: str, done: str) -> Response:
+    return RedirectResponse(f"/cases/{quote(case_id)}?{urlencode({'done': done})}", 303)
 
 
 @router.post("/cases/{case_id:path}:{action}")
-def case_action(w: WebDep, case_id: str, action: str, csrf: CsrfForm = None) -> Response:
-    """Link, unlink, hold, release, export: the services behind them are not here yet."""
+def case_action(
+    w: WebDep,
+    case_id: str,
+    action: str,
+    csrf: CsrfForm = None,
+    item_id: TextForm = None,
+    reason: TextForm = None,
+) -> Response:
+    """Link and unlink an item (with a reason), hold and release the case (with a reason),
+    export it (the package streams back). Authorized as the API's routes are."""
     if w.user is None:
         return w.to_login()
     if not w.session.check_csrf(csrf):
         return w.csrf_refused()
-    if action not in CASE_ACTIONS:
-        return w.message(w.t("not_found"), action, status=404, back=f"/cases/{case_id}")
-    if (refused := _case_allowed(w, w.user, case_id)) is not None:
-        return refused
-    return _not_yet(w, back=f"/cases/{case_id}")
+    user, back = w.user, f"/cases/{quote(case_id)}"
+    try:
+        if action in ("link", "unlink"):
+            item = (item_id or "").strip()
+            if not item:
+                raise InvalidInput(w.t("item_id_needed"))
+            if (refused := w.refused(Action.ITEM_LINK, item_id=item, case_id=case_id)) is not None:
+                return refused
+            if action == "link":
+                links.link(
+                    w.rt,
+                    item_id=item,
+                    case_id=case_id,
+                    reason=reason or "",
+                    actor=user.actor,
+                    unit=user.unit,
+                )
+            else:
+                links.unlink(
+                    w.rt, item_id=item, case_id=case_id, reason=reason or "", actor=user.actor
+                )
+            log.info("%s: user=%s item=%s case=%s", action, user.name, item, case_id)
+            return _case_done(case_id, action)
+        if action in ("hold", "release"):
+            if (refused := w.refused(Action.CASE_HOLD, case_id=case_id)) is not None:
+                return refused
+            retention.set_case_hold(
+                w.rt, case_id=case_id, held=action == "hold", reason=reason or "", actor=user.actor
+            )
+            return _case_done(case_id, action)
+        if action == "export":
+            if (refused := w.refused(Action.CASE_EXPORT, case_id=case_id)) is not None:
+                return refused
+            stream = stream_export(w.rt, case_id=case_id, actor=user.actor)
+            log.info("export: user=%s case=%s package=%s", user.name, case_id, stream.folder)
+            return w.finish(
+                StreamingResponse(
+                    iter(stream),
+                    media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{stream.folder}.zip"'},
+                )
+            )
+    except InvalidInput as e:
+        return w.message(w.t("bad_input"), str(e), status=422, back=back)
+    except NotFound as e:
+        return w.message(w.t("not_found"), str(e), status=404, back=back)
+    return w.message(w.t("not_found"), action, status=404, back=back)
+
+
+@router.get("/case")
+def open_case(w: WebDep, id: str = "") -> Response:
+    """The "open case" form of /me: to the case's page."""
+    case_id = id.strip()
+    target = f"/cases/{quote(case_id)}" if case_id else "/me"
+    return w.finish(RedirectResponse(target, 303))
 
 
 @router.get("/cases/{case_id:path}")
-def case_page(w: WebDep, case_id: str, gap: str | None = None) -> Response:
+def case_page(w: WebDep, case_id: str, gap: str | None = None, done: str | None = None) -> Response:
     if w.user is None:
         return w.to_login()
-    if (refused := _case_allowed(w, w.user, case_id)) is not None:
+    if not w.may(Action.CASE_READ) and w.may(Action.CASE_HOLD):
+        return _hold_page(w, case_id, done=done)  # an admin: the hold, not the evidence
+    if (refused := w.refused(Action.CASE_READ, case_id=case_id)) is not None:
         return refused
     settings = w.rt.settings
     gap_s = settings.web.gap_threshold_s
@@ -181,27 +248,49 @@ def case_page(w: WebDep, case_id: str, gap: str | None = None) -> Response:
                 gap_threshold=timedelta(seconds=gap_s),
                 skew_threshold=timedelta(seconds=settings.pipeline.clock_skew_threshold_s),
             )
+            held = pstore.case_is_held(session, case_id=case_id)
     except NotFound:
         return w.message(w.t("not_found"), w.t("no_such_case"), status=404, back="/search")
     drawing = draw_timeline(
         tl, officer_label=w.officer, time_label=w.clock, duration_label=w.duration
     )
     names = {r.item_id: r.original_name or r.item_id[:10] for r in tl.recordings}
-    return w.render("case.html", tl=tl, drawing=drawing, gap_s=gap_s, names=names)
+    return w.render(
+        "case.html",
+        tl=tl,
+        drawing=drawing,
+        gap_s=gap_s,
+        names=names,
+        held=held,
+        done=done if done in DONE else None,
+        may_link=w.may(Action.ITEM_LINK, case_id=case_id),
+        may_export=w.may(Action.CASE_EXPORT, case_id=case_id),
+        may_hold=w.may(Action.CASE_HOLD, case_id=case_id),
+    )
+
+
+def _hold_page(w: Web, case_id: str, *, done: str | None) -> Response:
+    """What an admin sees of a case: whether it is held, and the hold/release form; no
+    evidence (admins do not read items: DESIGN.md, "Who may do what")."""
+    try:
+        check_case_id(case_id, w.rt.settings.case_id_pattern)
+        with w.rt.sessions() as session:
+            case = repo.get_case(session, case_id=case_id)
+            held = pstore.case_is_held(session, case_id=case_id)
+            count = len(repo.items_of_case(session, case_id=case_id))
+    except (NotFound, ManifestError):
+        return w.message(w.t("not_found"), w.t("no_such_case"), status=404, back="/me")
+    return w.render(
+        "case_hold.html",
+        case_id=case_id,
+        unit=case.unit,
+        held=held,
+        count=count,
+        done=done if done in DONE else None,
+    )
 
 
 # --- items -----------------------------------------------------------------------------------
-
-
-def _item_allowed(w: Web, user: WebUser, item_id: str) -> Response | None:
-    try:
-        allowed = may_view_item(w.rt, w.directory, user=user, item_id=item_id)
-    except NotFound:
-        return w.message(w.t("not_found"), w.t("no_such_item"), status=404, back="/search")
-    if allowed:
-        return None
-    record_denial(w.rt, user=user, path=w.request.url.path, item_id=item_id)
-    return w.message(w.t("denied_title"), w.t("denied_item"), status=403, back="/me")
 
 
 @router.post("/items/{item_id}:verify")
@@ -210,15 +299,15 @@ def verify_item(w: WebDep, item_id: str, csrf: CsrfForm = None) -> Response:
         return w.to_login()
     if not w.session.check_csrf(csrf):
         return w.csrf_refused()
-    if (refused := _item_allowed(w, w.user, item_id)) is not None:
+    if (refused := w.refused(Action.ITEM_READ, item_id=item_id)) is not None:
         return refused
     try:
-        report = verification.verify_item(w.rt, item_id, actor=actor_of(w.user))
+        report = verification.verify_item(w.rt, item_id, actor=w.user.actor)
     except LiuhenError as e:  # the store or the index could not be reached: nothing checked
         log.error("verify: user=%s item=%s could not run: %s", w.user.name, item_id, e)
         return w.message(w.t("verify_failed"), str(e), status=503, back=f"/items/{item_id}")
     log.info("verify: user=%s item=%s ok=%s", w.user.name, item_id, report.ok)
-    return _item_page(w, w.user, item_id, report=report)
+    return _item_page(w, item_id, report=report)
 
 
 @router.get("/items/{item_id}/files/{role}")
@@ -227,13 +316,13 @@ def item_file(w: WebDep, request: Request, item_id: str, role: str) -> Response:
     read is a custody event under the user's name."""
     if w.user is None:
         return w.to_login()
-    if (refused := _item_allowed(w, w.user, item_id)) is not None:
+    if (refused := w.refused(Action.ITEM_READ, item_id=item_id)) is not None:
         return refused
     try:
         target = resolve(w.rt, item_id, role)
     except NotFound:
         return w.message(w.t("not_found"), role, status=404, back=f"/items/{item_id}")
-    response = _bytes_response(w.rt, actor_of(w.user), request, target)
+    response = _bytes_response(w.rt, w.user.actor, request, target)
     if role == "original":
         with w.rt.sessions() as session:
             name = repo.get_item(session, item_id=item_id).original_name or item_id
@@ -247,13 +336,13 @@ def item_file(w: WebDep, request: Request, item_id: str, role: str) -> Response:
 def item_page(w: WebDep, item_id: str) -> Response:
     if w.user is None:
         return w.to_login()
-    if (refused := _item_allowed(w, w.user, item_id)) is not None:
+    if (refused := w.refused(Action.ITEM_READ, item_id=item_id)) is not None:
         return refused
-    log_read(w.rt, resolve(w.rt, item_id), action="view", actor=actor_of(w.user))
-    return _item_page(w, w.user, item_id, report=None)
+    log_read(w.rt, resolve(w.rt, item_id), action="view", actor=w.user.actor)
+    return _item_page(w, item_id, report=None)
 
 
-def _item_page(w: Web, _user: WebUser, item_id: str, *, report: Any) -> Response:
+def _item_page(w: Web, item_id: str, *, report: Any) -> Response:
     with w.rt.sessions() as session:
         item = repo.get_item(session, item_id=item_id)
         doc = catalog.item_document(session, item)
@@ -275,6 +364,7 @@ def _item_page(w: Web, _user: WebUser, item_id: str, *, report: Any) -> Response
         {**e, "details_text": json.dumps(e["details"], ensure_ascii=False, sort_keys=True)}
         for e in doc["custody"]
     ]
+    unlinkable = [c for c in doc["case_ids"] if w.may(Action.ITEM_LINK, item_id=item_id, case_id=c)]
     return w.render(
         "item.html",
         doc=doc,
@@ -284,6 +374,8 @@ def _item_page(w: Web, _user: WebUser, item_id: str, *, report: Any) -> Response
         track_fixes=len(coords),
         report=report,
         custody=custody,
+        unlinkable=unlinkable,
+        may_link=w.may(Action.ITEM_LINK, item_id=item_id),
         captured_at=_ts(doc["captured_at"]),
         captured_end=_ts(doc["captured_end"]),
         received_at=_ts(doc["received_at"]),
@@ -318,58 +410,62 @@ def _local_day(w: Web, text: str | None, *, after: bool = False) -> datetime | N
     """Midnight (local zone) starting that day, or the next day with ``after``."""
     if not text:
         return None
-    return _midnight(w, date.fromisoformat(text) + timedelta(days=1 if after else 0))
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{text!r} is not a date (YYYY-MM-DD)") from None
+    return _midnight(w, day + timedelta(days=1 if after else 0))
 
 
 @router.get("/search")
-def search(w: WebDep, request: Request) -> Response:
+def search_page(w: WebDep, request: Request) -> Response:
+    """The search API's filters and visibility (``ingest.search``), a page at a time."""
     if w.user is None:
         return w.to_login()
-    user = w.user
+    if (refused := w.refused(Action.ITEM_SEARCH)) is not None:
+        return refused
     q = request.query_params
     form = {k: (q.get(k) or "").strip() or None for k in SEARCH_FIELDS}
+    cursor = q.get("cursor") or None
+    asked = q.get("limit") or ""
+    limit = int(asked) if asked.isdigit() and 1 <= int(asked) <= search.MAX_LIMIT else PAGE_SIZE
     shown = {**form, "date_from": form["from"], "date_to": form["to"]}
+    searched = cursor is not None or any(k in q for k in SEARCH_FIELDS)
+    page: dict[str, Any] = {"items": [], "next": None}
     try:
-        filters = ItemFilters(
+        filters = search.Filters(
             case=form["case"],
             officer=form["officer"],
             device=form["device"],
             unit=form["unit"],
             start=_local_day(w, form["from"]),
             end=_local_day(w, form["to"], after=True),
-            bbox=parse_bbox(form["bbox"]) if form["bbox"] else None,
+            bbox=search.parse_bbox(form["bbox"]),
             status=form["status"],
             media_type=form["media_type"],
         )
-    except ValueError as e:
+        if searched:
+            with w.rt.sessions() as session:
+                page = search.search(
+                    session, principal=w.user, filters=filters, cursor=cursor, limit=limit
+                )
+    except InvalidInput as e:
         return w.render(
             "search.html", status=422, f=shown, error=f"{w.t('bad_input')}: {e}",
-            results=[], more=False, searched=False, statuses=STATUSES, kinds=KINDS,
-            case_hit=None,
+            results=[], next_url=None, searched=False, statuses=STATUSES, kinds=KINDS,
+            case_hit=None, paged=False,
         )  # fmt: skip
-    decided: dict[str, bool] = {}
-
-    def may_case(case_id: str) -> bool:
-        if case_id not in decided:
-            decided[case_id] = w.directory.may_view_case(w.rt, user=user, case_id=case_id)
-        return decided[case_id]
-
-    def visible(item: Item, cases: list[str]) -> bool:
-        if user.role in ("admin", "auditor"):
-            return True
-        if user.role == "officer" and item.officer_id == user.name:
-            return True
-        return any(may_case(c) for c in cases)
-
-    results: list[Any] = []
-    more = False
-    if not filters.empty:
-        with w.rt.sessions() as session:
-            results, more = find_items(session, filters=filters, visible=visible)
-    case_hit = form["case"] if form["case"] and may_case(form["case"]) else None
+    next_url = None
+    if page["next"]:
+        params = [(k, v) for k, v in q.multi_items() if k != "cursor"]
+        next_url = "/search?" + urlencode([*params, ("cursor", page["next"])])
+    case_hit = form["case"]
+    if case_hit and not w.may(Action.CASE_READ, case_id=case_hit):
+        case_hit = None
     return w.render(
-        "search.html", f=shown, error=None, results=results, more=more,
-        searched=not filters.empty, statuses=STATUSES, kinds=KINDS, case_hit=case_hit,
+        "search.html", f=shown, error=None, results=page["items"], next_url=next_url,
+        searched=searched, statuses=STATUSES, kinds=KINDS, case_hit=case_hit,
+        paged=cursor is not None,
     )  # fmt: skip
 
 
@@ -408,10 +504,7 @@ def _supervision(w: Web, request: Request) -> tuple[Any, str, str, str | None, s
 def _supervisor(w: Web) -> Response | None:
     if w.user is None:
         return w.to_login()
-    if not may_supervise(w.user):
-        record_denial(w.rt, user=w.user, path=w.request.url.path)
-        return w.message(w.t("denied_title"), w.t("denied_supervision"), status=403, back="/me")
-    return None
+    return w.refused(Action.SUPERVISION_READ)
 
 
 @router.get("/supervision")

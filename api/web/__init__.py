@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from api.web.session import PeopleDirectory
+
+__all__ = ["PeopleDirectory", "install"]
+
 
 def install(app: FastAPI) -> None:
     """Include the page routes and serve ``api/web/static`` at ``/static``."""

@@ -27,10 +27,31 @@ LABELS: dict[str, tuple[str, str]] = {
     "cases": ("案件", "Cases"),
     "tokens": ("接口令牌", "API tokens"),
     "tokens_note": (
-        "脚本访问接口用的令牌（哈希存储，可吊销），由用户管理模块签发。",
-        "Tokens for scripts (stored hashed, revocable) are issued by the user store.",
+        "脚本访问接口用的令牌（Authorization: Bearer），只保存其哈希，可随时吊销。",
+        "Tokens for scripts (Authorization: Bearer); only their hash is kept; revocable.",
     ),
     "new_token": ("签发新令牌", "Issue a new token"),
+    "token_once": (
+        "新令牌如下，仅显示这一次，请立即妥善保存：",
+        "Your new token, shown this once only: keep it safe now.",
+    ),
+    "live_tokens": ("有效令牌数", "Live tokens"),
+    "revoke_tokens": ("吊销全部令牌", "Revoke all tokens"),
+    "tokens_revoked": ("已吊销令牌", "Tokens revoked"),
+    "open": ("打开", "Open"),
+    "held": ("保全中（原始文件及派生文件不可删除）", "held (no object can be deleted)"),
+    "not_held": ("未保全", "not held"),
+    "done_link": ("已关联，已记入保管链。", "Linked; recorded in the custody chain."),
+    "done_unlink": ("已解除关联，已记入保管链。", "Unlinked; recorded in the custody chain."),
+    "done_hold": ("案件已保全。", "The case is held."),
+    "done_release": ("案件保全已解除。", "The case's hold is released."),
+    "hold_only_note": (
+        "管理员可保全或解除保全案件，但不查看证据内容。",
+        "Administrators hold and release cases; they do not view the evidence.",
+    ),
+    "item_id_needed": ("请填写证据编号", "give the item ID"),
+    "this_page": ("本页", "this page"),
+    "next_page": ("下一页", "Next page"),
     "items": ("证据", "Items"),
     "item": ("证据", "Item"),
     "span": ("时间范围", "Time span"),
@@ -121,7 +142,6 @@ LABELS: dict[str, tuple[str, str]] = {
     "bbox": ("范围", "Area"),
     "status": ("状态", "Status"),
     "results": ("结果", "Results"),
-    "first_n": ("仅显示前若干条", "only the first ones shown"),
     "nothing_found": ("没有结果。", "Nothing found."),
     "download_csv": ("下载 CSV", "Download CSV"),
     "supervision_note": (
@@ -167,6 +187,10 @@ LABELS: dict[str, tuple[str, str]] = {
         "您没有查看此证据的权限。此次访问已记录。",
         "You may not view this item. This attempt has been logged.",
     ),
+    "denied_action": (
+        "您没有执行此操作的权限。此次尝试已记录。",
+        "You may not do this. This attempt has been logged.",
+    ),
     "denied_supervision": (
         "执法监督页面仅限管理员和审计人员。",
         "The supervision page is for administrators and auditors.",
@@ -174,12 +198,6 @@ LABELS: dict[str, tuple[str, str]] = {
     "not_found": ("未找到", "Not found"),
     "no_such_case": ("没有这个案件。", "There is no such case."),
     "no_such_item": ("没有这个证据。", "There is no such item."),
-    "not_yet_title": ("功能尚未开放", "Not available yet"),
-    "not_yet_text": (
-        "此操作所需的服务尚未接入（案件关联、保全、导出、令牌由审查模块提供）。未做任何更改。",
-        "The service behind this action is not connected yet (links, holds, exports and tokens"
-        " come with the review work). Nothing was changed.",
-    ),
     "bad_input": ("输入有误", "Invalid input"),
 }
 
@@ -226,6 +244,7 @@ CODED: dict[str, dict[str, tuple[str, str]]] = {
         "hold": ("保全", "held"),
         "release": ("解除保全", "released"),
         "export": ("导出", "exported"),
+        "legal_hold": ("法律保全变更", "legal hold changed"),
     },
 }
 

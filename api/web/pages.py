@@ -20,13 +20,16 @@ from api.web import i18n
 from api.web.session import (
     UserDirectory,
     WebSession,
-    WebUser,
     directory_of,
-    may_supervise,
     read_session,
     write_session,
 )
+from ingest import access
+from ingest.access import Action
+from ingest.errors import Forbidden, ManifestError
+from ingest.people import Principal
 from ingest.runtime import Runtime
+from storage.errors import NotFound
 
 WEB_DIR = Path(__file__).resolve().parent
 STATIC_DIR = WEB_DIR / "static"
@@ -75,7 +78,7 @@ class Web:
     request: Request
     rt: Runtime
     session: WebSession
-    user: WebUser | None
+    user: Principal | None
     lang: str
     lang_chosen: bool
     directory: UserDirectory
@@ -86,6 +89,56 @@ class Web:
 
     def t(self, key: str) -> str:
         return i18n.label(key, self.lang)
+
+    # --- who may do what (ingest.access: the API's policy) ------------------------------
+
+    def may(
+        self, action: Action, *, item_id: str | None = None, case_id: str | None = None
+    ) -> bool:
+        """Whether the user may: for showing a link or a form (nothing is recorded)."""
+        if self.user is None:
+            return False
+        with self.rt.sessions() as session:
+            reason = access.decide(
+                session,
+                self.user,
+                action,
+                item_id=item_id,
+                case_id=case_id,
+                now=datetime.now(UTC),
+            )
+        return reason is None
+
+    def refused(
+        self, action: Action, *, item_id: str | None = None, case_id: str | None = None
+    ) -> Response | None:
+        """None when the user may; else the page saying why not. A denial is recorded as
+        the API records it (``access.require``: a ``denied`` custody event on the item, a
+        ``denied`` case event for a case or the supervision page) and logged here too."""
+        if self.user is None:
+            return self.to_login()
+        back = "/search" if self.may(Action.ITEM_SEARCH) else "/me"
+        try:
+            access.require(self.rt, self.user, action, item_id=item_id, case_id=case_id)
+        except (NotFound, ManifestError):
+            what = "no_such_item" if item_id is not None else "no_such_case"
+            return self.message(self.t("not_found"), self.t(what), status=404, back=back)
+        except Forbidden as e:
+            log.warning(
+                "denied: user=%s role=%s path=%s action=%s: %s",
+                self.user.name,
+                self.user.role,
+                self.request.url.path,
+                action.value,
+                e,
+            )
+            key = {
+                Action.SUPERVISION_READ: "denied_supervision",
+                Action.CASE_READ: "denied_case",
+                Action.ITEM_READ: "denied_item",
+            }.get(action, "denied_action")
+            return self.message(self.t("denied_title"), self.t(key), status=403, back=back)
+        return None
 
     # --- formatting (also given to templates) -------------------------------------------
 
@@ -126,7 +179,7 @@ class Web:
             "t": self.t,
             "lang": lang,
             "user": self.user,
-            "may_supervise": self.user is not None and may_supervise(self.user),
+            "may": lambda action, **target: self.may(Action(action), **target),
             "csrf": self.session.csrf,
             "tz": self.when_tz(),
             "when": self.when,

@@ -1,11 +1,13 @@
-"""The web's login session, CSRF tokens, login rate limits, and the seam to the user store.
+"""The web's login session, CSRF tokens, login rate limits, and who is logged in.
 
-**The seam.** Pages ask three questions, all through :class:`UserDirectory`:
-``authenticate(username, password)``, ``lookup(username)`` (is this session's user still
-there, with which role) and ``may_view_case(user, case_id)``. :func:`directory_of` is the one
-place that picks the directory: ``app.state.web_directory`` when set (tests set a
-:class:`MemoryDirectory`), else :class:`NoDirectory`, which lets nobody in. The real user
-store (users, roles, grants, Argon2 passwords) plugs in there.
+**Who.** A logged-in user is a :class:`ingest.people.Principal`, the same the API's bearer
+tokens give; pages decide what it may do with :mod:`ingest.access`, the one policy the API
+uses too (``api/web/pages.py``: ``Web.allow`` / ``Web.may``). The pages ask the user store
+two questions through :class:`UserDirectory`: ``authenticate(username, password, source)``
+and ``lookup(username)`` (is this session's user still there, with which role and unit).
+:func:`directory_of` finds it at ``app.state.web_directory``, which ``create_app`` sets to
+:class:`PeopleDirectory` (the users table, Argon2 passwords: ``liuhen user add NAME --role R
+--password-stdin``); an app without one lets nobody in (:class:`NoDirectory`).
 
 **The session** is a cookie signed with ``itsdangerous`` (HMAC-SHA1 key derivation over a
 random 32-byte key kept in ``<home>/keys/web-session.key``, mode 0600), holding a session ID,
@@ -17,14 +19,14 @@ the login form carries a CSRF token too; logging in issues a fresh session (new 
 **CSRF**: every form carries the session's token in a hidden ``csrf`` field; every POST
 compares it (constant time) before doing anything.
 
-**Login attempts** are logged (logger ``liuhen.web``) and limited: past
+**Login attempts** are logged (logger ``liuhen.web``; a wrong password is also a
+``login_failed`` event of the people service) and limited: past
 ``web.login_failures_per_user`` failures for one user name, or ``login_failures_per_address``
 from one address, within ``web.login_window_s``, logins wait (429 with Retry-After).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
@@ -32,214 +34,89 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from fastapi import Request, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
 
-from ingest import custody
+from ingest import people
+from ingest.errors import BadPassword
+from ingest.people import Principal
 from ingest.runtime import Runtime
-from storage import repository as repo
-from storage.db import transaction
-from storage.errors import NotFound
-from storage.tables import ItemCase
+from storage import people as store
 
 __all__ = [
     "COOKIE",
     "LoginLimiter",
-    "MemoryDirectory",
     "NoDirectory",
+    "PeopleDirectory",
     "UserDirectory",
     "WebSession",
-    "WebUser",
-    "actor_of",
     "directory_of",
-    "may_supervise",
-    "may_view_item",
-    "record_denial",
 ]
 
 log = logging.getLogger("liuhen.web")
 
 COOKIE = "liuhen_session"
-ROLES = ("admin", "officer", "reviewer", "auditor")
-Role = Literal["admin", "officer", "reviewer", "auditor"]
-SEES_ALL = frozenset({"admin", "auditor"})
-"""Roles that may read every case (auditors verify everything; admins run the system)."""
-
-
-@dataclass(frozen=True)
-class WebUser:
-    """Who is logged in."""
-
-    name: str
-    role: str
-    """admin, officer, reviewer or auditor (DESIGN.md, "Who may do what")."""
-    unit: str | None = None
-    """The officer's unit; officers see the cases of their unit."""
 
 
 class UserDirectory(Protocol):
     """What the pages need from the user store."""
 
-    def authenticate(self, rt: Runtime, *, username: str, password: str) -> WebUser | None:
+    def authenticate(
+        self, rt: Runtime, *, username: str, password: str, source: str
+    ) -> Principal | None:
         """The user, when the password is theirs; None otherwise (no reason given)."""
         ...
 
-    def lookup(self, rt: Runtime, *, username: str) -> WebUser | None:
+    def lookup(self, rt: Runtime, *, username: str) -> Principal | None:
         """The user as they are now (role, unit), or None when they no longer exist."""
         ...
 
-    def may_view_case(self, rt: Runtime, *, user: WebUser, case_id: str) -> bool:
-        """Whether ``user`` may read the case (its items, their bytes and custody)."""
-        ...
+
+class PeopleDirectory:
+    """The people service: the users table, Argon2 passwords (``ingest.people``)."""
+
+    def authenticate(
+        self, rt: Runtime, *, username: str, password: str, source: str
+    ) -> Principal | None:
+        try:
+            return people.check_password(
+                rt.sessions, username=username, password=password, source=f"web {source}"
+            )
+        except BadPassword:
+            return None
+
+    def lookup(self, rt: Runtime, *, username: str) -> Principal | None:
+        with rt.sessions() as session:
+            user = store.find_user(session, name=username)
+            return people.principal_of(user) if user is not None else None
 
 
 class NoDirectory:
     """No user store configured: nobody can log in."""
 
-    def authenticate(self, rt: Runtime, *, username: str, password: str) -> WebUser | None:  # noqa: ARG002
+    def authenticate(
+        self,
+        rt: Runtime,  # noqa: ARG002
+        *,
+        username: str,
+        password: str,  # noqa: ARG002
+        source: str,  # noqa: ARG002
+    ) -> Principal | None:
         log.warning("login for %r refused: no user store is configured for the web", username)
         return None
 
-    def lookup(self, rt: Runtime, *, username: str) -> WebUser | None:  # noqa: ARG002
+    def lookup(self, rt: Runtime, *, username: str) -> Principal | None:  # noqa: ARG002
         return None
-
-    def may_view_case(self, rt: Runtime, *, user: WebUser, case_id: str) -> bool:  # noqa: ARG002
-        return False
-
-
-@dataclass
-class _Entry:
-    user: WebUser
-    salt: bytes
-    digest: bytes
-    cases: set[str] = field(default_factory=set)
-
-
-class MemoryDirectory:
-    """Users held in memory, for tests and demos only (the real store is the people
-    service). Passwords are kept as scrypt hashes; officers see the cases whose ``unit`` is
-    theirs, reviewers the cases granted to them, admins and auditors every case."""
-
-    def __init__(self) -> None:
-        self._users: dict[str, _Entry] = {}
-
-    def add(
-        self,
-        name: str,
-        *,
-        role: Role,
-        password: str,
-        unit: str | None = None,
-        cases: Iterable[str] = (),
-    ) -> WebUser:
-        if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}")
-        salt = secrets.token_bytes(16)
-        user = WebUser(name, role, unit)
-        self._users[name] = _Entry(user, salt, _scrypt(password, salt), set(cases))
-        return user
-
-    def grant(self, name: str, case_id: str) -> None:
-        self._users[name].cases.add(case_id)
-
-    def authenticate(self, rt: Runtime, *, username: str, password: str) -> WebUser | None:  # noqa: ARG002
-        entry = self._users.get(username)
-        if entry is None:
-            _scrypt(password, b"\0" * 16)  # the same work whether or not the name exists
-            return None
-        if hmac.compare_digest(_scrypt(password, entry.salt), entry.digest):
-            return entry.user
-        return None
-
-    def lookup(self, rt: Runtime, *, username: str) -> WebUser | None:  # noqa: ARG002
-        entry = self._users.get(username)
-        return entry.user if entry else None
-
-    def may_view_case(self, rt: Runtime, *, user: WebUser, case_id: str) -> bool:
-        if user.role in SEES_ALL:
-            return True
-        entry = self._users.get(user.name)
-        if entry is None:
-            return False
-        if user.role == "reviewer":
-            return case_id in entry.cases
-        if user.role == "officer":
-            if case_id in entry.cases:
-                return True
-            with rt.sessions() as session:
-                try:
-                    case = repo.get_case(session, case_id=case_id)
-                except NotFound:
-                    return False
-                return user.unit is not None and case.unit == user.unit
-        return False
-
-
-def _scrypt(password: str, salt: bytes) -> bytes:
-    return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
 
 
 def directory_of(request: Request) -> UserDirectory:
     """THE place the web finds its user store (see the module docstring)."""
     directory: UserDirectory | None = getattr(request.app.state, "web_directory", None)
     return directory if directory is not None else NoDirectory()
-
-
-def actor_of(user: WebUser) -> str:
-    """How a web user is named in custody events."""
-    return f"web:{user.name}"[:64]
-
-
-def may_supervise(user: WebUser) -> bool:
-    return user.role in SEES_ALL
-
-
-def may_view_item(rt: Runtime, directory: UserDirectory, *, user: WebUser, item_id: str) -> bool:
-    """Admins and auditors: any item. Others: an item of a case they may view, or one they
-    recorded themselves."""
-    if user.role in SEES_ALL:
-        return True
-    with rt.sessions() as session:
-        item = repo.get_item(session, item_id=item_id)
-        if item.officer_id == user.name and user.role == "officer":
-            return True
-        cases = list(session.scalars(select(ItemCase.case_id).where(ItemCase.item_id == item_id)))
-    return any(directory.may_view_case(rt, user=user, case_id=c) for c in cases)
-
-
-def record_denial(
-    rt: Runtime, *, user: WebUser, path: str, case_id: str | None = None, item_id: str | None = None
-) -> None:
-    """A refused look at a case or item: logged, and for an item a ``denied`` custody event
-    in its chain (the item's history shows who tried)."""
-    log.warning(
-        "denied: user=%s role=%s path=%s case=%s item=%s",
-        user.name,
-        user.role,
-        path,
-        case_id,
-        item_id,
-    )
-    if item_id is None:
-        return
-    with transaction(rt.sessions) as session:
-        item = repo.get_item(session, item_id=item_id)
-        custody.record(
-            session,
-            rt.ledger,
-            item=item,
-            action="denied",
-            actor=actor_of(user),
-            now=datetime.now(UTC),
-            details={"path": path[:200], "role": user.role},
-        )
 
 
 # --- the cookie ------------------------------------------------------------------------------

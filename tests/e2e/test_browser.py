@@ -1,6 +1,7 @@
 """The web pages in a real headless Chromium (Debian's ``chromium``, driven by Playwright's
 Python package; ``playwright install`` is never used), against a real uvicorn server on real
-SeaweedFS and SQLite, with clips made by ffmpeg and processed by the real pipeline.
+SeaweedFS and SQLite, with clips made by ffmpeg and processed by the real pipeline, and real
+users (``ingest.people.add_user``, Argon2 passwords) logging in through the login form.
 
 Screenshots of the case, item and supervision pages (zh and en, desktop and phone) go to
 ``test-artifacts/`` at the repository root (gitignored).
@@ -19,13 +20,17 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from api.app import create_app
 from configs.settings import Settings
+from ingest import people
 from ingest.intake import seal_file
 from ingest.manifest import Manifest
-from ingest.runtime import open_runtime
+from ingest.runtime import Runtime, open_runtime
+from integrity.package import verify_package
+from storage import people as pstore
+from storage import repository as repo
 from tests.conftest import TESTDATA, SettingsFactory
 from tests.httpserver import serving
 from tests.integration import mediagen as gen
-from tests.webdata import PASSWORD, directory, set_units
+from tests.webdata import PASSWORD, make_web_users, set_units
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = [
@@ -38,6 +43,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 CASE = "C-WEB-1"
+OTHER = "C-WEB-2"
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,10 @@ class World:
     audio: str
     photo: str
     track: str
+    rt: Runtime
+    """The server's runtime (to look at what the pages recorded)."""
+    log_key: str
+    """The log's verifier key, as a reviewer gets it out of band (``liuhen log key``)."""
 
 
 @pytest.fixture
@@ -79,16 +89,20 @@ def world(settings: Settings, tmp_path: Path) -> Iterator[World]:
             for i, t in enumerate(starts)
         ]
         audio = seal(gen.aac_m4a(media), "p2", "rec-2", CASE)
-        photo = seal(TESTDATA / "photos" / "gps" / "DSCN0010.jpg", "p1", "cam-1", "C-WEB-2")
-        track = seal(TESTDATA / "tracks" / "Geotag.gpx", "p1", "cam-1", "C-WEB-2")
+        photo = seal(TESTDATA / "photos" / "gps" / "DSCN0010.jpg", "p1", "cam-1", OTHER)
+        track = seal(TESTDATA / "tracks" / "Geotag.gpx", "p1", "cam-1", OTHER)
         assert rt.queue.wait_for([*clips, audio, photo, track], timeout_s=300) == set()
-        set_units(rt, cases={CASE: "unit-a"}, persons={"p1": "unit-a", "p2": "unit-a"})
+        set_units(
+            rt, cases={CASE: "unit-a", OTHER: "unit-a"}, persons={"p1": "unit-a", "p2": "unit-a"}
+        )
+        make_web_users(rt)  # off1 (officer, unit-a), rev1 (reviewer), audit1, admin1, ...
+        people.grant(rt.sessions, name="rev1", case_id=OTHER, until=None, actor="cli:test")
+        log_key = rt.ledger.key.verifier_key
     finally:
         rt.close()
-    app = create_app(settings, workers=0)
-    app.state.web_directory = directory()
+    app = create_app(settings, workers=0)  # logins go to the people service by default
     with serving(app) as base:
-        yield World(base, clips, audio, photo, track)
+        yield World(base, clips, audio, photo, track, app.state.runtime, log_key)
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +134,8 @@ def log_in(page: Page, base: str, username: str, path: str) -> None:
     page.wait_for_load_state()
 
 
-def test_officer_reviews_a_case_plays_an_item_and_verifies_it(
-    world: World, browser: Browser
+def test_officer_reviews_a_case_plays_an_item_verifies_exports_and_links(
+    world: World, browser: Browser, tmp_path: Path
 ) -> None:
     # bypass_csp: Playwright's wait_for_function evaluates strings, which the pages' CSP
     # forbids; the phone test below loads pages under their CSP and checks nothing is refused.
@@ -185,7 +199,7 @@ def test_officer_reviews_a_case_plays_an_item_and_verifies_it(
     custody = page.locator("#custody li")
     assert custody.count() >= 3
     assert "封存" in custody.first.inner_text()
-    assert "web:off1" in page.locator("#custody").inner_text()
+    assert "user:off1" in page.locator("#custody").inner_text()
     page.evaluate("() => window.scrollTo(0, 0)")
     shot(page, "item-video-zh")
 
@@ -206,6 +220,49 @@ def test_officer_reviews_a_case_plays_an_item_and_verifies_it(
     page.wait_for_load_state()
     assert "表单已失效" in page.content()
 
+    # Export: the package streams to a download, and verifies offline against the log key.
+    page.goto(f"{world.base}/cases/{CASE}")
+    with page.expect_download() as download:
+        page.click("#export-form button[type=submit]")
+    assert download.value.suggested_filename.startswith("C-WEB-1-")
+    package = tmp_path / download.value.suggested_filename
+    download.value.save_as(package)
+    report = verify_package(package, verifier_key=world.log_key)
+    assert report.ok and report.checked == 4 and report.key == "given", report.failures
+    assert "export" in _actions(world.rt, world.clips[0])
+
+    # Link the photo into the case with a reason; it shows on the case page; then unlink it
+    # from its own page, with a reason. Both are custody events naming the reason.
+    page.fill("#link-form input[name=item_id]", world.photo)
+    page.fill("#link-form input[name=reason]", "同一现场的照片")
+    page.click("#link-form button[type=submit]")
+    page.wait_for_load_state()
+    assert page.url == f"{world.base}/cases/{CASE}?done=link"
+    assert page.locator("#done").inner_text().startswith("已关联")
+    assert page.locator(f"a.card[href='/items/{world.photo}']").count() == 1
+    page.goto(f"{world.base}/items/{world.photo}")
+    unlink = page.locator(f"form[action='/cases/{CASE}:unlink']")
+    unlink.locator("input[name=reason]").fill("拍错了案件")
+    unlink.locator("button[type=submit]").click()
+    page.wait_for_load_state()
+    assert page.url == f"{world.base}/cases/{CASE}?done=unlink"
+    assert page.locator(f"a.card[href='/items/{world.photo}']").count() == 0
+    with world.rt.sessions() as s:
+        events = [(e.action, e.actor, e.reason) for e in repo.custody_of(s, item_id=world.photo)]
+        assert repo.case_ids_of(s, item_id=world.photo) == [OTHER]
+    assert ("link", "user:off1", "同一现场的照片") in events
+    assert ("unlink", "user:off1", "拍错了案件") in events
+    page.goto(f"{world.base}/items/{world.photo}")
+    assert "拍错了案件" in page.locator("#custody").inner_text()
+
+    # The user's own API token: issued on the page, shown once.
+    page.goto(f"{world.base}/me")
+    page.click("#issue-token")
+    page.wait_for_load_state()
+    token = page.locator("#new-token").inner_text()
+    assert token.startswith("lh_") and page.locator("#live-tokens").inner_text() == "2"
+    shot(page, "me-zh")
+
     # Log out: the session is gone.
     page.goto(f"{world.base}/me")
     page.click("header form[action='/logout'] button")
@@ -221,7 +278,7 @@ def test_other_items_audio_photo_track_and_a_phone_screen(world: World, browser:
         viewport={"width": 1280, "height": 900}, locale="zh-CN", bypass_csp=True
     )
     page = context.new_page()
-    log_in(page, world.base, "admin1", f"/items/{world.audio}")
+    log_in(page, world.base, "off1", f"/items/{world.audio}")
     assert page.locator("audio#player").count() == 1
     page.wait_for_function("document.querySelector('#waveform img').naturalWidth > 0")
     shot(page, "item-audio-zh")
@@ -241,7 +298,7 @@ def test_other_items_audio_photo_track_and_a_phone_screen(world: World, browser:
     page = phone.new_page()
     console: list[str] = []
     page.on("console", lambda m: console.append(m.text))
-    log_in(page, world.base, "admin1", f"/cases/{CASE}")
+    log_in(page, world.base, "off1", f"/cases/{CASE}")
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 400  # nothing pushes the page wider than the phone (the SVG scrolls)
     shot(page, "case-phone-zh")
@@ -275,9 +332,43 @@ def test_supervision_page_and_a_reviewer_kept_out(
     assert download.value.suggested_filename == "supervision-2026-03-01-2026-03-01.csv"
     context.close()
 
+    # A reviewer granted the other case only: this one is refused, and the page says so; the
+    # denial is logged and kept as a case event, as the API keeps it. The granted one opens.
     context = browser.new_context()
     page = context.new_page()
     log_in(page, world.base, "rev1", f"/cases/{CASE}")
     assert "You may not view this case" in page.content()  # the browser asks for English
-    assert f"denied: user=rev1 role=reviewer path=/cases/{CASE}" in caplog.text
+    shot(page, "denied-case-en")
+    assert f"denied: user=rev1 role=reviewer path=/cases/{CASE} action=case.read" in caplog.text
+    with world.rt.sessions() as s:
+        denied = [e for e in pstore.case_events(s, case_id=CASE) if e.action == "denied"]
+    assert [e.actor for e in denied] == ["user:rev1"]
+    page.goto(f"{world.base}/items/{world.clips[0]}")
+    assert "You may not view this item" in page.content()
+    assert _actions(world.rt, world.clips[0])[-1] == "denied"
+    page.goto(f"{world.base}/cases/{OTHER}")
+    assert page.locator(f"a.card[href='/items/{world.photo}']").count() == 1
+    assert page.locator("#link-form").count() == 0  # read-only
+    assert page.locator("#export-form").count() == 1
     context.close()
+
+    # An admin holds and releases a case (with a reason) and sees no evidence on its page.
+    context = browser.new_context(locale="zh-CN")
+    page = context.new_page()
+    log_in(page, world.base, "admin1", f"/cases/{CASE}")
+    assert page.locator("a.card").count() == 0 and page.locator("video, img.photo").count() == 0
+    page.fill("#hold-form input[name=reason]", "复议结束")
+    page.click("#hold-form button[type=submit]")  # the case starts held: this releases it
+    page.wait_for_load_state()
+    assert page.locator("#done").inner_text().startswith("案件保全已解除")
+    assert page.locator("#held").inner_text() == "未保全"
+    with world.rt.sessions() as s:
+        assert not pstore.case_is_held(s, case_id=CASE)
+        assert not pstore.item_hold_state(s, item_id=world.clips[0])
+    shot(page, "case-hold-zh")
+    context.close()
+
+
+def _actions(rt: Runtime, item_id: str) -> list[str]:
+    with rt.sessions() as s:
+        return [e.action for e in repo.custody_of(s, item_id=item_id)]

@@ -1,5 +1,7 @@
-"""The web pages on real services through the app (no browser): login, sessions, CSRF, rate
-limits, who may see what, the case page's gaps and overlaps, search, supervision and its CSV.
+"""The web pages on real services through the app (no browser): login as real users (the
+people service), sessions, CSRF, rate limits, who may see what (``ingest.access``, as the
+API), the case page's gaps and overlaps, link/unlink, hold/release, export, tokens, search
+(``ingest.search``, cursor pages), supervision and its CSV.
 
 The browser test (tests/e2e/test_browser.py) plays media; here every case uses items sealed
 with manifest times, so no pipeline needs to run.
@@ -8,8 +10,10 @@ with manifest times, so no pipeline needs to run.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,21 +22,26 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from configs.settings import Settings
+from ingest import people
 from ingest.runtime import Runtime
+from integrity.package import verify_package
+from storage import people as pstore
 from storage import repository as repo
 from tests.conftest import SettingsFactory
+from tests.people import bearer
 from tests.webdata import (
     PASSWORD,
     Clip,
     csrf_of,
-    directory,
     login,
+    make_web_users,
     post_form,
     seal_clips,
     set_units,
 )
 
 CASE = "C-2026/0301"
+NEXT_PAGE = re.compile(r'href="([^"]+)" id="next-page"')
 # Officer p1: 0-60 s, 70-130 s (a 10 s pause: under the 60 s threshold), 400-460 s (a 270 s
 # gap), 450-500 s on another device (overlaps the previous by 10 s). Officer p2: one clip.
 CLIPS = [
@@ -53,9 +62,8 @@ def settings(make_settings: SettingsFactory) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    app = create_app(settings, workers=0)
-    app.state.web_directory = directory()
-    with TestClient(app) as c:
+    with TestClient(create_app(settings, workers=0)) as c:  # the people service by default
+        make_web_users(c.app.state.runtime)  # type: ignore[attr-defined]
         yield c
 
 
@@ -68,6 +76,7 @@ def runtime(client: TestClient) -> Runtime:
 @pytest.fixture
 def items(runtime: Runtime, tmp_path: Path) -> list[str]:
     ids = seal_clips(runtime, tmp_path, CLIPS)
+    people.grant(runtime.sessions, name="rev1", case_id="C-GRANTED", until=None, actor="cli:t")
     set_units(
         runtime,
         cases={CASE: "unit-a", "C-OTHER": "unit-b"},
@@ -88,7 +97,7 @@ def test_pages_need_a_login_and_come_back_after_it(client: TestClient, items: li
     assert "csrf" in r.text and 'name="username"' in r.text
     r = client.post(
         "/login",
-        data={"username": "admin1", "password": PASSWORD, "csrf": csrf_of(r.text),
+        data={"username": "off1", "password": PASSWORD, "csrf": csrf_of(r.text),
               "next": f"/cases/{CASE}"},
         follow_redirects=False,
     )  # fmt: skip
@@ -101,9 +110,8 @@ def test_pages_need_a_login_and_come_back_after_it(client: TestClient, items: li
 
 
 def test_secure_cookie_over_https(settings: Settings) -> None:
-    app = create_app(settings, workers=0)
-    app.state.web_directory = directory()
-    with TestClient(app, base_url="https://testserver") as c:
+    with TestClient(create_app(settings, workers=0), base_url="https://testserver") as c:
+        make_web_users(c.app.state.runtime)  # type: ignore[attr-defined]
         r = c.get("/login")
         assert "Secure" in r.headers["set-cookie"]
         assert login(c, "admin1").status_code == 303
@@ -135,6 +143,18 @@ def test_login_failures_are_logged_and_limited_per_user_and_address(
     assert login(client, "nobody2", "x").status_code == 401
     assert login(client, "admin1").status_code == 429
     assert "login: user=" not in caplog.text  # nobody got in
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with rt.sessions() as s:  # the people service kept each wrong password as an event
+        failed = [e for e in pstore.case_events(s) if e.action == "login_failed"]
+    assert sorted(e.actor for e in failed) == ["user:nobody", "user:nobody2"] + ["user:off1"] * 3
+
+
+def test_only_a_real_password_logs_in(client: TestClient) -> None:
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    people.add_user(rt.sessions, name="nopw", role="auditor", unit=None, password=None, actor="t")
+    assert login(client, "nopw", "x").status_code == 401  # a token-only user has no password
+    assert login(client, "off1", PASSWORD + " ").status_code == 401
+    assert login(client, "off1").status_code == 303
 
 
 def test_a_good_login_is_logged_and_issues_a_fresh_session(
@@ -156,9 +176,9 @@ def test_every_post_needs_the_csrf_token(
     caplog.set_level(logging.INFO, logger="liuhen.web")
     # Logging in without the token fails, with the right password.
     client.get("/login")
-    r = client.post("/login", data={"username": "admin1", "password": PASSWORD})
+    r = client.post("/login", data={"username": "off1", "password": PASSWORD})
     assert r.status_code == 403 and "CSRF" in r.text
-    assert login(client, "admin1").status_code == 303
+    assert login(client, "off1").status_code == 303
     page = client.get(f"/items/{items[0]}").text
     targets = [
         f"/items/{items[0]}:verify",
@@ -168,25 +188,115 @@ def test_every_post_needs_the_csrf_token(
         f"/cases/{CASE}:release",
         f"/cases/{CASE}:export",
         "/me/tokens",
+        "/me/tokens:revoke",
         "/logout",
     ]
     before = _custody_actions(client, items[0])
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with rt.sessions() as s:
+        tokens = pstore.live_tokens(s, user_name="off1")
     for path in targets:
         for bad in ({}, {"csrf": "forged"}):
             r = client.post(path, data={"reason": "x", "item_id": items[0], **bad})
-            assert r.status_code == 403, path
-    assert _custody_actions(client, items[0]) == before  # no verify ran
+            assert r.status_code == 403 and "CSRF" in r.text, path
+    assert _custody_actions(client, items[0]) == before  # nothing ran: no verify, no unlink
+    with rt.sessions() as s:
+        assert pstore.live_tokens(s, user_name="off1") == tokens
+        assert repo.case_ids_of(s, item_id=items[0]) == [CASE]
     assert caplog.text.count("bad or missing CSRF token") == 2 * len(targets) + 1
-    # With the token, verify runs; the rest answer 501 (their services are not here yet).
+    # With the token, verify runs.
     r = post_form(client, f"/items/{items[0]}:verify", page)
     assert r.status_code == 200 and 'id="verify-result"' in r.text
     assert "verify" in _custody_actions(client, items[0])
-    for path in targets[1:7]:
-        r = post_form(client, path, page, reason="test", item_id=items[0])
-        assert r.status_code == 501, path
     assert client.get("/me").status_code == 200
     assert post_form(client, "/logout", page).status_code == 303
     assert client.get("/me", follow_redirects=False).status_code == 303  # logged out
+
+
+def test_link_unlink_export_and_tokens_call_the_services(
+    client: TestClient, items: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    login(client, "off1")
+    page = client.get(f"/cases/{CASE}").text
+    assert 'id="link-form"' in page and 'id="export-form"' in page
+    assert 'id="hold-form"' not in page  # holds are an admin's
+    # Unlink without a reason: refused, nothing changed.
+    r = post_form(client, f"/cases/{CASE}:unlink", page, item_id=items[0], reason=" ")
+    assert r.status_code == 422 and "reason" in r.text
+    r = post_form(client, f"/cases/{CASE}:unlink", page, item_id=items[0], reason="wrong case")
+    assert r.status_code == 303 and r.headers["location"] == f"/cases/{CASE}?done=unlink"
+    with rt.sessions() as s:
+        assert repo.case_ids_of(s, item_id=items[0]) == []
+        events = [(e.action, e.actor, e.reason) for e in repo.custody_of(s, item_id=items[0])]
+    # the unlink, and the legal hold it lifted (the item is in no held case now)
+    assert events[-2:] == [("unlink", "user:off1", "wrong case"), ("legal_hold", "user:off1", None)]
+    assert "已解除关联" in client.get(r.headers["location"]).text
+    r = post_form(client, f"/cases/{CASE}:link", page, item_id=items[0], reason="it is this one")
+    assert r.status_code == 303
+    with rt.sessions() as s:
+        assert repo.case_ids_of(s, item_id=items[0]) == [CASE]
+        assert "link" in [e.action for e in repo.custody_of(s, item_id=items[0])[-2:]]
+    # Another unit's item cannot be linked into the case: 403, and a denied custody event.
+    r = post_form(client, f"/cases/{CASE}:link", page, item_id=items[6], reason="mine now")
+    assert r.status_code == 403 and "此次尝试已记录" in r.text
+    assert _custody_actions(client, items[6])[-1] == "denied"
+    r = post_form(client, f"/cases/{CASE}:unlink", page, item_id="0" * 26, reason="x")
+    assert r.status_code == 404
+    # Hold is refused to an officer (and recorded); export streams the package.
+    assert post_form(client, f"/cases/{CASE}:hold", page, reason="x").status_code == 403
+    with rt.sessions() as s:
+        denied = [e for e in pstore.case_events(s, case_id=CASE) if e.action == "denied"]
+    assert denied and denied[-1].actor == "user:off1"
+    r = post_form(client, f"/cases/{CASE}:export", page)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert r.headers["content-disposition"].startswith('attachment; filename="C-2026_0301-')
+    package = tmp_path / "package.zip"
+    package.write_bytes(r.content)
+    report = verify_package(package, verifier_key=rt.ledger.key.verifier_key)
+    assert report.ok and report.checked == 5, report.failures
+    assert _custody_actions(client, items[0])[-1] == "export"
+    # Tokens: issued on the page (shown once), it works on the API; revoked, it does not.
+    me = client.get("/me").text
+    r = post_form(client, "/me/tokens", me)
+    assert r.status_code == 200
+    token = r.text.split('id="new-token" class="token">')[1].split("<")[0]
+    assert client.get(f"/v1/cases/{CASE}", headers=bearer(token)).status_code == 200
+    r = post_form(client, "/me/tokens:revoke", r.text)
+    assert r.status_code == 200 and 'id="revoked">' in r.text
+    assert 'id="live-tokens">0<' in r.text
+    assert client.get(f"/v1/cases/{CASE}", headers=bearer(token)).status_code == 401
+
+
+def test_an_admin_holds_and_releases_without_seeing_the_evidence(
+    client: TestClient, items: list[str]
+) -> None:
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    login(client, "admin1")
+    page = client.get(f"/cases/{CASE}")
+    assert page.status_code == 200 and 'id="hold-form"' in page.text
+    assert items[0] not in page.text  # no evidence on an admin's case page
+    assert f'action="/cases/{CASE}:release"' in page.text  # a linked case starts held
+    r = post_form(client, f"/cases/{CASE}:release", page.text, reason="proceedings closed")
+    assert r.status_code == 303
+    with rt.sessions() as s:
+        assert not pstore.case_is_held(s, case_id=CASE)
+        assert not pstore.item_hold_state(s, item_id=items[0])
+    assert rt.store.legal_hold_on(*_original(rt, items[0])) is False
+    page = client.get(f"/cases/{CASE}")
+    r = post_form(client, f"/cases/{CASE}:hold", page.text, reason="complaint filed")
+    assert r.status_code == 303
+    with rt.sessions() as s:
+        assert pstore.case_is_held(s, case_id=CASE)
+    assert rt.store.legal_hold_on(*_original(rt, items[0])) is True
+    assert client.get(f"/items/{items[0]}").status_code == 403  # still no evidence
+    assert post_form(client, f"/cases/{CASE}:export", page.text).status_code == 403
+
+
+def _original(rt: Runtime, item_id: str) -> tuple[str, str]:
+    with rt.sessions() as s:
+        item = repo.get_item(s, item_id=item_id)
+        return item.object_key, item.version_id
 
 
 def _custody_actions(client: TestClient, item_id: str) -> list[str]:
@@ -196,7 +306,7 @@ def _custody_actions(client: TestClient, item_id: str) -> list[str]:
 
 
 def test_case_page_marks_the_gap_and_the_overlap(client: TestClient, items: list[str]) -> None:
-    login(client, "admin1")
+    login(client, "off1")
     r = client.get(f"/cases/{CASE}")
     assert "script-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
@@ -226,30 +336,41 @@ def test_who_may_see_which_case(
     client: TestClient, items: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="liuhen.web")
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
     login(client, "rev1")  # reviewer, granted C-GRANTED only
     assert client.get("/cases/C-GRANTED").status_code == 200
     r = client.get(f"/cases/{CASE}")
     assert r.status_code == 403 and "您没有查看此案件的权限" in r.text
     assert items[0] not in r.text
-    assert f"denied: user=rev1 role=reviewer path=/cases/{CASE} case={CASE}" in caplog.text
+    assert f"denied: user=rev1 role=reviewer path=/cases/{CASE} action=case.read" in caplog.text
+    with rt.sessions() as s:  # recorded as the API records it
+        denied = [e for e in pstore.case_events(s, case_id=CASE) if e.action == "denied"]
+    assert [(e.actor, (e.details or {})["attempted"]) for e in denied] == [
+        ("user:rev1", "case.read")
+    ]
     # An item of a case not granted: refused, logged, and a custody event of that item.
     r = client.get(f"/items/{items[0]}")
     assert r.status_code == 403
     assert client.get(f"/items/{items[0]}/files/original").status_code == 403
     assert _custody_actions(client, items[0]).count("denied") == 2
     assert client.get("/supervision").status_code == 403
+    assert 'href="/supervision"' not in client.get("/me").text
     # An officer of unit-a sees the unit's case, not unit-b's.
     client.cookies.clear()
     login(client, "off1")
     assert client.get(f"/cases/{CASE}").status_code == 200
     assert client.get("/cases/C-OTHER").status_code == 403
     assert client.get(f"/items/{items[6]}").status_code == 403
-    # Unknown case and item: 404 pages, not errors.
-    assert client.get("/cases/NOPE-1").status_code == 403  # not granted either
-    client.cookies.clear()
-    login(client, "audit1")
+    # Unknown case and item: 404 pages for everyone (that an ID exists is no secret).
     assert client.get("/cases/NOPE-1").status_code == 404
     assert client.get("/items/0000000000").status_code == 404
+    # An auditor reads the supervision figures, not the evidence (the API's rule).
+    client.cookies.clear()
+    login(client, "audit1")
+    assert client.get(f"/cases/{CASE}").status_code == 403
+    assert client.get(f"/items/{items[0]}").status_code == 403
+    assert client.get("/search").status_code == 403
+    assert 'href="/supervision"' in client.get("/me").text
 
 
 def test_item_files_stream_with_ranges_and_are_custody_events(
@@ -268,7 +389,7 @@ def test_item_files_stream_with_ranges_and_are_custody_events(
     assert client.get(f"/items/{items[0]}/files/proxy").status_code == 404  # never processed
     with rt.sessions() as s:
         actors = [(e.action, e.actor) for e in repo.custody_of(s, item_id=items[0])]
-    assert actors.count(("download", "web:off1")) == 2
+    assert actors.count(("download", "user:off1")) == 2
 
 
 def test_search_filters_and_hides_what_the_user_may_not_see(
@@ -280,16 +401,31 @@ def test_search_filters_and_hides_what_the_user_may_not_see(
     r = client.get("/search?case=C-GRANTED")
     assert items[5] in r.text and 'href="/cases/C-GRANTED"' in r.text
     client.cookies.clear()
-    login(client, "admin1")
+    login(client, "off1")
     r = client.get("/search?officer=p1")
     assert all(i in r.text for i in items[:4]) and items[4] not in r.text
     assert items[3] in client.get("/search?device=cam-9").text
-    r = client.get("/search?unit=unit-b")
-    assert items[6] in r.text and items[0] not in r.text
+    assert items[6] not in client.get("/search?unit=unit-b").text  # not off1's unit
     r = client.get("/search?from=2026-03-02")  # local dates (UTC+8): all items are on 03-01
     assert r.text.count('href="/items/') == 0
+    assert client.get("/search?media_type=video").text.count('href="/items/') == 5
+    assert client.get("/search?media_type=audio").text.count('href="/items/') == 0
     r = client.get("/search?bbox=1,2,3")
     assert r.status_code == 422 and "W,S,E,N" in r.text
+    assert client.get("/search?from=03/01").status_code == 422
+    # Cursor pages: two at a time, in capture order, none twice.
+    seen: list[str] = []
+    url: str | None = "/search?officer=p1&limit=2"
+    while url:
+        page = client.get(url).text
+        seen += [i for i in items if f'href="/items/{i}"' in page]
+        found = NEXT_PAGE.search(page)
+        url = html.unescape(found.group(1)) if found else None
+    assert seen == items[:4]
+    client.cookies.clear()
+    login(client, "off2")
+    r = client.get("/search?unit=unit-b")
+    assert items[6] in r.text and items[0] not in r.text
 
 
 def test_supervision_figures_chart_and_csv(client: TestClient, items: list[str]) -> None:

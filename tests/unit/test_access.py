@@ -35,7 +35,15 @@ def test_the_role_gate(role: str, action: Action) -> None:
 def test_the_table_says_what_the_design_says() -> None:
     assert not ROLE_ACTIONS["reviewer"] & WRITES  # read-only
     assert Action.CASE_EXPORT in ROLE_ACTIONS["reviewer"] & ROLE_ACTIONS["officer"]
-    assert ROLE_ACTIONS["auditor"] == {Action.ITEM_RECEIPT, Action.LOG_READ}
+    assert ROLE_ACTIONS["auditor"] == {
+        Action.ITEM_RECEIPT,
+        Action.LOG_READ,
+        Action.SUPERVISION_READ,
+    }
+    assert {r for r, acts in ROLE_ACTIONS.items() if Action.SUPERVISION_READ in acts} == {
+        "admin",
+        "auditor",
+    }
     assert Action.ITEM_READ not in ROLE_ACTIONS["admin"] | ROLE_ACTIONS["auditor"]
     assert {r for r, acts in ROLE_ACTIONS.items() if Action.CASE_HOLD in acts} == {"admin"}
     assert {r for r, acts in ROLE_ACTIONS.items() if Action.ITEM_UPLOAD in acts} == {

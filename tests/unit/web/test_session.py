@@ -1,13 +1,14 @@
-"""The session cookie, CSRF tokens, login limits and the in-memory directory (pure)."""
+"""The session cookie, CSRF tokens, login limits, and the directory of no users (pure)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from api.web.session import LoginLimiter, MemoryDirectory, SessionCodec, new_session, session_key
+from api.web.session import LoginLimiter, NoDirectory, SessionCodec, new_session, session_key
 
 
 def test_the_cookie_round_trips_and_refuses_tampering_and_age() -> None:
@@ -53,16 +54,8 @@ def test_the_limiter_counts_failures_per_user_and_address_over_a_window() -> Non
     assert lim.wait_s(username="b", address="2", now=13) == 0
 
 
-def test_memory_directory_checks_passwords() -> None:
-    d = MemoryDirectory()
-    d.add("u", role="reviewer", password="pw", cases=["C1"])
-    rt = None  # reviewers' grants need no runtime
-    assert d.authenticate(rt, username="u", password="pw") is not None  # type: ignore[arg-type]
-    assert d.authenticate(rt, username="u", password="PW") is None  # type: ignore[arg-type]
-    assert d.authenticate(rt, username="v", password="pw") is None  # type: ignore[arg-type]
-    user = d.lookup(rt, username="u")  # type: ignore[arg-type]
-    assert user is not None and user.role == "reviewer"
-    assert d.may_view_case(rt, user=user, case_id="C1")  # type: ignore[arg-type]
-    assert not d.may_view_case(rt, user=user, case_id="C2")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="unknown role"):
-        d.add("x", role="boss", password="pw")  # type: ignore[arg-type]
+def test_without_a_user_store_nobody_gets_in() -> None:
+    rt = cast(Any, None)  # NoDirectory needs nothing
+    d = NoDirectory()
+    assert d.authenticate(rt, username="u", password="pw", source="127.0.0.1") is None
+    assert d.lookup(rt, username="u") is None
