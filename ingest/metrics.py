@@ -20,12 +20,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -39,7 +39,10 @@ from storage.errors import (
     ObjectStoreError,
     StorageError,
 )
-from storage.tables import Checkpoint, Job, LogState
+from storage.tables import Checkpoint, LogState
+
+if TYPE_CHECKING:
+    from ingest.queue import Queue
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +161,15 @@ class IndexCollector(Collector):
     checkpoint size and age. A database that does not answer gives none of them (and the
     scrape itself still answers, with ``liuhen_index_up 0``)."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], queue: Queue) -> None:
         self.sessions = sessions
+        self.queue = queue  # the queue owns its rows (procrastinate's or the jobs table)
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("liuhen_index_up", "Whether the index answered this scrape.")
         try:
             metrics = list(self._read())
-        except SQLAlchemyError as e:
+        except (SQLAlchemyError, LiuhenError) as e:
             log.warning("metrics: the index did not answer: %s", e)
             up.add_metric([], 0)
             return [up]
@@ -174,27 +178,21 @@ class IndexCollector(Collector):
 
     def _read(self) -> Iterator[Metric]:
         now = datetime.now(UTC)
+        waiting, waited = self.queue.depth(), self.queue.oldest_age()
         with self.sessions() as session:
-            states = session.execute(
-                select(Job.state, func.count(), func.min(Job.due_at)).group_by(Job.state)
-            ).all()
             size = session.execute(select(LogState.size).where(LogState.id == 1)).scalar()
             latest = session.execute(
                 select(Checkpoint.size, Checkpoint.created_at)
                 .order_by(Checkpoint.size.desc())
                 .limit(1)
             ).first()
-        depth = GaugeMetricFamily("liuhen_queue_depth", "Pipeline jobs by state.", labels=["state"])
+        depth = GaugeMetricFamily("liuhen_queue_depth", "Pipeline jobs waiting or running.")
+        depth.add_metric([], waiting)
         age = GaugeMetricFamily(
             "liuhen_queue_oldest_job_age_seconds",
-            "Age of the oldest queued or running job (since it was due).",
+            "How long the longest-waiting due job has waited.",
         )
-        oldest: datetime | None = None
-        for state, count, due in states:
-            depth.add_metric([state], count)
-            if state in ("queued", "running") and due is not None:
-                oldest = due if oldest is None else min(oldest, due)
-        age.add_metric([], max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+        age.add_metric([], waited)
         yield depth
         yield age
         leaves = GaugeMetricFamily("liuhen_log_size", "Leaves in the log.")

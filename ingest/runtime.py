@@ -123,6 +123,8 @@ def open_runtime(settings: Settings) -> Runtime:
             key=key,
             origin=settings.log.origin,
             retention=settings.retention,
+            checkpoint_interval_ms=settings.log.checkpoint_interval_ms,
+            receipt_wait_s=settings.log.receipt_wait_s,
             tsa_config=load_tsa_config(
                 settings.log.tsa_url, settings.log.tsa_roots, settings.log.tsa_timeout_s
             ),

@@ -17,6 +17,6 @@ router = APIRouter()
 def scrape(rt: RuntimeDep) -> Response:
     """Counters of this process and the index's figures, in the Prometheus text format."""
     index = CollectorRegistry()
-    index.register(metrics.IndexCollector(rt.sessions))
+    index.register(metrics.IndexCollector(rt.sessions, rt.queue))
     body = generate_latest(metrics.REGISTRY) + generate_latest(index)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -102,7 +102,26 @@ def test_topology_survives_a_dead_volume_server_and_a_killed_worker(
     files = batch(tmp_path)
     apis = topo.api_urls()
     kinds: dict[str, str] = {}
-    with httpx.Client(timeout=60) as client:
+    made = subprocess.run(
+        [
+            str(LIUHEN),
+            "user",
+            "add",
+            "topo-officer",
+            "--role",
+            "officer",
+            "--unit",
+            "U-T",
+            "--json",
+        ],
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}, **topo.env()},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token = json.loads(made.stdout)["token"]
+    with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
         for n, (path, kind) in enumerate(files):
             manifest = {"case_ids": ["TOPO-1"], "file_name": path.name}
             with path.open("rb") as f:

@@ -26,6 +26,7 @@ from storage.errors import IndexUnavailable, ObjectNotFound, ObjectStoreError, S
 from storage.objects import ObjectStore, S3Endpoint
 from storage.seaweed import EmbeddedSeaweed, volumes_on_disk
 from tests.conftest import SettingsFactory
+from tests.people import bearer, make_user
 
 BUCKET = "liuhen-restart"
 
@@ -197,6 +198,8 @@ def test_the_api_answers_503_while_the_store_is_down(
     )
     try:
         with TestClient(create_app(settings, workers=0)) as client:
+            rt = client.app.state.runtime  # type: ignore[attr-defined]
+            client.headers.update(bearer(make_user(rt, "officer-o", "officer", "U-O")))
             manifest = json.dumps({"case_ids": ["OUT-1"], "file_name": "a.jpg"})
             photo = b"\xff\xd8\xff\xe0" + os.urandom(2000)
             made = client.post(

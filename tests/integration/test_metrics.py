@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from configs.settings import Settings
+from tests.people import bearer, make_user
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 
@@ -20,6 +21,8 @@ MP4_HEAD = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings, workers=0)) as c:
+        rt = c.app.state.runtime  # type: ignore[attr-defined]
+        c.headers.update(bearer(make_user(rt, "officer-m", "officer", "U-M")))
         yield c
 
 
@@ -72,7 +75,7 @@ def test_metrics_count_seals_refusals_errors_and_read_the_index(client: TestClie
     assert delta("liuhen_checkpoints_signed_total") >= 1
     # From the index at scrape time: this test's own database.
     assert _get(after, "liuhen_index_up") == 1
-    assert _get(after, "liuhen_queue_depth", state="queued") == 1
+    assert _get(after, "liuhen_queue_depth") == 1
     assert _get(after, "liuhen_log_size") == 2  # the item leaf and its "sealed" custody leaf
     assert _get(after, "liuhen_checkpoint_size") == 2
     assert 0 <= _get(after, "liuhen_checkpoint_age_seconds") < 300
