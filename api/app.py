@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import problem
-from api.routes import cases, health, items, log
+from api.routes import cases, devices, health, items, log, uploads
 from configs.settings import Settings
 from ingest.runtime import open_runtime
 from ingest.worker import WorkerPool
@@ -45,6 +45,8 @@ def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     for router in (health.router, items.router, cases.router, log.router):
+        app.include_router(router)
+    for router in (devices.router, uploads.router):  # device intake
         app.include_router(router)
     _install_error_handlers(app)
     return app

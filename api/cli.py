@@ -447,6 +447,11 @@ def demo(
         serve(host=None, port=None)
 
 
+from api import cli_devices  # noqa: E402 - registers after the helpers it imports exist
+
+cli_devices.register(app)
+
+
 def main() -> None:
     _setup_logging()
     app()

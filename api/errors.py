@@ -7,11 +7,23 @@ from typing import Any
 
 from configs.errors import ConfigError
 from ingest.errors import (
+    BadUploadRequest,
+    ChecksumMismatch,
+    DeviceRefused,
+    Forbidden,
     IntakeRefused,
     IntegrityMismatch,
     MediaError,
     MetadataError,
+    OffsetConflict,
+    SeqReplayed,
     TooLarge,
+    TooManyUploads,
+    Unauthenticated,
+    UnsupportedTusVersion,
+    UploadExpired,
+    UploadNotFound,
+    WrongContentType,
 )
 from integrity.errors import IntegrityError, LiuhenError
 from storage.errors import (
@@ -27,6 +39,18 @@ from storage.errors import (
 STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (IntegrityMismatch, 422, "The bytes do not match what the manifest declares"),
     (TooLarge, 413, "Content Too Large"),
+    (Unauthenticated, 401, "Unauthorized"),
+    (Forbidden, 403, "Forbidden"),
+    (SeqReplayed, 409, "Manifest sequence number replayed"),
+    (OffsetConflict, 409, "Upload offset conflict"),
+    (UploadExpired, 410, "Upload expired"),
+    (ChecksumMismatch, 460, "Checksum Mismatch"),
+    (TooManyUploads, 429, "Too many concurrent uploads"),
+    (UploadNotFound, 404, "Upload not found"),
+    (BadUploadRequest, 400, "Bad upload request"),
+    (UnsupportedTusVersion, 412, "Precondition Failed"),
+    (WrongContentType, 415, "Unsupported Media Type"),
+    (DeviceRefused, 400, "Device request refused"),
     (IntakeRefused, 422, "Not accepted as evidence"),
     (NotFound, 404, "Not found"),
     (ObjectNotFound, 404, "Stored object not found"),
