@@ -309,6 +309,8 @@ async def _receive(
             if buffer:
                 await to_thread.run_sync(writer.write, bytes(buffer))
         except ClientDisconnect:
+            if buffer:  # what did arrive is kept (no checksum to hold it to)
+                await to_thread.run_sync(writer.write, bytes(buffer))
             kept = await to_thread.run_sync(writer.interrupted)
             log.info("upload %s: client went away at %d; kept", upload_id, kept)
             raise BadUploadRequest("the client went away before the body ended") from None
