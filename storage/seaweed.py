@@ -178,6 +178,9 @@ class EmbeddedSeaweed:
             "-s3.port.lance=0",
             # Nothing sits in front of this server to drain: stop at once (saves ~10 s).
             "-volume.preStopSeconds=0",
+            # The filer's own tus endpoint would take uploads past Object Lock, with no JWT
+            # key: liuhen's tus (/v1/uploads) is the only way in. An empty path turns it off.
+            "-filer.tusBasePath=",
         ]
         log = (self.root / "weed.log").open("ab")
         # Own session: the server outlives a crashed client and is stopped by the last lease.

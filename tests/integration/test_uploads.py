@@ -597,3 +597,104 @@ def test_concurrent_uploads_of_the_same_bytes_are_one_item(intake_settings: Sett
             sha = hashlib.sha256(data).hexdigest()
             n = s.execute(select(func.count()).select_from(Item).where(Item.sha256 == sha))
             assert n.scalar_one() == 1
+
+
+def test_creation_with_upload(client: TestClient, runtime: Runtime) -> None:
+    cred = enroll(runtime, "DEV-CWU")
+    data = clip(70_000)
+    meta = metadata(cred, manifest_for(cred, data, seq=1))
+    headers = {**creation_headers(cred, len(data), meta), "Content-Type": OCTETS}
+    r = client.post("/v1/uploads", content=data, headers=headers)
+    assert r.status_code == 201, r.text
+    assert r.headers["upload-offset"] == str(len(data)) and r.headers["upload-expires"]
+    _sealed(client, cred, r.headers["location"], data)
+
+
+def test_same_bytes_by_another_path_are_the_same_item(
+    client: TestClient, runtime: Runtime, tmp_path: Any
+) -> None:
+    from ingest.intake import seal_file
+    from ingest.manifest import Manifest
+
+    data = clip(20_000)
+    f = tmp_path / "clip.mp4"
+    f.write_bytes(data)
+    ingested = seal_file(runtime, f, Manifest(file_name="clip.mp4"), actor="test")
+    cred = enroll(runtime, "DEV-PATHS")
+    doc = _sealed(
+        client,
+        cred,
+        _upload_all(client, cred, data, metadata(cred, manifest_for(cred, data, seq=1))),
+        data,
+    )
+    assert doc["id"] == ingested.item_id and doc["duplicate"]
+    custody = [c["action"] for c in doc["item"]["custody"]]
+    assert custody[-1] == "received_again"
+    details = doc["item"]["custody"][-1]["details"]
+    assert details["device_id"] == "DEV-PATHS" and details["manifest_signature"]
+
+
+def test_device_admin_over_http(make_settings: SettingsFactory) -> None:
+    admin_token = "admin-secret-token"
+    settings = make_settings(
+        intake={"admin_token_sha256": hashlib.sha256(admin_token.encode()).hexdigest()}
+    )
+    with TestClient(create_app(settings, workers=0)) as client:
+        rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        admin = {"Authorization": f"Bearer {admin_token}"}
+        body = {"device_id": "DEV-HTTP", "officer_id": "100002", "unit": "unit-9"}
+        assert client.post("/v1/devices", json=body).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert client.post("/v1/devices", json=body, headers=wrong).status_code == 403
+        r = client.post("/v1/devices", json=body, headers=admin)
+        assert r.status_code == 201, r.text
+        doc = r.json()
+        assert set(doc) == {"device_id", "officer_id", "unit", "public_key", "credential"}
+        cred = Credential.model_validate(doc["credential"])
+        assert cred.log_key == rt.ledger.key.verifier_key
+        assert client.post("/v1/devices", json=body, headers=admin).status_code == 409
+        # The credential works: the device may ask who it is.
+        me = client.get("/v1/devices/me", headers={"Authorization": f"Bearer {cred.token}"})
+        assert me.status_code == 200 and me.json()["officer_id"] == "100002"
+        # ...but a device token is no admin token.
+        device_auth = {"Authorization": f"Bearer {cred.token}"}
+        assert client.get("/v1/devices", headers=device_auth).status_code == 403
+        listed = client.get("/v1/devices", headers=admin).json()["devices"]
+        assert [d["device_id"] for d in listed] == ["DEV-HTTP"]
+        r = client.post("/v1/devices/DEV-HTTP/assign", json={"officer_id": "100003"}, headers=admin)
+        assert r.status_code == 200 and r.json()["officer_id"] == "100003"
+        r = client.post("/v1/devices/DEV-HTTP/rotate-key", headers=admin)
+        assert r.status_code == 200
+        rotated = Credential.model_validate(r.json()["credential"])
+        assert client.get("/v1/devices/me", headers=device_auth).status_code == 401
+        new_auth = {"Authorization": f"Bearer {rotated.token}"}
+        assert client.get("/v1/devices/me", headers=new_auth).status_code == 200
+        r = client.post("/v1/devices/DEV-HTTP/disable", json={"reason": "lost"}, headers=admin)
+        assert r.status_code == 200 and r.json()["disabled"]
+        assert client.get("/v1/devices/me", headers=new_auth).status_code == 403
+        assert client.post("/v1/devices/NOPE/disable", headers=admin).status_code == 404
+
+
+def test_admin_over_http_is_off_unless_configured(client: TestClient) -> None:
+    r = client.get("/v1/devices", headers={"Authorization": "Bearer anything"})
+    assert r.status_code == 403
+
+
+def test_seaweedfs_filer_tus_is_off(s3_server: Any) -> None:
+    """The embedded SeaweedFS must not offer its own tus endpoint (it bypasses Object Lock)."""
+    import psutil
+
+    port = s3_server.endpoint.rsplit(":", 1)[1]
+    (weed,) = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] and f"-s3.port={port}" in p.info["cmdline"]
+    ]
+    args = weed.info["cmdline"]
+    assert "-filer.tusBasePath=" in args
+    filer = next(a for a in args if a.startswith("-filer.port=")).split("=", 1)[1]
+    base = f"http://127.0.0.1:{filer}/.tus"
+    r = httpx.options(f"{base}/")
+    assert "tus-version" not in r.headers
+    r = httpx.post(f"{base}/buckets/x/y", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "5"})
+    assert r.status_code != 201 and "location" not in r.headers
