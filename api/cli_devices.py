@@ -184,6 +184,9 @@ def push(
     ] = None,
     case: Annotated[list[str] | None, typer.Option("--case", help="Case ID (repeatable).")] = None,
     retries: Annotated[int, typer.Option(help="Retries per request, with backoff.")] = 8,
+    chunk_mb: Annotated[
+        int, typer.Option(min=1, max=1024, help="MiB per PATCH (smaller on flaky links).")
+    ] = 16,
     as_json: JsonOpt = False,
 ) -> None:
     """Upload FILES over tus as an enrolled device; print receipts verified with the log key.
@@ -215,7 +218,9 @@ def push(
     except LiuhenError as e:
         _fail(e, as_json)
     state = PushState.load(credential.with_name(credential.name + ".push-state.json"))
-    pusher = Pusher(cred, server=url, state=state, retry=Retry(attempts=retries))
+    pusher = Pusher(
+        cred, server=url, state=state, retry=Retry(attempts=retries), chunk_size=chunk_mb << 20
+    )
     results: list[dict[str, Any]] = []
     columns = (
         TextColumn("{task.description}"),

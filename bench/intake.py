@@ -20,6 +20,7 @@ import argparse
 import base64
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,7 @@ def serve(rt: Runtime, port: int, log: Path) -> subprocess.Popen[bytes]:
         "LIUHEN_S3__BUCKET": s.s3.bucket,
         "LIUHEN_PIPELINE__WORKERS": "0",
         "LIUHEN_INTAKE__MAX_CONCURRENT_PER_DEVICE": "4",
+        "LIUHEN_LOG_LEVEL": "INFO",  # the server logs each seal's duration
     }
     proc = subprocess.Popen(
         [str(LIUHEN), "serve", "--port", str(port)],
@@ -171,6 +173,12 @@ def serve(rt: Runtime, port: int, log: Path) -> subprocess.Popen[bytes]:
             time.sleep(0.3)
     proc.kill()
     raise SystemExit("liuhen serve did not start")
+
+
+def seal_times(log: Path) -> list[float]:
+    """Each seal's duration, from the server's log lines ``upload ... sealed as ... in X s``."""
+    found = re.findall(r"sealed as \w+ in ([0-9.]+) s", log.read_text(errors="replace"))
+    return [float(x) for x in found]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -214,6 +222,10 @@ def main() -> None:
             aggregate = total / wall / MIB
             print(f"(a) {args.devices} devices x {args.size_mb} MiB, concurrently")
             line("errors", len(errors), "", "goal 0")
+            seals = seal_times(root / "serve.log")
+            if seals:
+                line("seal (server side) p50", percentile(seals, 0.5), "s")
+                line("seal (server side) max", max(seals), "s")
             for e in sorted(set(errors))[:5]:
                 print(f"    {e}")
             line("aggregate throughput", aggregate, "MiB/s")

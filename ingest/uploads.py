@@ -285,6 +285,7 @@ class Uploads:
                     f"SHA-256 mismatch: the manifest says {declared}, the received bytes "
                     f"hash to {sha256}"
                 )
+            started = time.perf_counter()
             sealed = seal_file(
                 self.rt,
                 path,
@@ -295,6 +296,12 @@ class Uploads:
         except IntegrityMismatch as e:
             self._close(upload_id, state=FAILED, error={"code": e.code, "detail": str(e)})
             raise
+        log.info(
+            "upload %s sealed as %s in %.3f s",
+            upload_id,
+            sealed.item_id,
+            time.perf_counter() - started,
+        )
         return self._close(upload_id, state=SEALED, item_id=sealed.item_id)
 
     def _close(
@@ -340,7 +347,7 @@ class Uploads:
             "duplicate": duplicate,
             "log_index": item.log_index,
             "leaf": leaf,
-            "receipt": self.rt.ledger.receipt(item.log_index),
+            "receipt": self.rt.ledger.receipt_covering(item.log_index),
             "item": doc,
         }
 

@@ -54,7 +54,7 @@ BUFFER = 1 << 20
 """Bytes gathered from the request before one write (+ hash) in a worker thread."""
 ALLOW_HEADERS = (
     "Authorization, Content-Type, Origin, X-Requested-With, X-Request-ID, "
-    "X-HTTP-Method-Override, Tus-Resumable, Upload-Length, Upload-Offset, Upload-Metadata, "
+    "Tus-Resumable, Upload-Length, Upload-Offset, Upload-Metadata, "
     "Upload-Defer-Length, Upload-Concat, Upload-Checksum"
 )
 EXPOSE_HEADERS = (

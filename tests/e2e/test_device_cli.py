@@ -403,3 +403,83 @@ def test_dock_skips_files_still_being_written(
     r = run_cli("dock", "import", str(camera), "--json", env=env, cwd=tmp_path)
     assert [Path(s["file"]).name for s in r.json()["sealed"]] == [growing.name]
     assert growing.exists(), "without --erase the camera keeps its file"
+
+
+def test_push_killed_resumes_the_same_upload(
+    env: dict[str, str], tmp_path: Path, serve: Serve, index: Runtime
+) -> None:
+    serve.start()
+    cred = _enroll(env, tmp_path, "CAM-RESUME")
+    f = tmp_path / "long.mp4"
+    f.write_bytes(clip(24 << 20))
+    args = [
+        "push",
+        str(f),
+        "--server",
+        serve.base,
+        "--credential",
+        str(cred),
+        "--chunk-mb",
+        "1",
+        "--json",
+    ]
+    proc = subprocess.Popen(
+        [str(LIUHEN), *args],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = cred.with_name(cred.name + ".push-state.json")
+    token = load_credential(cred).token
+    auth = {**TUS, "Authorization": f"Bearer {token}"}
+    url, offset = None, 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        uploads = json.loads(state.read_text())["uploads"] if state.exists() else {}
+        if uploads:
+            (url,) = [u["url"] for u in uploads.values()]
+            offset = int(httpx.head(url, headers=auth).headers["upload-offset"])
+            if offset >= 2 << 20:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert url is not None and 0 < offset < f.stat().st_size, "the kill should land mid-upload"
+    r = run_cli(*args, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r
+    (item,) = r.json()["items"]
+    assert url.endswith("/" + item["upload"]), "the same upload was resumed, not a new one"
+    assert item["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert json.loads(state.read_text())["uploads"] == {}
+    assert _count(index, Item, Item.device_id == "CAM-RESUME") == 1
+
+
+def test_dock_watch_seals_what_arrives(env: dict[str, str], tmp_path: Path, index: Runtime) -> None:
+    camera = tmp_path / "watched"
+    camera.mkdir()
+    receipts = tmp_path / "r"
+    watch_env = {**env, "LIUHEN_INTAKE__DOCK_POLL_S": "0.5", "LIUHEN_INTAKE__DOCK_STABLE_S": "0.5"}
+    proc = subprocess.Popen(
+        [str(LIUHEN), "dock", "watch", str(camera), "--receipts", str(receipts), "--json"],
+        env=watch_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(3)
+        clip_path = camera / "DSJ_A1234567_20260301_080000.MP4"
+        clip_path.write_bytes(clip(50_000))
+        receipt = receipts / f"{clip_path.name}.receipt.json"
+        deadline = time.monotonic() + 60
+        while not receipt.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert receipt.exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    doc = json.loads(out)
+    assert [Path(s["file"]).name for s in doc["sealed"]] == [clip_path.name]
+    assert _count(index, Item, Item.original_name == clip_path.name) == 1
