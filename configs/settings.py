@@ -112,7 +112,7 @@ class IntakeSettings(BaseModel):
     upload_expiry_s: int = Field(default=24 * 3600, ge=1)
     """An unfinished upload untouched this long expires (410) and is swept."""
     sweep_interval_s: int = Field(default=300, ge=1)
-    """How often (at most) requests to ``/v1/uploads`` sweep expired uploads."""
+    """How often (at most) upload creations (``POST /v1/uploads``) sweep expired uploads."""
     sync_every_bytes: int = Field(default=8 << 20, ge=1 << 16)
     """During a long PATCH, fsync and record the offset after this many bytes."""
     late_upload_after_s: int = Field(default=24 * 3600, ge=1)

@@ -395,9 +395,26 @@ class Uploads:
                 swept += 1
             finally:
                 os.close(fd)
+        swept += self._sweep_orphans(now)
         if swept:
             log.info("expired %d unfinished upload(s)", swept)
         return swept
+
+    def _sweep_orphans(self, now: datetime) -> int:
+        """Spool files with no upload row (a crash between making the file and committing the
+        row) older than the expiry: nothing can ever resume them."""
+        cutoff = now.timestamp() - self.settings.upload_expiry_s
+        removed = 0
+        for path in self.dir.glob("*.bin"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime > cutoff:
+                    continue
+                with self.rt.sessions() as session:
+                    if session.get(Upload, path.stem) is not None:
+                        continue
+                path.unlink()
+                removed += 1
+        return removed
 
 
 class Writer:

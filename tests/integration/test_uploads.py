@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -419,8 +420,12 @@ def test_expired_upload_is_refused_and_swept(
         assert client.head(url, headers=auth).status_code == 410
         _refused_cleanly(rt, "DEV-EXP", before, "upload_expired")
         assert rt.settings.uploads_dir.joinpath(f"{upload_id}.bin").exists()
+        orphan = rt.settings.uploads_dir / "01ORPHANFROMACRASH0000000.bin"
+        orphan.write_bytes(b"half")
+        old = (datetime.now(UTC) - timedelta(seconds=5)).timestamp()
+        os.utime(orphan, (old, old))
         swept = client.app.state.uploads.sweep(force=True)  # type: ignore[attr-defined]
-        assert swept == 1
+        assert swept == 2 and not orphan.exists()
         assert not rt.settings.uploads_dir.joinpath(f"{upload_id}.bin").exists()
         with rt.sessions() as s:
             row = s.get(Upload, upload_id)
@@ -698,3 +703,42 @@ def test_seaweedfs_filer_tus_is_off(s3_server: Any) -> None:
     assert "tus-version" not in r.headers
     r = httpx.post(f"{base}/buckets/x/y", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "5"})
     assert r.status_code != 201 and "location" not in r.headers
+
+
+def test_protocol_errors(client: TestClient, runtime: Runtime) -> None:
+    cred = enroll(runtime, "DEV-PROTO")
+    data = clip(1000)
+    headers = creation_headers(cred, len(data), metadata(cred, manifest_for(cred, data, seq=1)))
+    old = {**headers, "Tus-Resumable": "0.2.2"}
+    _problem(client.post("/v1/uploads", headers=old), 412, "unsupported_tus_version")
+    no_length = {k: v for k, v in headers.items() if k != "Upload-Length"}
+    _problem(client.post("/v1/uploads", headers=no_length), 400, "bad_upload_request")
+    deferred = {**no_length, "Upload-Defer-Length": "1"}
+    _problem(client.post("/v1/uploads", headers=deferred), 400, "bad_upload_request")
+    mismatch = {**headers, "Upload-Length": "999"}
+    _problem(client.post("/v1/uploads", headers=mismatch), 422, "bad_manifest")
+    r = client.post("/v1/uploads", headers=headers)
+    url = r.headers["location"]
+    auth = {**TUS, "Authorization": f"Bearer {cred.token}"}
+    r = client.patch(
+        url, content=data, headers={**auth, "Content-Type": "text/plain", "Upload-Offset": "0"}
+    )
+    _problem(r, 415, "wrong_content_type")
+    r = client.patch(
+        url, content=data, headers={**auth, "Content-Type": OCTETS, "Upload-Offset": "-1"}
+    )
+    _problem(r, 400, "bad_upload_request")
+    r = client.patch(
+        url,
+        content=data,
+        headers={
+            **auth,
+            "Content-Type": OCTETS,
+            "Upload-Offset": "0",
+            "Upload-Checksum": "md5 AAAA",
+        },
+    )
+    _problem(r, 400, "bad_upload_request")
+    with runtime.sessions() as s:
+        row = s.get(Upload, url.rsplit("/", 1)[1])
+        assert row is not None and row.offset == 0 and row.state == "receiving"
