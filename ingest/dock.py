@@ -8,7 +8,7 @@ stopped and nothing is imported twice:
     sealed     the item is committed (seal_file returned); a resumed "hashed" file whose
                bytes are already an item is adopted, not sealed again
     receipt    its receipt verified against the log key and (with a receipts folder) written,
-               fsynced, under ``<receipts>/<file name>.receipt.json``
+               fsynced, under ``<receipts>/<path in the folder>.receipt.json``
     erased     ``--erase``: the camera file was removed, only after a verified receipt and
                only if it is unchanged since it was hashed
 
@@ -151,7 +151,7 @@ def import_folder(
         if receipts is not None and receipts.resolve() in path.resolve().parents:
             continue
         try:
-            outcome = _one(rt, state, path, receipts=receipts, erase=erase, actor=actor,
+            outcome = _one(rt, state, folder, path, receipts=receipts, erase=erase, actor=actor,
                            case_ids=case_ids, stable_s=stable)  # fmt: skip
         except (LiuhenError, OSError) as e:
             log.warning("dock: %s failed: %s", path, e)
@@ -169,6 +169,7 @@ def import_folder(
 def _one(
     rt: Runtime,
     state: DockState,
+    folder: Path,
     path: Path,
     *,
     receipts: Path | None,
@@ -203,8 +204,13 @@ def _one(
     if finished_before and (receipts is None or entry.get("receipt_file")):
         return "already imported"
     if entry["phase"] == "hashed":
-        item_id = _adopt(rt, entry["sha256"])  # sealed before a kill, state not yet saved
+        # A seal that a kill cut short may have committed before its phase was saved: adopt
+        # that item. Bytes that reached liuhen by another path are sealed (and so logged as
+        # ``received_again`` with their new case links) like any other.
+        item_id = _adopt(rt, entry["sha256"]) if entry.get("sealing") else None
         if item_id is None:
+            entry["sealing"] = True
+            state.save()
             sealed = seal_file(rt, path, _manifest(rt, path, entry, case_ids), actor=actor)
             item_id = sealed.item_id
         entry |= {"phase": "sealed", "item_id": item_id}
@@ -220,7 +226,9 @@ def _one(
         raise LiuhenError(f"{path}: the receipt is for other bytes")
     doc = {"id": item.id, "sha256": item.sha256, "receipt": receipt}
     if receipts is not None and not entry.get("receipt_file"):
-        target = receipts / f"{path.name}.receipt.json"
+        # The camera's folder structure, mirrored: two folders may hold the same file name.
+        target = receipts / path.relative_to(folder).parent / f"{path.name}.receipt.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
         _write_durably(target, {**doc, "file": str(path), "log_index": item.log_index,
                                 "leaf": leaf})  # fmt: skip
         entry["receipt_file"] = str(target)

@@ -323,7 +323,7 @@ def test_dock_import_killed_halfway_resumes(
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if receipts.is_dir() and len(list(receipts.glob("*.receipt.json"))) >= 5:
+        if receipts.is_dir() and len(list(receipts.rglob("*.receipt.json"))) >= 5:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
@@ -332,7 +332,9 @@ def test_dock_import_killed_halfway_resumes(
     assert remaining and len(remaining) < len(files), "the kill should land halfway"
     for f in files:  # nothing erased without its receipt, and that receipt verifies
         if f.name not in remaining:
-            doc = json.loads((receipts / f"{f.name}.receipt.json").read_text())
+            doc = json.loads(
+                (receipts / "DCIM" / "100MEDIA" / f"{f.name}.receipt.json").read_text()
+            )
             assert doc["sha256"] == digests[f.name]
             verify_receipt(
                 leaf_data=doc["leaf"].encode(),
@@ -357,7 +359,7 @@ def test_dock_import_killed_halfway_resumes(
     for f in files:  # every file sealed exactly once, with the file name's hints
         row = sealed[digests[f.name]]
         assert (row.device_id, row.officer_id, row.original_name) == ("A123456", "100001", f.name)
-        doc = json.loads((receipts / f"{f.name}.receipt.json").read_text())
+        doc = json.loads((receipts / "DCIM" / "100MEDIA" / f"{f.name}.receipt.json").read_text())
         assert doc["sha256"] == digests[f.name]
     assert again == 0, "a resumed import must not seal a file a second time"
     # A third run finds nothing to do.
