@@ -176,6 +176,14 @@ def test_late_upload_problem(client: TestClient, runtime: Runtime) -> None:
     doc = _sealed(client, cred, _upload_all(client, cred, data, metadata(cred, manifest)), data)
     codes = [p["code"] for p in doc["item"]["problems"]]
     assert codes == ["late_upload"]
+    # The pipeline rewrites its own problems and keeps the arrival's.
+    from ingest import jobs
+
+    jobs.run(runtime, doc["id"])
+    with runtime.sessions() as s:
+        item = s.get(Item, doc["id"])
+        assert item is not None and item.status != "sealed"
+        assert "late_upload" in [p["code"] for p in item.problems]
     on_time = clip(5000)
     manifest = manifest_for(
         cred, on_time, seq=2, captured_end=datetime.now(UTC).isoformat(timespec="seconds")
