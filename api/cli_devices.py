@@ -191,8 +191,9 @@ def push(
 ) -> None:
     """Upload FILES over tus as an enrolled device; print receipts verified with the log key.
 
-    Resumes an interrupted upload of the same file (state beside the credential). Exit 0 only
-    when every receipt verified.
+    Resumes an interrupted upload of the same file (state beside the credential).
+
+    Exit 0 only when every receipt verified.
     """
     from rich.console import Console
     from rich.progress import (
