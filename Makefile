@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/log.py
 	$(BIN)/python bench/transcode.py
+	$(BIN)/python bench/intake.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
