@@ -202,7 +202,7 @@ class Uploads:
         state = self.get(upload_id, device_id=device_id)
         if state.state != RECEIVING:
             raise OffsetConflict(f"upload {upload_id} is {state.state}: it takes no more bytes")
-        fd = os.open(self.spool_path(upload_id), os.O_RDWR)
+        fd = self._open_spool(upload_id, device_id=device_id)
         try:
             _lock(fd, upload_id)
             # Re-read under the lock: another writer may just have moved the offset.
@@ -218,6 +218,16 @@ class Uploads:
         except BaseException:
             os.close(fd)
             raise
+
+    def _open_spool(self, upload_id: str, *, device_id: str) -> int:
+        """The spool file; gone means another request just sealed or ended the upload."""
+        try:
+            return os.open(self.spool_path(upload_id), os.O_RDWR)
+        except FileNotFoundError:
+            state = self.get(upload_id, device_id=device_id)
+            raise OffsetConflict(
+                f"upload {upload_id} is {state.state}: it takes no more bytes"
+            ) from None
 
     def _running_hash(self, upload_id: str, fd: int, offset: int) -> Any:
         with self._guard:
@@ -256,7 +266,10 @@ class Uploads:
         state = self.get(upload_id, device_id=device_id)
         if state.state != RECEIVING or state.offset != state.length:
             return state
-        fd = os.open(self.spool_path(upload_id), os.O_RDWR)
+        try:
+            fd = self._open_spool(upload_id, device_id=device_id)
+        except OffsetConflict:  # sealed (or failed) by another request a moment ago
+            return self.get(upload_id, device_id=device_id)
         try:
             _lock(fd, upload_id)
             state = self.get(upload_id, device_id=device_id)
@@ -357,7 +370,7 @@ class Uploads:
         state = self.get(upload_id, device_id=device_id)
         if state.state != RECEIVING:
             raise OffsetConflict(f"upload {upload_id} is {state.state}; nothing to terminate")
-        fd = os.open(self.spool_path(upload_id), os.O_RDWR)
+        fd = self._open_spool(upload_id, device_id=device_id)
         try:
             _lock(fd, upload_id)
             self._close(upload_id, state=TERMINATED)

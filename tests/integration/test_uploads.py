@@ -270,9 +270,20 @@ def test_forged_signature_and_wrong_key(client: TestClient, runtime: Runtime) ->
     r = client.post("/v1/uploads", headers=creation_headers(cred, len(data), changed))
     _problem(r, 403, "bad_signature")
     assert len(_refusals(runtime, "DEV-SIG")) == 3
+    # After rotate-key the old signing key is a wrong key too (and the old token is unknown).
+    with transaction(runtime.sessions) as s:
+        rotated = devices.rotate_key(
+            s, device_id="DEV-SIG", actor="test", log_key=runtime.ledger.key.verifier_key
+        ).credential
+    r = client.post("/v1/uploads", headers=creation_headers(rotated, len(data), meta))
+    _problem(r, 403, "bad_signature")
+    _problem(client.post("/v1/uploads", headers=creation_headers(cred, len(data), meta)), 401)
+    good = metadata(rotated, manifest)
+    r = client.post("/v1/uploads", headers=creation_headers(rotated, len(data), good))
+    assert r.status_code == 201, r.text
     with runtime.sessions() as s:  # the refused attempts did not use up the seq
         device = devices.get_enrolled(s, device_id="DEV-SIG")
-        assert device.last_seq is None
+        assert device.last_seq == 1
 
 
 def test_replayed_seq(client: TestClient, runtime: Runtime) -> None:
