@@ -1,6 +1,7 @@
 """Load on device intake: many devices uploading over tus to ``liuhen serve`` on loopback.
 
     .venv/bin/python bench/intake.py [--devices 50] [--size-mb 20] [--big-mb 1024]
+                                     [--database-url postgresql+psycopg://...]
 
 One private SeaweedFS, one SQLite index, ``liuhen serve`` as a subprocess (workers off), and:
 
@@ -191,8 +192,10 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--size-mb", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=1024)
+    parser.add_argument("--database-url", help="Index URL (default: SQLite in the temp home).")
     args = parser.parse_args()
-    with bench_runtime() as rt, tempfile.TemporaryDirectory(prefix="liuhen-intake-") as tmp:
+    index = {"database": {"url": args.database_url}} if args.database_url else {}
+    with bench_runtime(**index) as rt, tempfile.TemporaryDirectory(prefix="liuhen-intake-") as tmp:
         root = Path(tmp)
         creds = [enroll(rt, f"BENCH-{i:03d}") for i in range(args.devices + 2)]
         files = []

@@ -289,13 +289,14 @@ class Ledger:
         """A receipt against the latest checkpoint when that already covers leaf ``index``, else
         a fresh one: devices finishing together share one signed checkpoint instead of queueing
         for one each (device intake)."""
-        with self.sessions() as session:
-            latest = repo.latest_checkpoint(session)
-        if latest is not None and latest.size > index:
-            signed = SignedCheckpoint(open_checkpoint(latest.note, self.key.verifier), latest.note)
-            with self._lock:
-                if self.tree.size >= latest.size:
-                    return make_receipt(tree=self.tree, index=index, signed=signed)
+        # Under the lock: a caller that waited for someone else's signing sees its checkpoint.
+        with self._lock:
+            with self.sessions() as session:
+                latest = repo.latest_checkpoint(session)
+            if latest is not None and latest.size > index and self.tree.size >= latest.size:
+                note = latest.note
+                signed = SignedCheckpoint(open_checkpoint(note, self.key.verifier), note)
+                return make_receipt(tree=self.tree, index=index, signed=signed)
         return self.receipt(index)
 
     def consistency(self, size1: int, size2: int) -> list[str]:
