@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from email.utils import format_datetime
 from typing import Annotated, Any
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -85,6 +85,17 @@ class TusRoute(APIRoute):
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"], route_class=TusRoute)
 _uploads_lock = threading.Lock()
+SEALS_AT_ONCE = 8
+"""Seals run in worker threads for seconds each; a limiter of their own keeps a wave of
+completions from taking every thread (device auth, HEAD and PATCH writes use them too)."""
+
+
+def _seals(request: Request) -> CapacityLimiter:
+    """The app's seal limiter (made on first use, inside the app's event loop)."""
+    limiter: CapacityLimiter | None = getattr(request.app.state, "seal_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.seal_limiter = CapacityLimiter(SEALS_AT_ONCE)
+    return limiter
 
 
 async def _problem(request: Request, error: LiuhenError) -> Response:
@@ -320,7 +331,9 @@ async def _receive(
         await to_thread.run_sync(writer.__exit__, None, None, None)
     state = writer.state
     if complete:
-        state = await to_thread.run_sync(lambda: uploads.finish(upload_id, device_id=device_id))
+        state = await to_thread.run_sync(
+            lambda: uploads.finish(upload_id, device_id=device_id), limiter=_seals(request)
+        )
     return new_offset, state
 
 
@@ -335,10 +348,14 @@ async def terminate(
 
 
 @router.get("/{upload_id}")
-async def result(upload_id: str, device: DeviceDep, uploads: UploadsDep) -> Response:
+async def result(
+    upload_id: str, request: Request, device: DeviceDep, uploads: UploadsDep
+) -> Response:
     """A finished upload: the item document and its receipt (sealing it first if the last
     byte arrived but the seal did not complete, e.g. the server was killed)."""
-    state = await to_thread.run_sync(lambda: uploads.finish(upload_id, device_id=device.id))
+    state = await to_thread.run_sync(
+        lambda: uploads.finish(upload_id, device_id=device.id), limiter=_seals(request)
+    )
     if state.state == SEALED:
         doc = await to_thread.run_sync(uploads.sealed_document, state)
         return JSONResponse(doc)
