@@ -7,8 +7,9 @@ One private SeaweedFS, one SQLite index, ``liuhen serve`` as a subprocess (worke
 
 (a) ``--devices`` enrolled devices upload ``--size-mb`` each at once (a thread per device: POST,
     PATCH in 8 MiB checksummed chunks, GET the receipt, verify it against the log key). Printed:
-    errors (goal 0), items sealed and logged, aggregate throughput, and for each upload the time
-    from its last byte sent to its receipt verified (p50, p99);
+    errors (goal 0), items sealed and logged, aggregate throughput, for each upload the time
+    from its last byte sent to its receipt verified (p50, p99), and the server's own seal times
+    (from its log; the wait for one of the server's seal slots is not in them);
 (b) one device uploads the same total bytes alone: aggregate (a) / alone (b) (goal >= 0.8);
 (c) one ``--big-mb`` upload: last byte → verified receipt, against a plain ``fput_object`` of
     the same file (goal <= 1.1). The seal streams the spool to the store while hashing, so (c)
