@@ -21,6 +21,7 @@ time below the media's own clocks).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -28,7 +29,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -42,6 +43,7 @@ from integrity.errors import LiuhenError
 from integrity.hashing import sha256_file
 from integrity.verify import verify_receipt
 from storage import repository as repo
+from storage.errors import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +135,39 @@ def import_folder(
     stop: threading.Event | None = None,
 ) -> DockReport:
     """One pass over ``folder``: seal what is new and stable, finish what a kill interrupted."""
-    report = DockReport()
     state = DockState.for_folder(rt, folder)
+    with _exclusive(state.path.with_suffix(".lock"), folder):
+        return _import(rt, folder, state, receipts=receipts, erase=erase, actor=actor,
+                       case_ids=case_ids, progress=progress, stop=stop)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path, folder: Path) -> Iterator[None]:
+    """One importer per folder (two would race on its state file)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise Conflict(f"another liuhen dock is importing {folder}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _import(
+    rt: Runtime,
+    folder: Path,
+    state: DockState,
+    *,
+    receipts: Path | None,
+    erase: bool,
+    actor: str,
+    case_ids: tuple[str, ...],
+    progress: Callable[[str, int, int], None] | None,
+    stop: threading.Event | None,
+) -> DockReport:
+    report = DockReport()
     stable = rt.settings.intake.dock_stable_s
     files = candidates(folder)
     if receipts is not None:
