@@ -115,6 +115,9 @@ class IntakeSettings(BaseModel):
     """How often (at most) upload creations (``POST /v1/uploads``) sweep expired uploads."""
     sync_every_bytes: int = Field(default=8 << 20, ge=1 << 16)
     """During a long PATCH, fsync and record the offset after this many bytes."""
+    stream_to_store: bool = True
+    """Copy an upload to the store while it arrives, so the seal after the last byte only sends
+    the tail (off: the whole spool is copied after the last byte)."""
     late_upload_after_s: int = Field(default=24 * 3600, ge=1)
     """Received more than this after its capture end: a ``late_upload`` problem."""
     dock_stable_s: float = Field(default=2.0, ge=0)

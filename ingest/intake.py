@@ -145,6 +145,42 @@ def seal_file(
         raise
 
 
+def seal_stored(
+    rt: Runtime,
+    stored: StoredObject,
+    manifest: Manifest,
+    *,
+    media_type: str,
+    actor: str,
+    now: datetime | None = None,
+    vouched: Vouched | None = None,
+) -> SealResult:
+    """Seal bytes already written (unretained) under their content address: a tus upload that
+    was streamed to the store as it arrived. Their hash, taken as they were sent, must be the
+    manifest's; otherwise the version is deleted and the seal refused, as in ``seal_file``."""
+    now = now or datetime.now(UTC)
+    expected = manifest.sha256
+    if expected is None or stored.key != keys.original_key(expected):
+        _discard(rt, stored)
+        raise IntegrityMismatch(f"{stored.key} is not the content address the manifest names")
+    if stored.sha256 != expected or (manifest.size is not None and stored.size != manifest.size):
+        _discard(rt, stored)
+        _check(expected, stored.sha256, manifest.size or stored.size, stored.size)
+    if _already_sealed(rt, expected):
+        _discard(rt, stored)
+        return _link_existing(rt, expected, manifest, actor=actor, now=now, vouched=vouched)
+    try:
+        return _commit_new(
+            rt, stored, manifest, media_type=media_type, actor=actor, now=now, vouched=vouched
+        )
+    except Conflict:
+        _discard(rt, stored)
+        return _link_existing(rt, expected, manifest, actor=actor, now=now, vouched=vouched)
+    except BaseException:
+        _discard(rt, stored)
+        raise
+
+
 def _already_sealed(rt: Runtime, sha256: str) -> bool:
     """A cheap look before uploading (saves re-sending a retry); the unique constraint decides."""
     with rt.sessions() as session:

@@ -44,11 +44,15 @@ from ingest.errors import (
     UploadExpired,
     UploadNotFound,
 )
-from ingest.intake import Vouched, seal_file
+from ingest.intake import Vouched, seal_file, seal_stored
 from ingest.runtime import Runtime
+from ingest.sniff import sniff, sniff_file
+from storage import keys
 from storage import repository as repo
 from storage.db import transaction
+from storage.errors import ObjectStoreError
 from storage.ids import new_id
+from storage.objects import PartWriter, StoredObject
 from storage.tables import Device, Upload
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,8 @@ RECEIVING, SEALED, FAILED, TERMINATED, EXPIRED = (
 )
 CHECKSUM_ALGORITHMS = ("sha256", "sha1")
 """``Upload-Checksum`` algorithms (tus requires sha1; DESIGN.md asks for sha256)."""
+STREAM_PART = 8 << 20
+"""Part size when streaming an upload to the store as it arrives (S3: at least 5 MiB)."""
 LOCK_WAIT_S = 5.0
 """How long a request waits for another writer of the same upload (a dropped connection
 whose handler is still finishing) before answering 409."""
@@ -101,6 +107,7 @@ class Uploads:
         self.dir = rt.settings.uploads_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self._hashes: dict[str, tuple[int, Any]] = {}
+        self._streams: dict[str, StoreStream] = {}
         self._guard = threading.Lock()
         self._last_sweep = 0.0
 
@@ -214,6 +221,8 @@ class Uploads:
                 )
             os.ftruncate(fd, state.offset)  # bytes beyond the recorded offset were never acked
             running = self._running_hash(upload_id, fd, state.offset)
+            if state.offset == 0:
+                self._start_stream(state)
             return Writer(self, state, fd, running, checksum)
         except BaseException:
             os.close(fd)
@@ -244,6 +253,26 @@ class Uploads:
             h.update(block)
             pos += len(block)
         return h
+
+    def _start_stream(self, state: UploadState) -> None:
+        """Stream to the store as bytes arrive, unless the bytes are already an item (then the
+        seal only links) or a stream runs already."""
+        if not self.settings.stream_to_store:
+            return
+        with self.rt.sessions() as session:
+            row = session.get(Upload, state.id)
+            sha256 = row.sha256 if row else None
+            if sha256 is None or repo.find_item_by_sha256(session, sha256=sha256) is not None:
+                return
+        with self._guard:
+            if state.id not in self._streams:
+                self._streams[state.id] = StoreStream(self, state, sha256=sha256)
+
+    def _advance(self, upload_id: str, offset: int) -> None:
+        with self._guard:
+            stream = self._streams.get(upload_id)
+        if stream is not None:
+            stream.advance(offset)
 
     def _remember(self, upload_id: str, offset: int, h: Any) -> None:
         with self._guard:
@@ -292,20 +321,33 @@ class Uploads:
             text.encode("utf-8"), case_id_pattern=self.rt.settings.case_id_pattern
         )
         path = self.spool_path(upload_id)
+        with self._guard:
+            stream = self._streams.pop(upload_id, None)
         try:
             if sha256 != declared:
+                if stream is not None:
+                    stream.abandon()
                 raise IntegrityMismatch(
                     f"SHA-256 mismatch: the manifest says {declared}, the received bytes "
                     f"hash to {sha256}"
                 )
             started = time.perf_counter()
-            sealed = seal_file(
-                self.rt,
-                path,
-                manifest.to_intake(signature=signature),
-                actor=f"device:{device_id}",
-                vouched=Vouched(text, signature, key, offset_ms),
-            )
+            intake = manifest.to_intake(signature=signature)
+            vouched = Vouched(text, signature, key, offset_ms)
+            stored = stream.wait() if stream is not None else None
+            if stored is not None:
+                sealed = seal_stored(
+                    self.rt,
+                    stored,
+                    intake,
+                    media_type=sniff_file(path),
+                    actor=f"device:{device_id}",
+                    vouched=vouched,
+                )
+            else:
+                sealed = seal_file(
+                    self.rt, path, intake, actor=f"device:{device_id}", vouched=vouched
+                )
         except IntegrityMismatch as e:
             self._close(upload_id, state=FAILED, error={"code": e.code, "detail": str(e)})
             raise
@@ -331,10 +373,13 @@ class Uploads:
             row.state, row.item_id, row.error = state, item_id, error
             row.updated_at = datetime.now(UTC)
             result = _state(row)
-        with contextlib.suppress(FileNotFoundError):
-            self.spool_path(upload_id).unlink()
         with self._guard:
             self._hashes.pop(upload_id, None)
+            stream = self._streams.pop(upload_id, None)
+        if stream is not None:  # terminated or expired while streaming: drop the parts
+            stream.abandon()
+        with contextlib.suppress(FileNotFoundError):
+            self.spool_path(upload_id).unlink()
         return result
 
     def sealed_document(self, state: UploadState) -> dict[str, Any]:
@@ -430,6 +475,94 @@ class Uploads:
         return removed
 
 
+class StoreStream:
+    """Copies an upload's spool to its content address while it is received (S3 multipart, one
+    part per ``STREAM_PART`` acknowledged bytes, hashed as sent), so the seal after the last
+    byte only sends the tail. Only ever reads below the fsynced offset. An optimisation: when
+    it fails or is missing (a restart), the seal copies the spool after the last byte."""
+
+    def __init__(self, uploads: Uploads, state: UploadState, *, sha256: str) -> None:
+        self.uploads, self.state = uploads, state
+        self.key = keys.original_key(sha256)
+        self._cond = threading.Condition()
+        self._durable = 0
+        self._abandoned = False
+        self.result: StoredObject | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"stream-{state.id}", daemon=True)
+        self._thread.start()
+
+    def advance(self, offset: int) -> None:
+        """``offset`` bytes are fsynced and recorded: they may be sent."""
+        with self._cond:
+            self._durable = max(self._durable, offset)
+            self._cond.notify()
+
+    def abandon(self) -> None:
+        with self._cond:
+            self._abandoned = True
+            self._cond.notify()
+
+    def wait(self) -> StoredObject | None:
+        """After the last byte: the stored version, or None (then seal from the spool)."""
+        self._thread.join()
+        return self.result
+
+    def _next_end(self, pos: int) -> int | None:
+        """Where the next part ends, once enough is durable; None when abandoned."""
+        length = self.state.length
+        with self._cond:
+            while True:
+                if self._abandoned:
+                    return None
+                if self._durable == length:
+                    return min(length, pos + STREAM_PART)
+                if self._durable - pos >= STREAM_PART:
+                    return pos + STREAM_PART
+                if not self._cond.wait(timeout=self.uploads.settings.upload_expiry_s):
+                    return None  # idle for as long as an upload lives: give up
+
+    def _run(self) -> None:
+        writer: PartWriter | None = None
+        try:
+            fd = os.open(self.uploads.spool_path(self.state.id), os.O_RDONLY)
+        except OSError as e:
+            self.error = e
+            return
+        try:
+            pos = 0
+            while pos < self.state.length:
+                end = self._next_end(pos)
+                if end is None:
+                    raise ObjectStoreError("abandoned")
+                data = _pread_exactly(fd, pos, end - pos)
+                if writer is None:
+                    writer = PartWriter(self.uploads.rt.store, self.key, content_type=sniff(data))
+                writer.put(data)
+                pos = end
+            if writer is not None:
+                self.result = writer.complete()
+        except BaseException as e:
+            self.error = e
+            if writer is not None:
+                writer.abort()
+            if not isinstance(e, ObjectStoreError) or str(e) != "abandoned":
+                log.warning("upload %s: streaming to the store stopped: %s", self.state.id, e)
+        finally:
+            os.close(fd)
+
+
+def _pread_exactly(fd: int, offset: int, size: int) -> bytes:
+    chunks, done = [], 0
+    while done < size:
+        block = os.pread(fd, size - done, offset + done)
+        if not block:
+            raise ObjectStoreError(f"the spool ended at {offset + done}, below its offset")
+        chunks.append(block)
+        done += len(block)
+    return b"".join(chunks)
+
+
 class Writer:
     """Appends one request's bytes to a locked upload. Use as a context manager."""
 
@@ -484,6 +617,7 @@ class Writer:
         self.expires_at = self.uploads._record_offset(self.state.id, self.offset)
         self.synced = self.offset
         self.uploads._remember(self.state.id, self.offset, self.hash)
+        self.uploads._advance(self.state.id, self.offset)
 
     def commit(self) -> int:
         """The request's body is all in: check its checksum, make it durable, record it."""

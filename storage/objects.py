@@ -8,6 +8,7 @@ minio / urllib3 errors are translated into :mod:`storage.errors` here and nowher
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import IO, Any
 import urllib3
 from minio import Minio
 from minio.commonconfig import COMPLIANCE
+from minio.datatypes import Part
 from minio.error import MinioException, S3Error
 from minio.helpers import check_bucket_name
 from minio.retention import Retention
@@ -249,3 +251,47 @@ def retain_until(retention: timedelta, *, now: datetime | None = None) -> dateti
     """End of retention counted from now; S3 wants whole seconds."""
     base = now or datetime.now(UTC)
     return (base + retention).replace(microsecond=0)
+
+
+# --- an object written part by part (device intake streams a tus upload as it arrives) -------
+
+
+class PartWriter:
+    """One S3 multipart upload fed part by part (every part but the last at least 5 MiB),
+    hashing exactly the bytes sent. ``complete`` returns the new version; ``abort`` drops it.
+
+    minio-py has no public part-by-part API; these are the methods its own ``put_object``
+    uses for multipart uploads."""
+
+    def __init__(self, store: ObjectStore, key: str, *, content_type: str) -> None:
+        self.store, self.key = store, key
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._parts: list[Part] = []
+        with translate_errors(f"start multipart {key}"):
+            self.upload_id = store.client._create_multipart_upload(
+                store.bucket, key, {"Content-Type": content_type}
+            )
+
+    def put(self, data: bytes) -> None:
+        number = len(self._parts) + 1
+        with translate_errors(f"put part {number} of {self.key}"):
+            etag = self.store.client._upload_part(
+                self.store.bucket, self.key, data, None, self.upload_id, number
+            )
+        self._parts.append(Part(number, etag))
+        self._hash.update(data)
+        self.size += len(data)
+
+    def complete(self) -> StoredObject:
+        with translate_errors(f"complete multipart {self.key}"):
+            result = self.store.client._complete_multipart_upload(
+                self.store.bucket, self.key, self.upload_id, self._parts
+            )
+        if not result.version_id:
+            raise ObjectStoreError(f"put {self.key}: the store returned no version ID")
+        return StoredObject(self.key, result.version_id, self.size, self._hash.hexdigest())
+
+    def abort(self) -> None:
+        with contextlib.suppress(ObjectStoreError), translate_errors(f"abort {self.key}"):
+            self.store.client._abort_multipart_upload(self.store.bucket, self.key, self.upload_id)

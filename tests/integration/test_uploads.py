@@ -761,3 +761,56 @@ def test_protocol_errors(client: TestClient, runtime: Runtime) -> None:
     with runtime.sessions() as s:
         row = s.get(Upload, url.rsplit("/", 1)[1])
         assert row is not None and row.offset == 0 and row.state == "receiving"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_upload_streams_to_the_store_as_it_arrives(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, stream: bool
+) -> None:
+    from ingest.retrieve import resolve, write_to_file
+    from storage import objects
+
+    parts: list[int] = []
+    real_put = objects.PartWriter.put
+
+    def counting_put(self: objects.PartWriter, data: bytes) -> None:
+        parts.append(len(data))
+        real_put(self, data)
+
+    monkeypatch.setattr(objects.PartWriter, "put", counting_put)
+    settings = make_settings(intake={"stream_to_store": stream, "sync_every_bytes": 1 << 20})
+    with TestClient(create_app(settings, workers=0)) as client:
+        rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        cred = enroll(rt, "DEV-STREAM")
+        data = clip(19 << 20)
+        meta = metadata(cred, manifest_for(cred, data, seq=1))
+        url = client.post("/v1/uploads", headers=creation_headers(cred, len(data), meta)).headers[
+            "location"
+        ]
+        auth = {**TUS, "Authorization": f"Bearer {cred.token}", "Content-Type": OCTETS}
+        offset = 0
+        for size in (9 << 20, 9 << 20, 1 << 20):
+            chunk = data[offset : offset + size]
+            digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
+            r = client.patch(
+                url,
+                content=chunk,
+                headers={
+                    **auth,
+                    "Upload-Offset": str(offset),
+                    "Upload-Checksum": f"sha256 {digest}",
+                },
+            )
+            assert r.status_code == 204, r.text
+            offset += size
+        doc = _sealed(client, cred, url, data)
+        # 8 MiB parts sent while the upload went on, the tail after the last byte.
+        assert parts == ([8 << 20, 8 << 20, 3 << 20] if stream else [])
+        target = resolve(rt, doc["id"])
+        out = tmp_path / "copy.mp4"
+        write_to_file(rt, target, out)  # re-hashed on the way out
+        assert out.read_bytes() == data
+        stat = rt.store.client.stat_object(
+            rt.store.bucket, target.key, version_id=target.version_id
+        )
+        assert stat.size == len(data)
