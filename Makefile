@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/sequencer.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/intake.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

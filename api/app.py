@@ -15,7 +15,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import web
 from api.errors import problem
 from api.ranges import RangeNotSatisfiable
-from api.routes import cases, exports, health, holds, items, links, log, metrics, search
+from api.routes import (
+    cases,
+    devices,
+    exports,
+    health,
+    holds,
+    items,
+    links,
+    log,
+    metrics,
+    search,
+    uploads,
+)
 from configs.settings import Settings
 from ingest.metrics import failed as count_error
 from ingest.queue import BackgroundWorkers
@@ -66,6 +78,8 @@ def create_app(
         lifespan=lifespan,
     )
     for router in (health.router, items.router, cases.router, log.router):
+        app.include_router(router)
+    for router in (devices.router, uploads.router):  # device intake
         app.include_router(router)
     app.include_router(exports.router)
     app.include_router(metrics.router)

@@ -471,6 +471,11 @@ from api import cli_people  # noqa: E402 - registers after the helpers it import
 cli_people.register(app)
 
 
+from api import cli_devices  # noqa: E402 - registers after the helpers it imports exist
+
+cli_devices.register(app)
+
+
 def main() -> None:
     _setup_logging()
     app()

@@ -10,7 +10,10 @@ from configs.errors import ConfigError
 from ingest.errors import (
     AccessError,
     BadPassword,
+    BadUploadRequest,
     CheckpointPending,
+    ChecksumMismatch,
+    DeviceRefused,
     Forbidden,
     IngestError,
     IntakeRefused,
@@ -20,10 +23,18 @@ from ingest.errors import (
     LogKeyMissing,
     MediaError,
     MetadataError,
+    OffsetConflict,
     RetentionError,
+    SeqReplayed,
+    ServerUnavailable,
     StillHeld,
     TooLarge,
+    TooManyUploads,
     Unauthenticated,
+    UnsupportedTusVersion,
+    UploadExpired,
+    UploadNotFound,
+    WrongContentType,
 )
 from integrity.errors import IntegrityError, LiuhenError
 from storage.errors import (
@@ -40,6 +51,16 @@ from storage.errors import (
 STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (IntegrityMismatch, 422, "The bytes do not match what the manifest declares"),
     (TooLarge, 413, "Content Too Large"),
+    (SeqReplayed, 409, "Manifest sequence number replayed"),
+    (OffsetConflict, 409, "Upload offset conflict"),
+    (UploadExpired, 410, "Upload expired"),
+    (ChecksumMismatch, 460, "Checksum Mismatch"),
+    (TooManyUploads, 429, "Too many concurrent uploads"),
+    (UploadNotFound, 404, "Upload not found"),
+    (BadUploadRequest, 400, "Bad upload request"),
+    (UnsupportedTusVersion, 412, "Precondition Failed"),
+    (WrongContentType, 415, "Unsupported Media Type"),
+    (DeviceRefused, 400, "Device request refused"),
     (IntakeRefused, 422, "Not accepted as evidence"),
     (InvalidInput, 422, "Invalid request"),
     (BadPassword, 401, "Unauthorized"),
@@ -55,6 +76,7 @@ STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (ObjectLocked, 409, "Locked by retention"),
     (StoreUnavailable, 503, "Object store unavailable"),
     (IndexUnavailable, 503, "Index database unavailable"),
+    (ServerUnavailable, 503, "Server unavailable"),
     (CheckpointPending, 503, "No checkpoint covers it yet"),
     (LogKeyExists, 409, "A log key is already there"),
     (LogKeyMissing, 500, "No log key to sign with"),
@@ -97,7 +119,7 @@ EX_TEMPFAIL = 75
 def exit_code(error: LiuhenError) -> int:
     """CLI exit status: 3 refused input, 4 not found, 5 integrity failure, 75 a service that is
     unavailable now, 1 otherwise."""
-    if isinstance(error, StoreUnavailable | IndexUnavailable):
+    if isinstance(error, StoreUnavailable | IndexUnavailable | ServerUnavailable):
         return EX_TEMPFAIL
     if isinstance(error, IntakeRefused | InvalidInput):
         return 3

@@ -155,6 +155,38 @@ class WebSettings(BaseModel):
     """Failed logins counted over this window; past the limit, logins wait."""
 
 
+class IntakeSettings(BaseModel):
+    """Device intake: resumable uploads, device tokens, the collection station."""
+
+    model_config = ConfigDict(extra="forbid")  # a typo must not pass silently
+
+    max_upload_bytes: int = Field(default=64 << 30, ge=1)
+    """Largest single upload over tus (413 above it)."""
+    max_concurrent_per_device: int = Field(default=4, ge=1)
+    """Unfinished uploads one device may hold open at once (429 above it)."""
+    upload_expiry_s: int = Field(default=24 * 3600, ge=1)
+    """An unfinished upload untouched this long expires (410) and is swept."""
+    sweep_interval_s: int = Field(default=300, ge=1)
+    """How often (at most) upload creations (``POST /v1/uploads``) sweep expired uploads."""
+    sync_every_bytes: int = Field(default=8 << 20, ge=1 << 16)
+    """During a long PATCH, fsync and record the offset after this many bytes."""
+    stream_to_store: bool = True
+    """Copy an upload to the store while it arrives, so the seal after the last byte only sends
+    the tail (off: the whole spool is copied after the last byte)."""
+    late_upload_after_s: int = Field(default=24 * 3600, ge=1)
+    """Received more than this after its capture end: a ``late_upload`` problem."""
+    dock_stable_s: float = Field(default=2.0, ge=0)
+    """A camera file whose size changed within this many seconds is still being written."""
+    dock_poll_s: float = Field(default=5.0, gt=0)
+    """``liuhen dock watch``: how often the folder is scanned."""
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    """Browser origins allowed to upload over tus (device tokens are bearer tokens, never
+    cookies, so another origin cannot borrow one)."""
+    admin_token_sha256: str | None = None
+    """SHA-256 (hex) of the bearer token the device-admin HTTP endpoints accept, until user
+    accounts and roles land; unset, those endpoints answer 403."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LIUHEN_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -176,6 +208,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -223,6 +256,11 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.home_dir / "spool"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Where tus uploads are spooled until sealed."""
+        return self.home_dir / "spool" / "uploads"
 
     @property
     def work_dir(self) -> Path:

@@ -6,7 +6,17 @@ LiuhenError
       │    ├── ManifestError   the manifest is malformed or names something invalid
       │    ├── TooLarge        bigger than this way in accepts
       │    ├── EmptyFile       nothing to preserve
-      │    └── IntegrityMismatch  declared SHA-256 / size differ from the received bytes
+      │    ├── IntegrityMismatch  declared SHA-256 / size differ from the received bytes
+      │    └── DeviceRefused   a device request that is refused (device intake, tus)
+      │         ├── SeqReplayed          the manifest's seq is not above the last one (409)
+      │         ├── OffsetConflict       Upload-Offset is not where the upload stands (409)
+      │         ├── UploadExpired        the unfinished upload expired (410)
+      │         ├── ChecksumMismatch     Upload-Checksum differs from the chunk (460)
+      │         ├── TooManyUploads       too many unfinished uploads for one device (429)
+      │         ├── UploadNotFound       no such upload (404)
+      │         ├── BadUploadRequest     tus headers missing or malformed (400)
+      │         ├── UnsupportedTusVersion  Tus-Resumable is not 1.0.0 (412)
+      │         └── WrongContentType     a PATCH body that is not offset+octet-stream (415)
       ├── MediaError           a media tool could not read or make something
       │    ├── ProbeError      the container / image could not be understood
       │    ├── TranscodeError  ffmpeg failed to make a derivative
@@ -22,8 +32,10 @@ LiuhenError
       │    ├── Unauthenticated no (valid) credentials: a missing, unknown or revoked token
       │    │    └── BadPassword a wrong user name or password
       │    └── Forbidden       known, but not allowed (the denial is logged)
-      └── RetentionError       a hold or a deletion could not be carried out
-           └── StillHeld       the item is under legal hold or retention: not deleted
+      │         └── DeviceDisabled, OfficerNotAssigned, BadSignature (device intake)
+      ├── RetentionError       a hold or a deletion could not be carried out
+      │    └── StillHeld       the item is under legal hold or retention: not deleted
+      └── ServerUnavailable    liuhen push: the server did not answer through every retry
 """
 
 from __future__ import annotations
@@ -55,6 +67,48 @@ class EmptyFile(IntakeRefused):
 
 class IntegrityMismatch(IntakeRefused):
     code = "integrity_mismatch"
+
+
+class DeviceRefused(IntakeRefused):
+    code = "device_refused"
+    device_id: str | None = None
+    """The authenticated device refused, when the refusal happened before the caller knew it."""
+
+
+class SeqReplayed(DeviceRefused):
+    code = "seq_replayed"
+
+
+class OffsetConflict(DeviceRefused):
+    code = "offset_conflict"
+
+
+class UploadExpired(DeviceRefused):
+    code = "upload_expired"
+
+
+class ChecksumMismatch(DeviceRefused):
+    code = "checksum_mismatch"
+
+
+class TooManyUploads(DeviceRefused):
+    code = "too_many_uploads"
+
+
+class UploadNotFound(DeviceRefused):
+    code = "upload_not_found"
+
+
+class BadUploadRequest(DeviceRefused):
+    code = "bad_upload_request"
+
+
+class UnsupportedTusVersion(DeviceRefused):
+    code = "unsupported_tus_version"
+
+
+class WrongContentType(DeviceRefused):
+    code = "wrong_content_type"
 
 
 class MediaError(IngestError):
@@ -125,6 +179,20 @@ class BadPassword(Unauthenticated):
 
 class Forbidden(AccessError):
     code = "forbidden"
+    device_id: str | None = None
+    """The authenticated device refused (device intake), so that the refusal is recorded."""
+
+
+class DeviceDisabled(Forbidden):
+    code = "device_disabled"
+
+
+class OfficerNotAssigned(Forbidden):
+    code = "officer_not_assigned"
+
+
+class BadSignature(Forbidden):
+    code = "bad_signature"
 
 
 class RetentionError(IngestError):
@@ -133,3 +201,10 @@ class RetentionError(IngestError):
 
 class StillHeld(RetentionError):
     code = "still_held"
+
+
+class ServerUnavailable(IngestError):
+    """``liuhen push``: the liuhen server did not answer (or kept answering 5xx) through every
+    retry."""
+
+    code = "server_unavailable"

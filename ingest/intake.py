@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from ingest import custody, metrics
 from ingest.errors import EmptyFile, IntegrityMismatch
 from ingest.links import settle_case_units
 from ingest.manifest import Manifest, check_case_id
-from ingest.problems import ItemStatus
+from ingest.problems import ItemStatus, Problem, ProblemCode
 from ingest.retention import category_retention, sync_item_hold
 from ingest.runtime import Runtime
 from ingest.sniff import sniff_file
@@ -69,6 +69,38 @@ class SealResult:
         }
 
 
+@dataclass(frozen=True)
+class Vouched:
+    """A device's signed manifest, kept with the item (``items.manifest["signed"]``); its
+    signature is also in the item leaf (``manifest_signature``)."""
+
+    manifest: str
+    """The manifest's canonical JSON text, exactly the bytes signed."""
+    signature: str
+    """Base64 Ed25519 signature over ``manifest``."""
+    public_key: str
+    """Base64 raw Ed25519 public key of the device, the one the signature was checked with."""
+    clock_offset_ms: int
+    """Server time minus the device's clock when the upload began."""
+
+
+def late_upload_problem(
+    manifest: Manifest, *, received_at: datetime, limit: timedelta
+) -> Problem | None:
+    """``late_upload`` when the item arrives more than ``limit`` after its capture ended (the
+    capture start when no end is known)."""
+    ended = manifest.capture_end or manifest.capture_start
+    if ended is None or received_at - ended <= limit:
+        return None
+    hours = (received_at - ended).total_seconds() / 3600
+    return Problem(
+        "intake",
+        ProblemCode.LATE_UPLOAD,
+        f"received {hours:.1f} h after the capture ended; uploads are due within "
+        f"{limit.total_seconds() / 3600:g} h",
+    )
+
+
 @metrics.seal_observed
 def seal_file(
     rt: Runtime,
@@ -78,11 +110,13 @@ def seal_file(
     actor: str,
     now: datetime | None = None,
     unit: str | None = None,
+    vouched: Vouched | None = None,
 ) -> SealResult:
     """Seal ``path`` as evidence. Raises IntakeRefused subclasses for what is not evidence.
 
     ``unit`` is the unit of whoever hands it in (an officer's, a device's): the item's unit,
-    and the unit of any of its cases that has none yet."""
+    and the unit of any of its cases that has none yet. ``vouched``: the device's signed
+    manifest (tus uploads), kept with the item."""
     now = now or datetime.now(UTC)
     for case_id in manifest.case_ids:
         check_case_id(case_id, rt.settings.case_id_pattern)
@@ -98,7 +132,9 @@ def seal_file(
         # A retry or the same file by another path: confirm the bytes, then just link.
         actual, _ = sha256_file(path) if manifest.sha256 else (expected, size)
         _check(expected, actual, size, size)
-        return _link_existing(rt, expected, manifest, actor=actor, now=now, unit=unit)
+        return _link_existing(
+            rt, expected, manifest, actor=actor, now=now, unit=unit, vouched=vouched
+        )
 
     key = keys.original_key(expected)
     stored = rt.store.put_file(key, path, content_type=media_type)
@@ -107,11 +143,68 @@ def seal_file(
         _check(expected, stored.sha256, size, stored.size)
     try:
         return _commit_new(
-            rt, stored, manifest, media_type=media_type, actor=actor, now=now, unit=unit
+            rt,
+            stored,
+            manifest,
+            media_type=media_type,
+            actor=actor,
+            now=now,
+            unit=unit,
+            vouched=vouched,
         )
     except Conflict:
         _discard(rt, stored)  # someone sealed the same bytes meanwhile: theirs stands
-        return _link_existing(rt, expected, manifest, actor=actor, now=now, unit=unit)
+        return _link_existing(
+            rt, expected, manifest, actor=actor, now=now, unit=unit, vouched=vouched
+        )
+    except BaseException:
+        _discard(rt, stored)
+        raise
+
+
+def seal_stored(
+    rt: Runtime,
+    stored: StoredObject,
+    manifest: Manifest,
+    *,
+    media_type: str,
+    actor: str,
+    now: datetime | None = None,
+    unit: str | None = None,
+    vouched: Vouched | None = None,
+) -> SealResult:
+    """Seal bytes already written (unretained) under their content address: a tus upload that
+    was streamed to the store as it arrived. Their hash, taken as they were sent, must be the
+    manifest's; otherwise the version is deleted and the seal refused, as in ``seal_file``."""
+    now = now or datetime.now(UTC)
+    expected = manifest.sha256
+    if expected is None or stored.key != keys.original_key(expected):
+        _discard(rt, stored)
+        raise IntegrityMismatch(f"{stored.key} is not the content address the manifest names")
+    if stored.sha256 != expected or (manifest.size is not None and stored.size != manifest.size):
+        _discard(rt, stored)
+        _check(expected, stored.sha256, manifest.size or stored.size, stored.size)
+    if _already_sealed(rt, expected):
+        _discard(rt, stored)
+        return _link_existing(
+            rt, expected, manifest, actor=actor, now=now, unit=unit, vouched=vouched
+        )
+    try:
+        return _commit_new(
+            rt,
+            stored,
+            manifest,
+            media_type=media_type,
+            actor=actor,
+            now=now,
+            unit=unit,
+            vouched=vouched,
+        )
+    except Conflict:
+        _discard(rt, stored)
+        return _link_existing(
+            rt, expected, manifest, actor=actor, now=now, unit=unit, vouched=vouched
+        )
     except BaseException:
         _discard(rt, stored)
         raise
@@ -147,12 +240,24 @@ def _commit_new(
     actor: str,
     now: datetime,
     unit: str | None,
+    vouched: Vouched | None = None,
 ) -> SealResult:
     important = bool(getattr(manifest, "important", False))
     until = retain_until(category_retention(rt.settings, important=important), now=now)
     case_ids = sorted(set(manifest.case_ids))
     offset_ms = (
         round((now - manifest.device_time).total_seconds() * 1000) if manifest.device_time else None
+    )
+    kept = manifest.model_dump(mode="json")
+    if vouched is not None:
+        offset_ms = vouched.clock_offset_ms
+        kept["signed"] = {
+            "manifest": vouched.manifest,
+            "signature": vouched.signature,
+            "public_key": vouched.public_key,
+        }
+    late = late_upload_problem(
+        manifest, received_at=now, limit=timedelta(seconds=rt.settings.intake.late_upload_after_s)
     )
     with transaction(rt.sessions) as session:
         _ensure_parties(session, manifest, now)
@@ -168,14 +273,14 @@ def _commit_new(
             device_id=manifest.device_id,
             officer_id=manifest.officer_id,
             status=ItemStatus.SEALED,
-            problems=[],
+            problems=[late.as_dict()] if late else [],
             received_at=now,
             # The device's word until the pipeline finds better (DESIGN.md order of trust).
             captured_at=manifest.capture_start,
             captured_at_source="manifest" if manifest.capture_start else None,
             captured_end=manifest.capture_end,
             device_clock_offset_ms=offset_ms,
-            manifest=manifest.model_dump(mode="json"),
+            manifest=kept,
             log_index=-1,  # set below, once the sequencer has handed out the index
         )
 
@@ -242,6 +347,7 @@ def _link_existing(
     actor: str,
     now: datetime,
     unit: str | None = None,
+    vouched: Vouched | None = None,
 ) -> SealResult:
     with transaction(rt.sessions) as session:
         item = repo.find_item_by_sha256(session, sha256=sha256)
@@ -275,6 +381,12 @@ def _link_existing(
                 "device_id": manifest.device_id,
                 "officer_id": manifest.officer_id,
                 "file_name": manifest.file_name,
+                # The second device's word for the same bytes, checkable like the first's.
+                **(
+                    {"manifest": vouched.manifest, "manifest_signature": vouched.signature}
+                    if vouched
+                    else {}
+                ),
             },
         )
         leaf = repo.get_leaf(session, index=item.log_index)

@@ -438,7 +438,9 @@ def _status(out: _Outcome) -> ItemStatus:
 
 def _finish(rt: Runtime, snap: _Snapshot, out: _Outcome, *, status: ItemStatus) -> ItemStatus:
     values = dict(out.values)
-    values.update(status=status, problems=[p.as_dict() for p in _unique(out.problems)])
+    # Intake problems (``late_upload``) are facts of the arrival, not of this run: kept.
+    kept = [p for p in snap.problems if p.stage == "intake"]
+    values.update(status=status, problems=[p.as_dict() for p in _unique(kept + out.problems)])
     with transaction(rt.sessions) as session:
         repo.update_item(session, item_id=snap.id, **values)
     return status

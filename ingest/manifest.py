@@ -105,3 +105,111 @@ def parse_manifest(raw: str | bytes | dict[str, Any], *, case_id_pattern: str) -
     for case_id in manifest.case_ids:
         check_case_id(case_id, case_id_pattern)
     return manifest
+
+
+# --- the signed device manifest (DESIGN.md, "Device intake") ----------------------------------
+
+
+class DeviceManifest(BaseModel):
+    """The v1 manifest a device signs. Its canonical JSON text is what the signature covers;
+    :meth:`to_intake` maps it onto the :class:`Manifest` the seal takes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: int = Field(strict=True, ge=1, le=1)
+    """Format version: 1."""
+    device_id: PartyId
+    officer_id: PartyId
+    """The officer carrying the device; must be the one it is assigned to."""
+    seq: int = Field(strict=True, ge=0, lt=1 << 63)
+    """Strictly increasing per device: a replayed or older manifest is refused."""
+    device_time: datetime
+    """The device's clock when it started the upload (RFC 3339 with offset)."""
+    file_name: str
+    size: int = Field(strict=True, ge=1, le=MAX_DECLARED_SIZE)
+    sha256: str
+    """Lowercase hex SHA-256 of the file, as the device computed it."""
+    case_ids: tuple[str, ...] = Field(default=(), max_length=64)
+    captured_start: datetime | None = None
+    captured_end: datetime | None = None
+    important: bool | None = Field(default=None, strict=True)
+    """The officer marked the recording as important (重要)."""
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_lower(cls, v: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError("sha256 must be 64 lowercase hexadecimal characters")
+        return v
+
+    @field_validator("file_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        check_file_name(v)
+        return v
+
+    @field_validator("device_time", "captured_start", "captured_end", mode="before")
+    @classmethod
+    def _rfc3339(cls, v: object) -> object:
+        if v is None:
+            return v
+        if not isinstance(v, str) or not _RFC3339.fullmatch(v):
+            raise ValueError("times must be RFC 3339 strings with an offset")
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DeviceManifest:
+        if self.captured_start and self.captured_end and self.captured_end < self.captured_start:
+            raise ValueError("captured_end is before captured_start")
+        return self
+
+    def to_intake(self, *, signature: str) -> Manifest:
+        """The seal's view of this manifest (field names of ``liuhen ingest``)."""
+        return Manifest(
+            device_id=self.device_id,
+            officer_id=self.officer_id,
+            case_ids=self.case_ids,
+            file_name=self.file_name,
+            sha256=self.sha256,
+            size=self.size,
+            device_time=self.device_time,
+            capture_start=self.captured_start,
+            capture_end=self.captured_end,
+            signature=signature,
+        )
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def parse_device_manifest(text: bytes, *, case_id_pattern: str) -> DeviceManifest:
+    """Parse the manifest bytes a device signed. They must be canonical JSON (the leaf rules):
+    the bytes checked are the bytes signed, with one spelling only. ManifestError otherwise."""
+    from integrity.errors import CanonicalJSONError
+    from integrity.leaves import canonical_json
+
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ManifestError(f"manifest is not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ManifestError("manifest must be a JSON object")
+    try:
+        canonical = canonical_json(data)
+    except CanonicalJSONError as e:
+        raise ManifestError(f"manifest is not canonical JSON: {e}") from e
+    if canonical != text:
+        raise ManifestError(
+            "manifest is not in canonical form (sorted keys, no spaces, UTF-8, no floats)"
+        )
+    try:
+        manifest = DeviceManifest.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'manifest'}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise ManifestError(f"invalid manifest: {problems}") from e
+    for case_id in manifest.case_ids:
+        check_case_id(case_id, case_id_pattern)
+    return manifest

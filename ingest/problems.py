@@ -65,6 +65,8 @@ class ProblemCode(StrEnum):
     EXIF_BAD_RATIONAL = "exif_bad_rational"
     GPS_INVALID = "gps_invalid"
     GPS_ZERO = "gps_zero"
+    # intake
+    LATE_UPLOAD = "late_upload"
     # the pipeline (ingest.jobs)
     ORIGINAL_MISMATCH = "original_mismatch"
     ORIGINAL_MISSING = "original_missing"

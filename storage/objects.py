@@ -14,6 +14,7 @@ reaches) the object store.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import random
@@ -34,6 +35,7 @@ from storage.errors import ObjectLocked, ObjectNotFound, ObjectStoreError, Store
 if TYPE_CHECKING:
     # minio is imported on first use: index-only commands never pay for it.
     from minio import Minio
+    from minio.datatypes import Part
     from minio.error import MinioException
 
 log = logging.getLogger(__name__)
@@ -527,3 +529,49 @@ class ObjectVersion:
     version_id: str
     size: int
     modified: datetime | None
+
+
+# --- an object written part by part (device intake streams a tus upload as it arrives) -------
+
+
+class PartWriter:
+    """One S3 multipart upload fed part by part (every part but the last at least 5 MiB),
+    hashing exactly the bytes sent. ``complete`` returns the new version; ``abort`` drops it.
+
+    minio-py has no public part-by-part API; these are the methods its own ``put_object``
+    uses for multipart uploads."""
+
+    def __init__(self, store: ObjectStore, key: str, *, content_type: str) -> None:
+        self.store, self.key = store, key
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self._parts: list[Part] = []
+        with translate_errors(f"start multipart {key}"):
+            self.upload_id = store.client._create_multipart_upload(
+                store.bucket, key, {"Content-Type": content_type}
+            )
+
+    def put(self, data: bytes) -> None:
+        number = len(self._parts) + 1
+        with translate_errors(f"put part {number} of {self.key}"):
+            etag = self.store.client._upload_part(
+                self.store.bucket, self.key, data, None, self.upload_id, number
+            )
+        from minio.datatypes import Part
+
+        self._parts.append(Part(number, etag))
+        self._hash.update(data)
+        self.size += len(data)
+
+    def complete(self) -> StoredObject:
+        with translate_errors(f"complete multipart {self.key}"):
+            result = self.store.client._complete_multipart_upload(
+                self.store.bucket, self.key, self.upload_id, self._parts
+            )
+        if not result.version_id:
+            raise ObjectStoreError(f"put {self.key}: the store returned no version ID")
+        return StoredObject(self.key, result.version_id, self.size, self._hash.hexdigest())
+
+    def abort(self) -> None:
+        with contextlib.suppress(ObjectStoreError), translate_errors(f"abort {self.key}"):
+            self.store.client._abort_multipart_upload(self.store.bucket, self.key, self.upload_id)

@@ -374,7 +374,8 @@ class EmbeddedSeaweed:
             "-s3.port.lance=0",
             # Nothing sits in front of this server to drain: stop at once.
             "-volume.preStopSeconds=0",
-            # The filer's tus endpoint writes past S3 (no Object Lock) and needs no key: off.
+            # The filer's own tus endpoint would take uploads past Object Lock, with no JWT
+            # key: liuhen's tus (/v1/uploads) is the only way in. An empty path turns it off.
             "-filer.tusBasePath=",
         ]
         with self.log_file.open("ab") as log:

@@ -67,6 +67,17 @@ class Device(Base):
     unit: Mapped[str | None] = mapped_column(String(100))
     public_key: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
+    # Enrollment (migration 0002). A device seen only in a manifest or a file name has a row
+    # with none of these: it is known, not enrolled, and cannot authenticate.
+    model: Mapped[str | None] = mapped_column(String(200))
+    officer_id: Mapped[str | None] = mapped_column(String(64))
+    """The officer the device is assigned to now (history in ``device_assignments``)."""
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    """SHA-256 (hex) of the device's bearer token; the token itself is never stored."""
+    enrolled_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+    last_seq: Mapped[int | None] = mapped_column(BigInteger)
+    """Highest manifest ``seq`` accepted from the device; the next must be greater."""
 
 
 class Person(Base):
@@ -290,6 +301,56 @@ class CaseEvent(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
+# --- device intake (migration 0002) ---------------------------------------------------------
+
+
+class Unit(Base):
+    """A unit (大队, 中队, ...): devices and officers belong to one."""
+
+    __tablename__ = "units"
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class DeviceKey(Base):
+    """Every signing key a device has had: a manifest is checked against the key of its time."""
+
+    __tablename__ = "device_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    """Base64 of the raw 32-byte Ed25519 public key."""
+    created_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None]
+
+
+class DeviceAssignment(Base):
+    """Custody of the device itself: which officer carried it, from when to when."""
+
+    __tablename__ = "device_assignments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    officer_id: Mapped[str] = mapped_column(ForeignKey("persons.id"), index=True)
+    assigned_at: Mapped[datetime]
+    assigned_by: Mapped[str] = mapped_column(String(64))
+    ended_at: Mapped[datetime | None]
+
+
+class DeviceEvent(Base):
+    """What happened to or was refused to a device: enroll, disable, rotate-key, assign,
+    refused. Kept in the index, not the log (log leaves are about items)."""
+
+    __tablename__ = "device_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
 class CaseHold(Base):
     """A case's legal-hold state. No row: the case is open, and its items are held."""
 
@@ -316,3 +377,32 @@ class ItemUnit(Base):
     __tablename__ = "item_units"
     item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
     unit: Mapped[str] = mapped_column(String(100), index=True)
+
+
+class Upload(Base):
+    """A tus upload. Its bytes are in the spool; ``offset`` is only raised after they are
+    fsynced, so it never runs ahead of what is on disk."""
+
+    __tablename__ = "uploads"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    manifest: Mapped[str] = mapped_column(Text)
+    """The manifest's canonical JSON text, exactly as signed."""
+    signature: Mapped[str] = mapped_column(Text)
+    """Base64 Ed25519 signature over ``manifest``."""
+    public_key: Mapped[str] = mapped_column(String(64))
+    """The device key the signature was checked against."""
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    """What the manifest declares."""
+    device_clock_offset_ms: Mapped[int] = mapped_column(BigInteger)
+    """Server time at creation minus the manifest's ``device_time``."""
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    """receiving | sealed | failed | terminated | expired"""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    item_id: Mapped[str | None] = mapped_column(ForeignKey("items.id"))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The problem document of a failed seal."""

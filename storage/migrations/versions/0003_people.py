@@ -1,7 +1,7 @@
 """people: users, API tokens, case grants, case events, legal holds, item units
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-01 09:41:53.070594
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import storage.tables
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,382 @@
+"""tus 1.0.0 at ``/v1/uploads``: core, creation, creation-with-upload, checksum, termination,
+expiration, OPTIONS discovery and the CORS headers a browser client needs.
+
+Every request but OPTIONS carries ``Authorization: Bearer <device token>``. ``Upload-Metadata``
+carries ``manifest`` (the canonical JSON the device signed), ``signature`` (base64 text of the
+Ed25519 signature) and ``filename``. When the last byte is in the upload is sealed and
+``GET /v1/uploads/{id}`` answers with the item and its receipt.
+
+Errors are RFC 9457 problems carrying the tus and CORS headers (a custom route class catches
+them, so a browser can read them), and every refusal of an authenticated device is written to
+``device_events`` with its code and reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import threading
+from collections.abc import Callable, Coroutine
+from email.utils import format_datetime
+from typing import Annotated, Any
+
+from anyio import CapacityLimiter, to_thread
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+
+from api.deps import RuntimeDep
+from api.errors import problem
+from ingest.devices import authenticate_device, record_refusal
+from ingest.errors import (
+    BadUploadRequest,
+    Forbidden,
+    IntakeRefused,
+    Unauthenticated,
+    UnsupportedTusVersion,
+    UploadNotFound,
+    WrongContentType,
+)
+from ingest.runtime import Runtime
+from ingest.uploads import CHECKSUM_ALGORITHMS, FAILED, RECEIVING, SEALED, Uploads, UploadState
+from integrity.errors import LiuhenError
+from storage.tables import Device
+
+log = logging.getLogger(__name__)
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
+OCTETS = "application/offset+octet-stream"
+PROBLEM_JSON = "application/problem+json"
+BUFFER = 1 << 20
+"""Bytes gathered from the request before one write (+ hash) in a worker thread."""
+ALLOW_HEADERS = (
+    "Authorization, Content-Type, Origin, X-Requested-With, X-Request-ID, "
+    "Tus-Resumable, Upload-Length, Upload-Offset, Upload-Metadata, "
+    "Upload-Defer-Length, Upload-Concat, Upload-Checksum"
+)
+EXPOSE_HEADERS = (
+    "Location, Tus-Version, Tus-Resumable, Tus-Max-Size, Tus-Extension, "
+    "Tus-Checksum-Algorithm, Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires"
+)
+METHODS = "POST, GET, HEAD, PATCH, DELETE, OPTIONS"
+_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class TusRoute(APIRoute):
+    """Adds the tus and CORS headers to every answer and turns domain errors (also from the
+    dependencies) into problems here, logging the refusals of authenticated devices."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                response = await handle(request)
+            except LiuhenError as e:
+                response = await _problem(request, e)
+            _decorate(request, response)
+            return response
+
+        return route
+
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"], route_class=TusRoute)
+_uploads_lock = threading.Lock()
+SEALS_AT_ONCE = 8
+"""Seals run in worker threads for seconds each; a limiter of their own keeps a wave of
+completions from taking every thread (device auth, HEAD and PATCH writes use them too)."""
+
+
+def _seals(request: Request) -> CapacityLimiter:
+    """The app's seal limiter (made on first use, inside the app's event loop)."""
+    limiter: CapacityLimiter | None = getattr(request.app.state, "seal_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.seal_limiter = CapacityLimiter(SEALS_AT_ONCE)
+    return limiter
+
+
+async def _problem(request: Request, error: LiuhenError) -> Response:
+    doc = problem(error, instance=request.url.path)
+    device_id = getattr(error, "device_id", None) or getattr(request.state, "device_id", None)
+    refused = isinstance(error, IntakeRefused | Forbidden)  # an authenticated device, refused
+    if device_id and refused and not isinstance(error, Unauthenticated):
+        rt: Runtime = request.app.state.runtime
+        details = {"method": request.method, "path": request.url.path, "status": doc["status"]}
+        try:
+            await to_thread.run_sync(
+                lambda: record_refusal(
+                    rt.sessions,
+                    device_id=device_id,
+                    code=error.code,
+                    reason=str(error),
+                    details=details,
+                )
+            )
+        except LiuhenError as e:  # the refusal stands even if its record could not be written
+            log.error("could not record the refusal of device %s: %s", device_id, e)
+    elif isinstance(error, Unauthenticated):
+        log.warning("%s %s refused: %s", request.method, request.url.path, error)
+    if doc["status"] >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, error)
+    if request.method == "HEAD":
+        return Response(status_code=doc["status"])
+    return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON)
+
+
+def _decorate(request: Request, response: Response) -> None:
+    response.headers["Tus-Resumable"] = TUS_VERSION
+    response.headers["Cache-Control"] = "no-store"
+    origin = request.headers.get("origin")
+    rt: Runtime | None = getattr(request.app.state, "runtime", None)
+    allowed = rt.settings.intake.cors_origins if rt else []
+    if origin and ("*" in allowed or origin in allowed):
+        response.headers["Access-Control-Allow-Origin"] = origin if "*" not in allowed else "*"
+        response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+        response.headers["Vary"] = "Origin"
+
+
+def get_uploads(request: Request, rt: RuntimeDep) -> Uploads:
+    """The app's ``Uploads`` (made on first use: spool directory, running hashes)."""
+    with _uploads_lock:
+        uploads: Uploads | None = getattr(request.app.state, "uploads", None)
+        if uploads is None or uploads.rt is not rt:
+            uploads = Uploads(rt)
+            request.app.state.uploads = uploads
+    return uploads
+
+
+def current_device(request: Request, rt: RuntimeDep) -> Device:
+    """The enrolled, enabled device whose bearer token the request carries."""
+    header = request.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("a device bearer token is required (Authorization: Bearer ...)")
+    with rt.sessions() as session:
+        device = authenticate_device(session, token.strip())
+    request.state.device_id = device.id
+    return device
+
+
+UploadsDep = Annotated[Uploads, Depends(get_uploads)]
+DeviceDep = Annotated[Device, Depends(current_device)]
+
+
+# --- headers -----------------------------------------------------------------------------
+
+
+def _check_version(request: Request) -> None:
+    version = request.headers.get("tus-resumable")
+    if version != TUS_VERSION:
+        raise UnsupportedTusVersion(f"Tus-Resumable must be {TUS_VERSION}, got {version!r}")
+
+
+def _int_header(request: Request, name: str) -> int:
+    value = request.headers.get(name)
+    if value is None or not value.isdigit() or len(value) > 19:
+        raise BadUploadRequest(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def parse_metadata(header: str | None) -> dict[str, bytes]:
+    """``Upload-Metadata``: comma-separated ``key base64value`` pairs (value optional)."""
+    if not header:
+        return {}
+    out: dict[str, bytes] = {}
+    for pair in header.split(","):
+        parts = pair.strip().split(" ")
+        if not parts[0] or not _KEY.fullmatch(parts[0]) or len(parts) > 2:
+            raise BadUploadRequest(f"Upload-Metadata pair {pair.strip()[:40]!r} is malformed")
+        if parts[0] in out:
+            raise BadUploadRequest(f"Upload-Metadata names {parts[0]!r} twice")
+        try:
+            out[parts[0]] = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
+        except (binascii.Error, ValueError):
+            raise BadUploadRequest(f"Upload-Metadata value of {parts[0]!r} is not base64") from None
+    return out
+
+
+def _checksum(header: str | None) -> tuple[str, bytes] | None:
+    if header is None:
+        return None
+    algorithm, _, value = header.strip().partition(" ")
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise BadUploadRequest(
+            f"Upload-Checksum algorithm {algorithm!r} is not one of "
+            + ", ".join(CHECKSUM_ALGORITHMS)
+        )
+    try:
+        return algorithm, base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadUploadRequest("Upload-Checksum value is not base64") from None
+
+
+def _offset_headers(state: UploadState, offset: int) -> dict[str, str]:
+    return {
+        "Upload-Offset": str(offset),
+        "Upload-Expires": format_datetime(state.expires_at, usegmt=True),
+    }
+
+
+# --- endpoints ---------------------------------------------------------------------------
+
+
+@router.options("", status_code=204)
+@router.options("/{upload_id}", status_code=204)
+def discover(rt: RuntimeDep) -> Response:
+    """tus discovery and CORS preflight (no token needed)."""
+    return Response(
+        status_code=204,
+        headers={
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": EXTENSIONS,
+            "Tus-Max-Size": str(rt.settings.intake.max_upload_bytes),
+            "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+            "Access-Control-Allow-Methods": METHODS,
+            "Access-Control-Allow-Headers": ALLOW_HEADERS,
+            "Access-Control-Max-Age": "86400",
+        },
+    )
+
+
+@router.post("", status_code=201)
+async def create(request: Request, device: DeviceDep, uploads: UploadsDep) -> Response:
+    """Creation (and creation-with-upload): check the signed manifest, make the upload."""
+    _check_version(request)
+    await to_thread.run_sync(uploads.sweep)
+    if request.headers.get("upload-defer-length"):
+        raise BadUploadRequest("Upload-Defer-Length is not supported: declare Upload-Length")
+    length = _int_header(request, "upload-length")
+    meta = parse_metadata(request.headers.get("upload-metadata"))
+    if "manifest" not in meta or "signature" not in meta:
+        raise BadUploadRequest("Upload-Metadata must carry manifest and signature")
+    try:
+        signature = meta["signature"].decode("ascii")
+    except UnicodeDecodeError:
+        raise BadUploadRequest("the signature must be base64 text") from None
+    state = await to_thread.run_sync(
+        lambda: uploads.create(
+            device, length=length, manifest_text=meta["manifest"], signature=signature
+        )
+    )
+    headers = {"Location": f"{router.prefix}/{state.id}"}
+    offset = 0
+    has_body = request.headers.get("content-length", "0") != "0" or request.headers.get(
+        "transfer-encoding"
+    )
+    if has_body:
+        if request.headers.get("content-type") != OCTETS:
+            raise WrongContentType(f"an upload body must be {OCTETS}")
+        offset, state = await _receive(request, uploads, state.id, device.id, 0)
+    headers |= _offset_headers(state, offset)
+    return Response(status_code=201, headers=headers)
+
+
+@router.head("/{upload_id}")
+async def head(
+    upload_id: str, request: Request, device: DeviceDep, uploads: UploadsDep
+) -> Response:
+    """Where the upload stands (the offset recorded after fsync)."""
+    _check_version(request)
+    state = await to_thread.run_sync(lambda: uploads.get(upload_id, device_id=device.id))
+    headers = {"Upload-Length": str(state.length), **_offset_headers(state, state.offset)}
+    if state.state == FAILED:
+        return Response(status_code=410, headers=headers)
+    return Response(status_code=200, headers=headers)
+
+
+@router.patch("/{upload_id}", status_code=204)
+async def patch(
+    upload_id: str, request: Request, device: DeviceDep, uploads: UploadsDep
+) -> Response:
+    """Append the body at ``Upload-Offset``; the last byte seals the upload."""
+    _check_version(request)
+    if request.headers.get("content-type") != OCTETS:
+        raise WrongContentType(f"PATCH bodies must be {OCTETS}")
+    offset = _int_header(request, "upload-offset")
+    offset, state = await _receive(request, uploads, upload_id, device.id, offset)
+    return Response(status_code=204, headers=_offset_headers(state, offset))
+
+
+async def _receive(
+    request: Request, uploads: Uploads, upload_id: str, device_id: str, offset: int
+) -> tuple[int, UploadState]:
+    checksum = _checksum(request.headers.get("upload-checksum"))
+    writer = await to_thread.run_sync(
+        lambda: uploads.open_writer(
+            upload_id, device_id=device_id, offset=offset, checksum=checksum
+        )
+    )
+    try:
+        buffer = bytearray()
+        try:
+            async for chunk in request.stream():
+                buffer += chunk
+                if len(buffer) >= BUFFER:
+                    data = bytes(buffer)
+                    buffer.clear()
+                    await to_thread.run_sync(writer.write, data)
+            if buffer:
+                await to_thread.run_sync(writer.write, bytes(buffer))
+        except ClientDisconnect:
+            if buffer:  # what did arrive is kept (no checksum to hold it to)
+                await to_thread.run_sync(writer.write, bytes(buffer))
+            kept = await to_thread.run_sync(writer.interrupted)
+            log.info("upload %s: client went away at %d; kept", upload_id, kept)
+            raise BadUploadRequest("the client went away before the body ended") from None
+        new_offset = await to_thread.run_sync(writer.commit)
+        complete = writer.complete
+    finally:
+        await to_thread.run_sync(writer.__exit__, None, None, None)
+    state = writer.state
+    if complete:
+        state = await to_thread.run_sync(
+            lambda: uploads.finish(upload_id, device_id=device_id), limiter=_seals(request)
+        )
+    return new_offset, state
+
+
+@router.delete("/{upload_id}", status_code=204)
+async def terminate(
+    upload_id: str, request: Request, device: DeviceDep, uploads: UploadsDep
+) -> Response:
+    """Termination: drop an unfinished upload and its spool."""
+    _check_version(request)
+    await to_thread.run_sync(lambda: uploads.terminate(upload_id, device_id=device.id))
+    return Response(status_code=204)
+
+
+@router.get("/{upload_id}")
+async def result(
+    upload_id: str, request: Request, device: DeviceDep, uploads: UploadsDep
+) -> Response:
+    """A finished upload: the item document and its receipt (sealing it first if the last
+    byte arrived but the seal did not complete, e.g. the server was killed)."""
+    state = await to_thread.run_sync(
+        lambda: uploads.finish(upload_id, device_id=device.id), limiter=_seals(request)
+    )
+    if state.state == SEALED:
+        doc = await to_thread.run_sync(uploads.sealed_document, state)
+        return JSONResponse(doc)
+    if state.state == FAILED:
+        error = state.error or {}
+        return JSONResponse(
+            {
+                "type": f"urn:liuhen:problem:{error.get('code', 'upload_failed')}",
+                "title": "Not accepted as evidence",
+                "status": 422,
+                "detail": error.get("detail", "the upload failed"),
+                "code": error.get("code", "upload_failed"),
+                "upload": state.id,
+            },
+            status_code=422,
+            media_type=PROBLEM_JSON,
+        )
+    if state.state != RECEIVING:  # pragma: no cover - get() raises for the others
+        raise UploadNotFound(f"upload {upload_id} is {state.state}")
+    return JSONResponse(
+        {"upload": state.id, "state": state.state, "offset": state.offset, "length": state.length}
+    )
