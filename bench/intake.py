@@ -1,7 +1,7 @@
 """Load on device intake: many devices uploading over tus to ``liuhen serve`` on loopback.
 
     .venv/bin/python bench/intake.py [--devices 50] [--size-mb 20] [--big-mb 1024]
-                                     [--database-url postgresql+psycopg://...]
+                                     [--no-stream] [--database-url postgresql+psycopg://...]
 
 One private SeaweedFS, one SQLite index, ``liuhen serve`` as a subprocess (workers off), and:
 
@@ -145,7 +145,7 @@ def make_file(path: Path, size_mb: int) -> str:
     return write_large_recording(path, size_mb)
 
 
-def serve(rt: Runtime, port: int, log: Path) -> subprocess.Popen[bytes]:
+def serve(rt: Runtime, port: int, log: Path, *, stream: bool) -> subprocess.Popen[bytes]:
     s = rt.settings
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
     env |= {
@@ -159,6 +159,7 @@ def serve(rt: Runtime, port: int, log: Path) -> subprocess.Popen[bytes]:
         "LIUHEN_PIPELINE__WORKERS": "0",
         "LIUHEN_INTAKE__MAX_CONCURRENT_PER_DEVICE": "4",
         "LIUHEN_LOG_LEVEL": "INFO",  # the server logs each seal's duration
+        "LIUHEN_INTAKE__STREAM_TO_STORE": "true" if stream else "false",
     }
     proc = subprocess.Popen(
         [str(LIUHEN), "serve", "--port", str(port)],
@@ -193,6 +194,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--size-mb", type=int, default=20)
     parser.add_argument("--big-mb", type=int, default=1024)
+    parser.add_argument(
+        "--no-stream", action="store_true", help="Copy the spool only after the last byte."
+    )
     parser.add_argument("--database-url", help="Index URL (default: SQLite in the temp home).")
     args = parser.parse_args()
     index = {"database": {"url": args.database_url}} if args.database_url else {}
@@ -204,7 +208,7 @@ def main() -> None:
             f = root / f"dev{i:03d}.mp4"
             files.append((f, make_file(f, args.size_mb)))
         port = 18470 + os.getpid() % 1000
-        proc = serve(rt, port, root / "serve.log")
+        proc = serve(rt, port, root / "serve.log", stream=not args.no_stream)
         base = f"http://127.0.0.1:{port}"
         try:
             # (a) all devices at once
