@@ -182,9 +182,6 @@ class IntakeSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     """Browser origins allowed to upload over tus (device tokens are bearer tokens, never
     cookies, so another origin cannot borrow one)."""
-    admin_token_sha256: str | None = None
-    """SHA-256 (hex) of the bearer token the device-admin HTTP endpoints accept, until user
-    accounts and roles land; unset, those endpoints answer 403."""
 
 
 class Settings(BaseSettings):

@@ -65,6 +65,8 @@ class Action(StrEnum):
     LOG_READ = "log.read"
     SUPERVISION_READ = "supervision.read"
     """The per-unit and per-officer figures of the supervision page (no item content)."""
+    DEVICE_ADMIN = "device.admin"
+    """Enroll, list, disable, rotate the key of, and assign devices."""
 
 
 A = Action
@@ -86,7 +88,7 @@ ROLE_ACTIONS: dict[str, frozenset[Action]] = {
         {A.ITEM_SEARCH, A.ITEM_READ, A.ITEM_RECEIPT, A.CASE_READ, A.CASE_EXPORT, A.LOG_READ}
     ),
     "auditor": frozenset({A.ITEM_RECEIPT, A.LOG_READ, A.SUPERVISION_READ}),
-    "admin": frozenset({A.CASE_HOLD, A.LOG_READ, A.SUPERVISION_READ}),
+    "admin": frozenset({A.CASE_HOLD, A.LOG_READ, A.SUPERVISION_READ, A.DEVICE_ADMIN}),
     "device": frozenset({A.ITEM_UPLOAD, A.CASE_LINK, A.LOG_READ}),
 }
 ITEM_SCOPED = frozenset({A.ITEM_READ, A.ITEM_RECEIPT, A.ITEM_LINK})

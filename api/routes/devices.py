@@ -1,41 +1,23 @@
 """The device registry over HTTP (admin only): enroll, list, disable, rotate-key, assign.
 
-Until user accounts and roles land, an admin is whoever presents the bearer token whose SHA-256
-is ``intake.admin_token_sha256``; with none configured these endpoints answer 403.
+Admins only (a user token with the admin role; ``ingest.access`` decides, like every route),
+except ``GET /v1/devices/me``, which a device asks with its own token.
 """
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
+from api.auth import CanAdministerDevices
 from api.deps import RuntimeDep
 from api.routes.uploads import DeviceDep
 from ingest import devices
-from ingest.devices import hash_token
-from ingest.errors import Forbidden, Unauthenticated
 from storage.db import transaction
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
-
-
-def require_admin(request: Request, rt: RuntimeDep) -> str:
-    """The acting admin (``admin:token``), or 401 / 403."""
-    expected = rt.settings.intake.admin_token_sha256
-    if not expected:
-        raise Forbidden("device administration over HTTP is not configured on this server")
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("an admin bearer token is required")
-    if not hmac.compare_digest(hash_token(token.strip()), expected.lower()):
-        raise Forbidden("this token may not administer devices")
-    return "api:admin"
-
-
-AdminDep = Annotated[str, Depends(require_admin)]
 
 
 class EnrollRequest(BaseModel):
@@ -68,7 +50,7 @@ def _enrolled(enrolled: devices.Enrolled) -> dict[str, Any]:
 
 
 @router.post("", status_code=201)
-def enroll(rt: RuntimeDep, admin: AdminDep, body: EnrollRequest) -> dict[str, Any]:
+def enroll(rt: RuntimeDep, admin: CanAdministerDevices, body: EnrollRequest) -> dict[str, Any]:
     """Enroll a device; the answer carries the credential (shown once: keep it secret)."""
     with transaction(rt.sessions) as session:
         enrolled = devices.enroll(
@@ -77,7 +59,7 @@ def enroll(rt: RuntimeDep, admin: AdminDep, body: EnrollRequest) -> dict[str, An
             officer_id=body.officer_id,
             unit=body.unit,
             model=body.model,
-            actor=admin,
+            actor=admin.actor,
             log_key=rt.ledger.key.verifier_key,
             server=body.server,
         )
@@ -85,37 +67,39 @@ def enroll(rt: RuntimeDep, admin: AdminDep, body: EnrollRequest) -> dict[str, An
 
 
 @router.get("")
-def list_devices(rt: RuntimeDep, _admin: AdminDep) -> dict[str, Any]:
+def list_devices(rt: RuntimeDep, _admin: CanAdministerDevices) -> dict[str, Any]:
     with rt.sessions() as session:
         return {"devices": devices.list_devices(session)}
 
 
 @router.post("/{device_id}/disable")
 def disable(
-    rt: RuntimeDep, admin: AdminDep, device_id: str, body: DisableRequest | None = None
+    rt: RuntimeDep, admin: CanAdministerDevices, device_id: str, body: DisableRequest | None = None
 ) -> dict[str, Any]:
     with transaction(rt.sessions) as session:
         device = devices.disable(
-            session, device_id=device_id, actor=admin, reason=body.reason if body else None
+            session, device_id=device_id, actor=admin.actor, reason=body.reason if body else None
         )
         return devices.device_document(session, device)
 
 
 @router.post("/{device_id}/rotate-key")
-def rotate_key(rt: RuntimeDep, admin: AdminDep, device_id: str) -> dict[str, Any]:
+def rotate_key(rt: RuntimeDep, admin: CanAdministerDevices, device_id: str) -> dict[str, Any]:
     with transaction(rt.sessions) as session:
         return _enrolled(
             devices.rotate_key(
-                session, device_id=device_id, actor=admin, log_key=rt.ledger.key.verifier_key
+                session, device_id=device_id, actor=admin.actor, log_key=rt.ledger.key.verifier_key
             )
         )
 
 
 @router.post("/{device_id}/assign")
-def assign(rt: RuntimeDep, admin: AdminDep, device_id: str, body: AssignRequest) -> dict[str, Any]:
+def assign(
+    rt: RuntimeDep, admin: CanAdministerDevices, device_id: str, body: AssignRequest
+) -> dict[str, Any]:
     with transaction(rt.sessions) as session:
         device = devices.assign(
-            session, device_id=device_id, officer_id=body.officer_id, actor=admin
+            session, device_id=device_id, officer_id=body.officer_id, actor=admin.actor
         )
         return devices.device_document(session, device)
 

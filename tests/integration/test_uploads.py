@@ -40,6 +40,7 @@ from tests.integration.devicekit import (
     manifest_for,
     metadata,
 )
+from tests.people import bearer, make_user
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -659,17 +660,15 @@ def test_same_bytes_by_another_path_are_the_same_item(
 
 
 def test_device_admin_over_http(make_settings: SettingsFactory) -> None:
-    admin_token = "admin-secret-token"
-    settings = make_settings(
-        intake={"admin_token_sha256": hashlib.sha256(admin_token.encode()).hexdigest()}
-    )
-    with TestClient(create_app(settings, workers=0)) as client:
+    with TestClient(create_app(make_settings(), workers=0)) as client:
         rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
-        admin = {"Authorization": f"Bearer {admin_token}"}
+        admin = bearer(make_user(rt, "admin-1", "admin"))
+        officer = bearer(make_user(rt, "100009", "officer", "unit-9"))
         body = {"device_id": "DEV-HTTP", "officer_id": "100002", "unit": "unit-9"}
         assert client.post("/v1/devices", json=body).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
-        assert client.post("/v1/devices", json=body, headers=wrong).status_code == 403
+        assert client.post("/v1/devices", json=body, headers=wrong).status_code == 401
+        assert client.post("/v1/devices", json=body, headers=officer).status_code == 403
         r = client.post("/v1/devices", json=body, headers=admin)
         assert r.status_code == 201, r.text
         doc = r.json()
@@ -680,9 +679,9 @@ def test_device_admin_over_http(make_settings: SettingsFactory) -> None:
         # The credential works: the device may ask who it is.
         me = client.get("/v1/devices/me", headers={"Authorization": f"Bearer {cred.token}"})
         assert me.status_code == 200 and me.json()["officer_id"] == "100002"
-        # ...but a device token is no admin token.
+        # ...but a device token is no user's token, let alone an admin's.
         device_auth = {"Authorization": f"Bearer {cred.token}"}
-        assert client.get("/v1/devices", headers=device_auth).status_code == 403
+        assert client.get("/v1/devices", headers=device_auth).status_code == 401
         listed = client.get("/v1/devices", headers=admin).json()["devices"]
         assert [d["device_id"] for d in listed] == ["DEV-HTTP"]
         r = client.post("/v1/devices/DEV-HTTP/assign", json={"officer_id": "100003"}, headers=admin)
@@ -699,9 +698,11 @@ def test_device_admin_over_http(make_settings: SettingsFactory) -> None:
         assert client.post("/v1/devices/NOPE/disable", headers=admin).status_code == 404
 
 
-def test_admin_over_http_is_off_unless_configured(client: TestClient) -> None:
-    r = client.get("/v1/devices", headers={"Authorization": "Bearer anything"})
-    assert r.status_code == 403
+def test_only_admins_administer_devices(client: TestClient) -> None:
+    rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    for role in ("officer", "reviewer", "auditor"):
+        token = bearer(make_user(rt, f"u-{role}", role, "unit-9" if role == "officer" else None))
+        assert client.get("/v1/devices", headers=token).status_code == 403, role
 
 
 def test_seaweedfs_filer_tus_is_off(s3_server: Any) -> None:
