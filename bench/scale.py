@@ -1,7 +1,19 @@
-"""Scale benchmarks (issue 12), the queue's part: what the queue itself costs, and how fast a
-killed worker's job runs again.
+"""Scale benchmarks (issue 12): sealing through the API against plain ``put_object``, what
+the queue itself costs, and how fast a killed worker's job runs again.
 
-    .venv/bin/python bench/scale.py [--jobs 2000] [--workers 4] [--private-pg]
+    .venv/bin/python bench/scale.py [--photos 1000] [--clients 50] [--skip-api]
+                                    [--jobs 2000] [--workers 4] [--private-pg] [--skip-queue]
+
+* **API sealing** (skip with ``--skip-api``): a real ``liuhen serve`` subprocess on a free
+  loopback port, on a private SeaweedFS and SQLite in a temporary directory
+  (``pipeline.workers`` = 0, so no transcoding competes), an officer's bearer token from
+  ``liuhen user add``. ``--photos`` distinct ~100 KB JPEG-like files are posted to
+  ``POST /v1/items`` by ``--clients`` concurrent clients (threads, one httpx client each); a
+  photo counts only on 201 with a receipt. The baseline, in the same run: as many threads
+  doing minio ``put_object`` of the same bytes (new keys) to the same SeaweedFS and bucket.
+  Printed: photos/s of each, their ratio (goal >= 0.7), errors, p50/p99 latency, and the CPU
+  time ``liuhen serve`` spent per sealed photo.
+  ``--checkpoint-ms`` sets the server's ``log.checkpoint_interval_ms`` (default: its own).
 
 * **Queue overhead**: ``--jobs`` no-op jobs deferred in one transaction, then claimed and
   finished by ``--workers`` worker threads of one process (``Queue.run_worker``), for both
@@ -17,16 +29,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import json
 import os
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,12 +56,16 @@ from bench.common import line
 from configs.settings import Settings
 from ingest.queue import JobRun, JobState, Outcome, Queue, open_queue
 from storage.db import make_engine, make_sessionmaker, migrate, transaction
+from storage.seaweed import EmbeddedS3, EmbeddedSeaweed, pick_ports
 from storage.tables import Item
 
 PG: dict[str, Any] = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 OVERHEAD_GOAL = 500.0
 PICKUP_GOAL = 3.0
 HEARTBEAT_S, STALLED_S = 1.0, 2.0
+SEAL_GOAL = 0.7
+PHOTO_BYTES = 100 * 1024
+BUCKET = "bench"
 
 
 def settings(url: str, home: Path) -> Settings:
@@ -238,11 +258,239 @@ def work(url: str, home: Path, handler: str) -> None:
     queue.run_worker(concurrency=1, stop=stop)
 
 
+# --- API sealing vs plain put_object ---------------------------------------------------------
+
+
+def photos(count: int) -> list[bytes]:
+    """``count`` distinct ~100 KB JPEG-like files (a JPEG/JFIF start, then random bytes)."""
+    return [b"\xff\xd8\xff\xe0" + os.urandom(PHOTO_BYTES - 4) for _ in range(count)]
+
+
+@dataclass(frozen=True)
+class Run:
+    done: int
+    errors: int
+    elapsed: float
+    latencies: list[float]
+    first_error: str | None
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed
+
+    def percentile(self, p: int) -> float:
+        if len(self.latencies) < 2:
+            return self.latencies[0] if self.latencies else float("nan")
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[p - 1]
+
+
+def hammer(count: int, clients: int, make: Callable[[], Callable[[int], None]]) -> Run:
+    """``count`` calls spread over ``clients`` threads; ``make()`` runs once in each thread and
+    returns its call (which raises to count an error). The clock runs from when every thread is
+    ready until the last call returns."""
+    lock = threading.Lock()
+    next_index = iter(range(count))
+    latencies: list[float] = []
+    errors: list[str] = []
+    ready = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        try:
+            call = make()
+        except BaseException:
+            ready.abort()  # the others (and the caller) get BrokenBarrierError, not a hang
+            raise
+        ready.wait()
+        while True:
+            with lock:
+                i = next(next_index, None)
+            if i is None:
+                return
+            t0 = time.perf_counter()
+            try:
+                call(i)
+            except Exception as e:  # counted and reported, not hidden
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}")
+                continue
+            took = time.perf_counter() - t0
+            with lock:
+                latencies.append(took)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    return Run(len(latencies), len(errors), elapsed, latencies, errors[0] if errors else None)
+
+
+def serve_env(root: Path, s3: EmbeddedS3, checkpoint_ms: int | None) -> dict[str, str]:
+    """The environment of ``liuhen`` subprocesses: this run's home, SQLite index and store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
+    if checkpoint_ms is not None:
+        env["LIUHEN_LOG__CHECKPOINT_INTERVAL_MS"] = str(checkpoint_ms)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return env | {
+        "LIUHEN_HOME": str(root / "home"),
+        "LIUHEN_DATABASE__URL": f"sqlite:///{root / 'api.sqlite3'}",
+        "LIUHEN_S3__EMBEDDED": "false",
+        "LIUHEN_S3__ENDPOINT": s3.endpoint,
+        "LIUHEN_S3__ACCESS_KEY": s3.access_key,
+        "LIUHEN_S3__SECRET_KEY": s3.secret_key,
+        "LIUHEN_S3__BUCKET": BUCKET,
+        "LIUHEN_PIPELINE__WORKERS": "0",
+    }
+
+
+@contextmanager
+def liuhen_serve(
+    root: Path, s3: EmbeddedS3, checkpoint_ms: int | None
+) -> Iterator[tuple[str, str, int]]:
+    """A ``liuhen serve`` subprocess and an officer's token: yields (base URL, token, PID)."""
+    import httpx
+
+    liuhen = Path(sys.executable).parent / "liuhen"
+    env = serve_env(root, s3, checkpoint_ms)
+    officer = ["user", "add", "bench-officer", "--role", "officer", "--unit", "U-B", "--json"]
+    add = subprocess.run(
+        [str(liuhen), *officer],
+        env=env, cwd=root, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if add.returncode != 0:
+        raise RuntimeError(f"liuhen user add failed ({add.returncode}): {add.stderr[-2000:]}")
+    token = str(json.loads(add.stdout)["token"])
+    (port,) = pick_ports(1)
+    base = f"http://127.0.0.1:{port}"
+    log_path = root / "serve.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [str(liuhen), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, cwd=root, stdout=log_file, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"liuhen serve exited: {log_path.read_text()[-2000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"liuhen serve never answered: {log_path.read_text()[-2000:]}"
+                    )
+                time.sleep(0.2)
+            yield base, token, proc.pid
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def api_seal(root: Path, count: int, clients: int, checkpoint_ms: int | None) -> float:
+    """Photos/s sealed through the API over photos/s of plain ``put_object``, same run."""
+    import httpx
+    import psutil
+    import urllib3
+    from minio import Minio
+
+    data = photos(count)
+    weed = EmbeddedSeaweed(root / "seaweed")
+    s3 = weed.start()
+    try:
+        # serve makes the Object Lock bucket the baseline writes to as well
+        with liuhen_serve(root, s3, checkpoint_ms) as (base, token, pid):
+            timeout = urllib3.Timeout(connect=5, read=120)
+            http = urllib3.PoolManager(maxsize=clients, timeout=timeout)
+            store = Minio(
+                s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key,
+                secure=False, http_client=http,
+            )  # fmt: skip
+            run_id = secrets.token_hex(4)
+
+            def put_maker() -> Callable[[int], None]:
+                def put(i: int) -> None:
+                    body = data[i]
+                    key = f"baseline/{run_id}/{i}.jpg"
+                    store.put_object(BUCKET, key, io.BytesIO(body), len(body), "image/jpeg")
+
+                return put
+
+            clients_made: list[httpx.Client] = []
+
+            def seal_maker() -> Callable[[int], None]:
+                client = httpx.Client(
+                    base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120
+                )
+                clients_made.append(client)
+
+                def seal(i: int) -> None:
+                    name = f"photo-{run_id}-{i:06d}.jpg"
+                    manifest = json.dumps({"case_ids": ["BENCH-1"], "file_name": name})
+                    r = client.post(
+                        "/v1/items",
+                        files={"file": (name, data[i], "image/jpeg")},
+                        data={"manifest": manifest},
+                    )
+                    if r.status_code != 201:
+                        raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
+                    if "receipt" not in r.json():
+                        raise RuntimeError(f"201 without a receipt: {r.text[:300]}")
+
+                return seal
+
+            plain = hammer(count, clients, put_maker)
+            try:
+                server = psutil.Process(pid)
+                cpu0 = sum(server.cpu_times()[:2])
+                sealed = hammer(count, clients, seal_maker)
+                serve_cpu = sum(server.cpu_times()[:2]) - cpu0
+            finally:
+                for c in clients_made:
+                    c.close()
+    finally:
+        weed.release()
+        weed.stop()
+    for name, run in (("put_object (baseline)", plain), ("sealed through the API", sealed)):
+        line(
+            f"{name}, {clients} clients",
+            run.rate,
+            "photos/s",
+            f"{run.done}/{count} of 100 KB, {run.errors} errors; "
+            f"p50 {run.percentile(50) * 1000:.0f} ms, p99 {run.percentile(99) * 1000:.0f} ms",
+        )
+        if run.first_error:
+            print(f"  first error: {run.first_error}")
+    per_photo = serve_cpu / max(sealed.done, 1)
+    line(
+        "  CPU of liuhen serve per sealed photo",
+        per_photo * 1000,
+        "ms",
+        f"{serve_cpu / sealed.elapsed:.2f} cores busy while sealing",
+    )
+    ratio = sealed.rate / plain.rate
+    verdict = "ok" if ratio >= SEAL_GOAL and not sealed.errors else "BELOW GOAL"
+    line("  API seal / put_object", ratio, "x", f"goal >= {SEAL_GOAL} ({verdict})")
+    return ratio
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--private-pg", action="store_true")
+    parser.add_argument("--photos", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--checkpoint-ms", type=int)
+    parser.add_argument("--skip-api", action="store_true")
+    parser.add_argument("--skip-queue", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--handler", default="noop", help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
@@ -253,6 +501,10 @@ def main() -> None:
     base = f"postgresql+psycopg://postgres@{PG['host']}:{PG['port']}"
     with tempfile.TemporaryDirectory(prefix="liuhen-bench-") as tmp:
         root = Path(tmp)
+        if not args.skip_api:
+            api_seal(root / "api", args.photos, args.clients, args.checkpoint_ms)
+        if args.skip_queue:
+            return
         n, w = args.jobs, args.workers
         for procs in (False, True):
             overhead(
