@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 import secrets
 import shutil
@@ -50,6 +51,7 @@ STOP_GRACE_S = 1.0
 """SIGTERM, then this long before SIGKILL: the filer's gRPC stop always waits out its own 15 s
 timeout, and everything is already written (a kill is as safe as the crash it must survive)."""
 KEEPER_POLL_S = 1.0
+SPAWN_ATTEMPTS = 3
 DEFAULT_IDLE_S = 900.0
 ACCESS_KEY = "liuhen"
 CANARY_BUCKET = "liuhen-canary"
@@ -104,12 +106,6 @@ def weed_binary(configured: str | None = None) -> str:
 # --- ports ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _port_free_with_grpc(port: int) -> bool:
     # SeaweedFS listens on port + 10000 for gRPC as well. SO_REUSEADDR as Go's listeners set
     # it: a port our own stopped server left in TIME_WAIT is free for its restart.
@@ -123,14 +119,23 @@ def _port_free_with_grpc(port: int) -> bool:
     return True
 
 
+PORT_RANGE = (10000, 22767)
+"""Where the embedded server's ports are chosen: the port and its gRPC twin (+ 10000) both stay
+below Linux's ephemeral range (32768-60999), from which outgoing connections take their local
+ports, so a connection of any process cannot take a port between our check and the listen."""
+
+
 def pick_ports(n: int) -> list[int]:
     """``n`` distinct free loopback ports whose gRPC twins (port + 10000) are free too."""
     ports: list[int] = []
-    while len(ports) < n:
-        p = _free_port()
-        if p + 10000 < 65536 and p not in ports and _port_free_with_grpc(p):
+    rng = random.SystemRandom()
+    for _ in range(10_000):
+        if len(ports) == n:
+            return ports
+        p = rng.randint(*PORT_RANGE)
+        if p not in ports and _port_free_with_grpc(p):
             ports.append(p)
-    return ports
+    raise StoreUnavailable(f"no {n} free ports (and their gRPC twins) in {PORT_RANGE}")
 
 
 def _pick_ports() -> Ports:
@@ -337,9 +342,10 @@ class EmbeddedSeaweed:
             log=str(self.log_file),
         )
 
-    def _ports(self) -> Ports:
-        """The home's ports, unless something else took one since: then new ones, kept."""
-        doc = self._read_json(self._ports_file)
+    def _ports(self, *, fresh: bool = False) -> Ports:
+        """The home's ports, unless something else took one since (or ``fresh``): then new
+        ones, kept."""
+        doc = None if fresh else self._read_json(self._ports_file)
         if doc is not None:
             with contextlib.suppress(TypeError):
                 ports = Ports(**doc)
@@ -350,8 +356,22 @@ class EmbeddedSeaweed:
         return ports
 
     def _spawn(self, access: str, secret: str) -> dict[str, Any]:
+        """Start the server; when a port was taken between our check and its listen (another
+        process got there first), start it again on new ports, a few times at most."""
+        for attempt in range(SPAWN_ATTEMPTS):
+            logged = self.log_file.stat().st_size if self.log_file.exists() else 0
+            try:
+                return self._spawn_on(self._ports(fresh=attempt > 0), access, secret)
+            except StoreUnavailable:
+                with self.log_file.open("rb") as f:
+                    f.seek(logged)
+                    taken = b"address already in use" in f.read()
+                if not taken or attempt == SPAWN_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _spawn_on(self, ports: Ports, access: str, secret: str) -> dict[str, Any]:
         self.data.mkdir(parents=True, exist_ok=True)
-        ports = self._ports()
         args = [
             weed_binary(self.binary),
             "server",

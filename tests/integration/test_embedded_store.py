@@ -235,3 +235,33 @@ def test_database_outages_are_translated(make_settings: SettingsFactory) -> None
     settings = make_settings(database={"url": "postgresql+psycopg://postgres@127.0.0.1:1/none"})
     with pytest.raises(IndexUnavailable):
         open_runtime(settings)
+
+
+def test_a_port_taken_before_the_listen_gives_new_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process may take a port between our check and the server's listen: the start is
+    tried again on new ports (kept in the home) instead of failing."""
+    from storage import seaweed
+
+    root = tmp_path / "seaweed"
+    root.mkdir()
+    first = seaweed.Ports(*seaweed.pick_ports(4))
+    (root / "ports.json").write_text(json.dumps(first.__dict__))
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", first.s3 + 10000))  # the S3 gateway's gRPC twin
+    blocker.listen()
+    monkeypatch.setattr(seaweed, "_port_free_with_grpc", lambda _port: True)  # the race
+    weed = EmbeddedSeaweed(root)
+    try:
+        s3 = weed.start()
+        assert s3.endpoint != f"127.0.0.1:{first.s3}"
+        kept = json.loads((root / "ports.json").read_text())
+        assert s3.endpoint == f"127.0.0.1:{kept['s3']}"
+        assert "address already in use" in (root / "weed.log").read_text()
+    finally:
+        blocker.close()
+        weed.release()
+        weed.stop()

@@ -46,3 +46,11 @@ def test_listed_volumes_across_nodes() -> None:
     }
     assert listed_volumes(status) == {1, 2, 3, 7}
     assert listed_volumes({"Topology": {"DataCenters": None}}) == set()
+
+
+def test_ports_are_picked_below_the_ephemeral_range() -> None:
+    from storage.seaweed import PORT_RANGE, pick_ports
+
+    ports = pick_ports(6)
+    assert len(set(ports)) == 6
+    assert all(PORT_RANGE[0] <= p <= PORT_RANGE[1] and p + 10000 < 32768 for p in ports)
