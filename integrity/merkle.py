@@ -11,6 +11,7 @@ algorithms of §2.1.3.2 (inclusion) and §2.1.4.2 (consistency); they return ``N
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from integrity.errors import ProofError
@@ -213,7 +214,7 @@ def _consistency_ranges(size1: int, size2: int) -> list[tuple[int, int]]:
     return ranges
 
 
-class ProvingTree:
+class ProvingTree(ABC):
     """What every tree here answers: roots and proofs for any size it has had.
 
     A subclass says how to find one perfect subtree hash (``_perfect``) and may fetch the ones
@@ -221,15 +222,16 @@ class ProvingTree:
     """
 
     @property
+    @abstractmethod
     def size(self) -> int:
-        raise NotImplementedError
+        """How many leaves the tree holds."""
 
+    @abstractmethod
     def _perfect(self, level: int, i: int) -> bytes:
         """The hash of the perfect subtree of 2**level leaves starting at leaf i * 2**level."""
-        raise NotImplementedError
 
-    def _want(self, nodes: Sequence[tuple[int, int]]) -> None:
-        """A hint: these perfect subtrees are about to be read."""
+    def _want(self, nodes: Sequence[tuple[int, int]]) -> None:  # noqa: B027 - optional hook
+        """A hint: these perfect subtrees are about to be read (default: nothing to fetch)."""
 
     def leaf(self, index: int) -> bytes:
         """The leaf hash at ``index``."""
