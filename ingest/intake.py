@@ -141,25 +141,16 @@ def seal_file(
     if stored.sha256 != expected or stored.size != size:
         _discard(rt, stored)
         _check(expected, stored.sha256, size, stored.size)
-    try:
-        return _commit_new(
-            rt,
-            stored,
-            manifest,
-            media_type=media_type,
-            actor=actor,
-            now=now,
-            unit=unit,
-            vouched=vouched,
-        )
-    except Conflict:
-        _discard(rt, stored)  # someone sealed the same bytes meanwhile: theirs stands
-        return _link_existing(
-            rt, expected, manifest, actor=actor, now=now, unit=unit, vouched=vouched
-        )
-    except BaseException:
-        _discard(rt, stored)
-        raise
+    return _commit_or_join(
+        rt,
+        stored,
+        manifest,
+        media_type=media_type,
+        actor=actor,
+        now=now,
+        unit=unit,
+        vouched=vouched,
+    )
 
 
 def seal_stored(
@@ -189,6 +180,31 @@ def seal_stored(
         return _link_existing(
             rt, expected, manifest, actor=actor, now=now, unit=unit, vouched=vouched
         )
+    return _commit_or_join(
+        rt,
+        stored,
+        manifest,
+        media_type=media_type,
+        actor=actor,
+        now=now,
+        unit=unit,
+        vouched=vouched,
+    )
+
+
+def _commit_or_join(
+    rt: Runtime,
+    stored: StoredObject,
+    manifest: Manifest,
+    *,
+    media_type: str,
+    actor: str,
+    now: datetime,
+    unit: str | None,
+    vouched: Vouched | None,
+) -> SealResult:
+    """Commit the uploaded version as a new item; when someone sealed the same bytes meanwhile
+    (the unique SHA-256), theirs stands: drop ours and link to it. Nothing half-stored stays."""
     try:
         return _commit_new(
             rt,
@@ -203,7 +219,7 @@ def seal_stored(
     except Conflict:
         _discard(rt, stored)
         return _link_existing(
-            rt, expected, manifest, actor=actor, now=now, unit=unit, vouched=vouched
+            rt, stored.sha256, manifest, actor=actor, now=now, unit=unit, vouched=vouched
         )
     except BaseException:
         _discard(rt, stored)
