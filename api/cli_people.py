@@ -234,16 +234,7 @@ def link_cmd(
     actor: ActorOpt = None,
 ) -> None:
     """Link an item to a case, with a reason (a custody event)."""
-    from ingest import links
-
-    with _runtime(as_json) as rt:
-        try:
-            doc = links.link(
-                rt, item_id=item_id, case_id=case_id, reason=reason, actor=_actor(actor)
-            )
-        except LiuhenError as e:
-            _fail(e, as_json)
-    _emit(doc, as_json, lambda: typer.echo(f"{item_id} cases: {', '.join(doc['case_ids'])}"))
+    _change_link("link", item_id, case_id, reason, as_json, actor)
 
 
 def unlink_cmd(
@@ -254,13 +245,18 @@ def unlink_cmd(
     actor: ActorOpt = None,
 ) -> None:
     """Unlink an item from a case, with a reason (a custody event)."""
+    _change_link("unlink", item_id, case_id, reason, as_json, actor)
+
+
+def _change_link(
+    change: str, item_id: str, case_id: str, reason: str, as_json: bool, actor: str | None
+) -> None:
     from ingest import links
 
+    do = links.link if change == "link" else links.unlink
     with _runtime(as_json) as rt:
         try:
-            doc = links.unlink(
-                rt, item_id=item_id, case_id=case_id, reason=reason, actor=_actor(actor)
-            )
+            doc = do(rt, item_id=item_id, case_id=case_id, reason=reason, actor=_actor(actor))
         except LiuhenError as e:
             _fail(e, as_json)
     _emit(doc, as_json, lambda: typer.echo(f"{item_id} cases: {', '.join(doc['case_ids'])}"))
