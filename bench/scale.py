@@ -133,6 +133,7 @@ def defer_all(queue: Queue, ids: list[str]) -> None:
         # planner's row counts for the burst, without which fetches degrade to O(pending).
         with sessions.kw["bind"].connect() as conn:
             conn.exec_driver_sql("ANALYZE procrastinate_jobs")
+            conn.commit()  # statistics are transactional: a rolled-back ANALYZE never happened
 
 
 def worker_process(url: str, home: Path, handler: str) -> subprocess.Popen[bytes]:
