@@ -28,8 +28,13 @@ SCHEMA_HEAD = "0005"
 this revision needs no migration, so a command does not even import Alembic."""
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """An engine for SQLite (WAL, foreign keys, writers queue) or PostgreSQL."""
+def make_engine(url: str, *, echo: bool = False, durable: bool = True) -> Engine:
+    """An engine for SQLite (WAL, foreign keys, writers queue) or PostgreSQL.
+
+    ``durable=False`` (SQLite only) does not wait for the disk at each commit: a power cut may
+    undo its last commits, never one made durably after them (the WAL is one sequence, synced
+    up to each durable commit). For state that is safe to redo (the queue's claims and ends).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -37,7 +42,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         engine = create_engine(
             url, echo=echo, connect_args={"timeout": 60, "check_same_thread": False}
         )
-        _sqlite_pragmas(engine)
+        _sqlite_pragmas(engine, synchronous="FULL" if durable else "NORMAL")
     else:
         engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
     _translate_errors(engine)
@@ -47,6 +52,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 def _translate_errors(engine: Engine) -> None:
     @event.listens_for(engine, "handle_error")
     def _on_error(ctx: ExceptionContext) -> None:
+        if ctx.is_pre_ping:
+            return  # a pooled connection found dead: the pool replaces it (a database restart)
         error = ctx.sqlalchemy_exception
         if ctx.is_disconnect or isinstance(error, OperationalError | InterfaceError):
             where = engine.url.render_as_string(hide_password=True)
@@ -56,7 +63,7 @@ def _translate_errors(engine: Engine) -> None:
             )
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def _sqlite_pragmas(engine: Engine, *, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # pysqlite's own transaction handling is off so that BEGIN IMMEDIATE below is ours:
@@ -67,7 +74,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")
-        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.close()
 
     @event.listens_for(engine, "begin")

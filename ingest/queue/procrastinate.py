@@ -14,6 +14,13 @@
   at a time: an advisory lock); that run counts as an attempt.
 * **Retries** go back to procrastinate with a ``retry_at`` computed by the database
   (``now() + delay``), so a worker's clock never decides when a job is due.
+* **A database that goes away** (restart, failover, connections killed) ends procrastinate's
+  worker with an error; ``run_worker`` starts it again after a back-off, on a new pool. Jobs it
+  was running are put back by the stalled-job looker once its heartbeat is old.
+* **Round trips per job**: pooled connections are in autocommit (procrastinate's calls are one
+  statement each; no ``COMMIT`` after every one) and a connection is pinged before use only
+  when it has been idle for a while, not before every statement as procrastinate's default
+  pool check does (bench/scale.py: that ping and the commit were a third of a job's cost).
 
 The schema is procrastinate's own, applied by Alembic revision 0005 (PostgreSQL only).
 """
@@ -27,12 +34,15 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import procrastinate
+import psycopg
+import psycopg_pool
 from procrastinate import exceptions as pexc
 from procrastinate.jobs import Job as PJob
 from sqlalchemy import Engine, text
@@ -47,6 +57,8 @@ log = logging.getLogger(__name__)
 TASK = "liuhen.pipeline"
 QUEUE = "pipeline"
 RECOVERY_LOCK = 7310852  # pg advisory lock: one stalled-job looker at a time
+IDLE_CHECK_S = 1.0  # a pooled connection idle for longer is pinged before it is used
+RESTART_S = (0.5, 10.0)  # back-off of a worker restart after a database error (first, cap)
 _STATES = {
     "todo": JobState.QUEUED,
     "doing": JobState.RUNNING,
@@ -135,6 +147,9 @@ class ProcrastinateQueue:
                 conninfo=libpq_url(self.engine),
                 min_size=1,
                 max_size=concurrency + 3,  # jobs' status updates, the listener, heartbeats
+                configure=_autocommit,
+                reset=_returned,
+                pool_factory=_pool,
             )
         )
         handler, sessions = self.handler, self.sessions
@@ -192,8 +207,27 @@ class ProcrastinateQueue:
 
         recovery = threading.Thread(target=self._recover_loop, args=(stop,), daemon=True)
         recovery.start()
+        failures = 0
         try:
-            asyncio.run(main())
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    asyncio.run(main())
+                except Exception:
+                    if stop.is_set():
+                        log.exception("worker %s stopped on an error while stopping", name)
+                        break
+                    log.exception("worker %s stopped on an error; starting again", name)
+                else:
+                    if not stop.is_set():  # ended without being asked: start again at once
+                        log.warning("worker %s ended by itself; starting again", name)
+                    continue
+                # One that ran a while met a new outage, not the same one still going on.
+                failures = 0 if time.monotonic() - started > RESTART_S[1] else failures + 1
+                delay = policy.backoff(failures, base_s=RESTART_S[0], cap_s=RESTART_S[1])
+                if stop.wait(delay):
+                    break
+                app = self._app(concurrency, stop)  # a new pool: the old one's sockets are dead
         finally:
             stop.set()
             recovery.join()
@@ -324,6 +358,31 @@ class ProcrastinateQueue:
 
     def close(self) -> None:
         pass  # workers open and close their own pools; defers use the caller's connection
+
+
+def _pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
+    """procrastinate's pool, with a check that pings only connections idle for a while."""
+    kwargs["check"] = _check_if_idle
+    return psycopg_pool.AsyncConnectionPool(**kwargs)
+
+
+# When each pooled connection was last given back (the pool's callbacks run on its loop).
+_given_back: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.set_autocommit(True)
+
+
+async def _returned(conn: psycopg.AsyncConnection[Any]) -> None:
+    _given_back[conn] = time.monotonic()
+
+
+async def _check_if_idle(conn: psycopg.AsyncConnection[Any]) -> None:
+    if time.monotonic() - _given_back.get(conn, 0.0) > IDLE_CHECK_S:
+        await psycopg_pool.AsyncConnectionPool.check_connection(conn)
 
 
 def _db_time_after(sessions: sessionmaker[Session], delay_s: float) -> datetime | None:

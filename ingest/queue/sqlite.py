@@ -5,8 +5,8 @@ One row per item: ``queued`` → ``running`` (claimed: ``locked_by`` names the w
 alive by a heartbeat: every ``queue.heartbeat_s`` a thread of each process pushes
 ``locked_until`` of its running jobs to the database's ``now + queue.stalled_s``. A job whose
 heartbeat stopped (its process hung or was killed) is claimable again once that time passed;
-one whose process is gone from this host is put back at once (the PID says so). Retries wait
-with jittered back-off; every time is the database's clock (``strftime('now')``).
+one whose process is gone from this host is put back at the next heartbeat (the PID says so).
+Retries wait with jittered back-off; every time is the database's clock (``strftime('now')``).
 
 A run's end is written in the transaction that claims the worker's next job (one commit per
 job). A worker settles only a job it still holds: one re-queued while it ran (``link_track`` after
@@ -24,22 +24,93 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from configs.settings import Settings
 from ingest.queue import Handler, JobInfo, JobRun, JobState, Outcome, RetryLater
-from storage.db import transaction
+from storage.db import make_engine
 from storage.processes import pid_alive
 from storage.tables import Job
 
 log = logging.getLogger(__name__)
+JOBS = Job.metadata.tables[Job.__tablename__]
 
 
-def db_now(session: Session) -> datetime:
+def db_now(conn: Connection | Session) -> datetime:
     """The database's clock (SQLite: this machine's, read by SQLite)."""
-    stamp = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+    stamp = conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
     return datetime.fromisoformat(str(stamp)).replace(tzinfo=UTC)
+
+
+# The runner's statements, built once: a job's claim and its end are the runner's whole cost
+# per job (bench/scale.py), each one indexed UPDATE.
+_HELD = (
+    (JOBS.c.item_id == bindparam("id"))
+    & (JOBS.c.state == "running")
+    & (JOBS.c.locked_by == bindparam("name"))
+)
+_STALE = (  # a job whose heartbeat stopped (at most as many run as there are workers)
+    select(JOBS.c.item_id)
+    .where(JOBS.c.state == "running", JOBS.c.locked_until < bindparam("now"))
+    .order_by(JOBS.c.due_at)
+    .limit(1)
+    .scalar_subquery()
+)
+_OLDEST_DUE = (  # an index range on (state, due_at), not a sort
+    select(JOBS.c.item_id)
+    .where(JOBS.c.state == "queued", JOBS.c.due_at <= bindparam("now"))
+    .order_by(JOBS.c.due_at)
+    .limit(1)
+    .scalar_subquery()
+)
+_CLAIM = (
+    update(JOBS)
+    .where(JOBS.c.item_id == func.coalesce(_STALE, _OLDEST_DUE))
+    .values(
+        state="running",
+        locked_by=bindparam("name"),
+        locked_until=bindparam("until"),
+        attempts=JOBS.c.attempts + 1,
+        updated_at=bindparam("now"),
+    )
+    .returning(JOBS.c.item_id, JOBS.c.attempts)
+)
+_DONE = (
+    update(JOBS)
+    .where(_HELD)
+    .values(
+        state="done",
+        locked_by=None,
+        locked_until=None,
+        updated_at=bindparam("now"),
+        attempts=0,
+        last_error=None,
+    )
+)
+_DONE_WHILE_REQUEUED = (  # re-queued while it ran: a new request, and this run succeeded
+    update(JOBS)
+    .where(JOBS.c.item_id == bindparam("id"), JOBS.c.state == "queued")
+    .values(attempts=0)
+)
+_FAILED = (
+    update(JOBS)
+    .where(_HELD)
+    .values(state="failed", locked_by=None, locked_until=None, updated_at=bindparam("now"))
+)
+_RETRY = (
+    update(JOBS)
+    .where(_HELD)
+    .values(
+        state="queued",
+        locked_by=None,
+        locked_until=None,
+        due_at=bindparam("due"),
+        updated_at=bindparam("now"),
+        last_error=bindparam("error"),
+        attempts=JOBS.c.attempts - bindparam("uncounted"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -61,9 +132,22 @@ class SqliteQueue:
         self.settings = settings
         self.sessions = sessions
         self.handler = handler
+        # Claims and ends of runs need no fsync each: a power cut undoes at most the last few,
+        # and a job run again changes nothing (the pipeline is idempotent). Jobs are queued
+        # durably, in the caller's transaction.
+        shared: Engine = sessions.kw["bind"]
+        in_memory = shared.url.database in (None, "", ":memory:")  # no second engine sees it
+        self._engine = (
+            shared
+            if in_memory
+            else make_engine(shared.url.render_as_string(hide_password=False), durable=False)
+        )
         self._host = socket.gethostname()
         self._prefix = f"{self._host}:{os.getpid()}:"
         self._beat_lock = threading.Lock()
+        # This process's workers take turns here, not on SQLite's write lock, whose busy
+        # handler sleeps (up to 100 ms a try) rather than waking when the lock is free.
+        self._writing = threading.Lock()
         self._beating: threading.Thread | None = None
         self._closed = threading.Event()
 
@@ -83,46 +167,23 @@ class SqliteQueue:
 
     # --- claiming and settling -------------------------------------------------------------
 
-    def _take(self, session: Session, name: str, now: datetime) -> tuple[str, int] | None:
-        """Claim the oldest due job (queued, or running with a stale heartbeat)."""
-        job = session.scalars(
-            select(Job)
-            .where(
-                ((Job.state == "queued") & (Job.due_at <= now))
-                | ((Job.state == "running") & (Job.locked_until < now))
-            )
-            .order_by(Job.due_at)
-            .limit(1)
-        ).first()
-        if job is None:
-            return None
-        job.state, job.locked_by = "running", name
-        job.locked_until = now + timedelta(seconds=self.settings.queue.stalled_s)
-        job.attempts += 1
-        job.updated_at = now
-        return job.item_id, job.attempts - 1
+    def _take(self, conn: Connection, name: str, now: datetime) -> tuple[str, int] | None:
+        until = now + timedelta(seconds=self.settings.queue.stalled_s)
+        row = conn.execute(_CLAIM, {"now": now, "name": name, "until": until}).one_or_none()
+        return None if row is None else (str(row[0]), int(row[1]) - 1)
 
-    def _settle(self, session: Session, done: _Settled, now: datetime) -> None:
+    def _settle(self, conn: Connection, done: _Settled, now: datetime) -> None:
         """Write what a run ended with, if its worker still holds the job."""
-        job = session.get(Job, done.item_id, populate_existing=True)
-        if job is None:
-            return
-        held = job.state == "running" and job.locked_by == done.name
-        if done.outcome is not None:
-            if held:
-                job.state = "done" if done.outcome is Outcome.DONE else "failed"
-                job.locked_by = job.locked_until = None
-                job.updated_at = now
-                if done.outcome is Outcome.DONE:
-                    job.attempts, job.last_error = 0, None
-            elif job.state == "queued" and done.outcome is Outcome.DONE:
-                job.attempts = 0  # re-queued while it ran: a new request, and this run succeeded
-        elif held:
-            job.state, job.locked_by, job.locked_until = "queued", None, None
-            job.due_at, job.updated_at = now + timedelta(seconds=done.delay_s), now
-            job.last_error = done.error
-            if not done.counts:
-                job.attempts -= 1
+        held = {"id": done.item_id, "name": done.name, "now": now}
+        if done.outcome is Outcome.DONE:
+            if conn.execute(_DONE, held).rowcount == 0:
+                conn.execute(_DONE_WHILE_REQUEUED, held)
+        elif done.outcome is Outcome.FAILED:
+            conn.execute(_FAILED, held)
+        else:
+            due = now + timedelta(seconds=done.delay_s)
+            uncounted = 0 if done.counts else 1
+            conn.execute(_RETRY, held | {"due": due, "error": done.error, "uncounted": uncounted})
 
     def step(
         self, name: str, settled: _Settled | None, stopping: threading.Event | None = None
@@ -130,14 +191,12 @@ class SqliteQueue:
         """Settle the last run and claim the next in one transaction (one commit per job),
         then run it. Returns whether a job ran and what it ended with (to settle next)."""
         self._heartbeat()
-        with transaction(self.sessions) as session:
-            now = db_now(session)
+        with self._writing, self._engine.begin() as conn:
+            now = db_now(conn)
             if settled is not None:
-                self._settle(session, settled, now)
+                self._settle(conn, settled, now)
             claimed = (
-                None
-                if stopping is not None and stopping.is_set()
-                else self._take(session, name, now)
+                None if stopping is not None and stopping.is_set() else self._take(conn, name, now)
             )
         if claimed is None:
             return False, None
@@ -157,8 +216,8 @@ class SqliteQueue:
 
     def flush(self, settled: _Settled | None) -> None:
         if settled is not None:
-            with transaction(self.sessions) as session:
-                self._settle(session, settled, db_now(session))
+            with self._writing, self._engine.begin() as conn:
+                self._settle(conn, settled, db_now(conn))
 
     # --- heartbeats and the dead ------------------------------------------------------------
 
@@ -173,43 +232,61 @@ class SqliteQueue:
                 self._beating.start()
 
     def _beat(self) -> None:
+        """Every ``queue.heartbeat_s``: keep this process's claims alive, and put back the
+        jobs of this host's processes that are gone."""
         interval = self.settings.queue.heartbeat_s
         while not self._closed.wait(interval):
             try:
-                with transaction(self.sessions) as session:
-                    now = db_now(session)
-                    until = now + timedelta(seconds=self.settings.queue.stalled_s)
-                    for job in session.scalars(
-                        select(Job).where(
-                            Job.state == "running", Job.locked_by.startswith(self._prefix)
+                with self._engine.begin() as conn:
+                    until = db_now(conn) + timedelta(seconds=self.settings.queue.stalled_s)
+                    conn.execute(
+                        update(JOBS)
+                        .where(
+                            JOBS.c.state == "running",
+                            JOBS.c.locked_by.startswith(self._prefix, autoescape=True),
                         )
-                    ):
-                        job.locked_until = until
+                        .values(locked_until=until)
+                    )
+                self._requeue_orphans()
             except Exception:  # the index busy or restarting: beat again next time
                 log.exception("heartbeat failed")
 
     def recover_orphans(self) -> int:
-        """Put back at once jobs held by processes of this host that are gone (a kill -9)."""
+        """Put back at once jobs held by processes of this host that are gone (a kill -9),
+        and remove their scratch folders."""
         from ingest.queue.task import remove_stale_scratch
 
         remove_stale_scratch(self.settings)
-        count = 0
-        with transaction(self.sessions) as session:
-            now = db_now(session)
-            for job in session.scalars(select(Job).where(Job.state == "running")):
-                owner = (job.locked_by or "").split(":")
-                if len(owner) == 3 and owner[0] == self._host and owner[1].isdigit():
-                    if not pid_alive(int(owner[1])):
-                        job.state, job.locked_by, job.locked_until, job.due_at = (
-                            "queued",
-                            None,
-                            None,
-                            now,
-                        )
-                        count += 1
+        return self._requeue_orphans()
+
+    def _requeue_orphans(self) -> int:
+        with self._engine.connect() as conn:
+            holders = conn.execute(
+                select(JOBS.c.item_id, JOBS.c.locked_by).where(JOBS.c.state == "running")
+            ).all()
+        dead = [item_id for item_id, by in holders if self._gone(by)]
+        if not dead:
+            return 0
+        with self._engine.begin() as conn:
+            now = db_now(conn)
+            count = conn.execute(
+                update(JOBS)
+                .where(JOBS.c.item_id.in_(dead), JOBS.c.state == "running")
+                .values(state="queued", locked_by=None, locked_until=None, due_at=now)
+            ).rowcount
         if count:
             log.warning("requeued %d job(s) left by a crashed worker", count)
-        return count
+        return int(count)
+
+    def _gone(self, locked_by: str | None) -> bool:
+        """Whether a claim's process (``host:pid:thread``) is one of this host's, and dead."""
+        owner = (locked_by or "").split(":")
+        return (
+            len(owner) == 3
+            and owner[0] == self._host
+            and owner[1].isdigit()
+            and not pid_alive(int(owner[1]))
+        )
 
     # --- running ---------------------------------------------------------------------------
 
@@ -225,14 +302,10 @@ class SqliteQueue:
             t.join()
 
     def _loop(self, name: str, stop: threading.Event) -> None:
-        last_look = time.monotonic()
         settled: _Settled | None = None
         while not stop.is_set():
             try:
                 busy, settled = self.step(name, settled, stop)
-                if time.monotonic() - last_look >= self.settings.queue.heartbeat_s:
-                    last_look = time.monotonic()
-                    self.recover_orphans()
             except Exception:  # e.g. the database locked for too long: wait and go on
                 log.exception("worker %s could not claim a job", name)
                 busy = False
@@ -294,3 +367,5 @@ class SqliteQueue:
 
     def close(self) -> None:
         self._closed.set()
+        if self._engine is not self.sessions.kw["bind"]:
+            self._engine.dispose()

@@ -127,6 +127,48 @@ def test_a_retry_is_due_by_the_database_clock(rt: Runtime, tmp_path: Path) -> No
     assert job is not None and (job.state, job.attempts) == (JobState.QUEUED, 1)
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_worker_outlives_its_database_connections(rt: Runtime, tmp_path: Path) -> None:
+    """The database drops every connection (a restart or failover does that): the worker
+    starts again on new connections and runs the next job, and the next seal finds its pooled
+    connection dead and takes a new one (it used to fail: the ping's error was translated)."""
+    done: list[str] = []
+
+    def handler(run: JobRun) -> Outcome:
+        done.append(run.item_id)
+        return Outcome.DONE
+
+    queue = open_queue(rt.settings, rt.engine, rt.sessions, handler)
+    stop = threading.Event()
+    worker = threading.Thread(target=queue.run_worker, kwargs={"concurrency": 2, "stop": stop})
+    worker.start()
+    try:
+        first = seal(rt, gen.wav(tmp_path))
+        wait_until(lambda: (j := queue.job(first)) is not None and j.state is JobState.DONE)
+        with rt.engine.connect() as conn:
+            killed = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert killed >= 2  # the worker's pool and its listener at least
+        second = seal(rt, gen.small_h264(tmp_path))
+        wait_until(lambda: (j := queue.job(second)) is not None and j.state is JobState.DONE, 30)
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not worker.is_alive()
+    assert done.count(first) == 1 and done.count(second) == 1
+
+
+def wait_until(condition: Any, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def test_a_job_handed_back_unfinished_keeps_its_attempts(rt: Runtime, tmp_path: Path) -> None:
     """A worker stopping while its job waits for the store hands it back: on SQLite that run
     does not count (procrastinate counts every run it is told to retry)."""
