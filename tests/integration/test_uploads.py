@@ -28,7 +28,7 @@ from ingest.runtime import Runtime
 from integrity.leaves import canonical_json
 from integrity.verify import verify_receipt
 from storage.db import transaction
-from storage.tables import DeviceEvent, Item, Upload
+from storage.tables import CustodyEvent, DeviceEvent, Item, Upload
 from tests.conftest import SettingsFactory
 from tests.integration.devicekit import (
     OCTETS,
@@ -149,6 +149,19 @@ def test_signed_upload_is_sealed_with_its_manifest(client: TestClient, runtime: 
         upload = s.get(Upload, doc["upload"])
         assert upload is not None and upload.state == "sealed" and upload.item_id == doc["id"]
     assert not (runtime.settings.uploads_dir / f"{doc['upload']}.bin").exists()
+
+
+def test_the_longest_device_id_uploads(client: TestClient, runtime: Runtime) -> None:
+    """A device ID may be 64 characters: its custody rows (``device:`` + the ID) fit."""
+    device_id = "D" + "9" * 63
+    cred = enroll(runtime, device_id)
+    data = clip(50_000)
+    meta = metadata(cred, manifest_for(cred, data, seq=1))
+    doc = _sealed(client, cred, _upload_all(client, cred, data, meta), data)
+    assert json.loads(doc["leaf"])["device_id"] == device_id
+    with runtime.sessions() as s:
+        actors = s.scalars(select(CustodyEvent.actor).where(CustodyEvent.item_id == doc["id"]))
+        assert f"device:{device_id}" in set(actors)
 
 
 def test_clock_offset_is_recorded(client: TestClient, runtime: Runtime) -> None:
