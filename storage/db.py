@@ -22,6 +22,8 @@ from storage.errors import IndexUnavailable
 if TYPE_CHECKING:
     from alembic.config import Config
 
+READ_ONLY_OPTION = "liuhen_read_only"
+"""Execution option of read sessions' connections (see ``make_read_sessionmaker``)."""
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SCHEMA_HEAD = "0005"
 """The newest migration's revision (a test checks it against Alembic's head): a database at
@@ -72,11 +74,23 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read session (``make_read_sessionmaker``) takes no write lock: WAL readers see
+        # the last commit and neither wait for the writer nor make it wait.
+        read = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that only read (never inside ``transaction``). On SQLite their transactions
+    begin DEFERRED instead of IMMEDIATE: many readers run beside the one writer (WAL) instead
+    of queueing behind it for the write lock. Same pool, same engine; on PostgreSQL the same
+    as :func:`make_sessionmaker`."""
+    reading = engine.execution_options(**{READ_ONLY_OPTION: True})
+    return sessionmaker(reading, expire_on_commit=False)
 
 
 @contextmanager
