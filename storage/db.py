@@ -7,6 +7,8 @@ ran the statement: the engine translates them as they happen.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,12 +18,15 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import Pool
 
 from storage.errors import IndexUnavailable
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
+SQLITE_BUSY_S = 60
+"""How long a SQLite writer waits for the write lock before the index counts as unavailable."""
 READ_ONLY_OPTION = "liuhen_read_only"
 """Execution option of read sessions' connections (see ``make_read_sessionmaker``)."""
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -37,7 +42,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, echo=echo, connect_args={"timeout": 60, "check_same_thread": False}
+            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_S, "check_same_thread": False}
         )
         _sqlite_pragmas(engine)
     else:
@@ -68,7 +73,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_S * 1000}")
         cur.execute("PRAGMA synchronous=FULL")
         cur.close()
 
@@ -95,9 +100,36 @@ def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error."""
-    with factory() as session, session.begin():
-        yield session
+    """One unit of work: commit on success, roll back on any error.
+
+    On SQLite the threads of one process queue for the write lock on a mutex of their own
+    first: SQLite's busy handler polls with sleeps of up to 100 ms, so many threads waiting
+    in BEGIN IMMEDIATE leave the lock idle between writers; the mutex hands it on at once.
+    (Other processes still wait on the busy timeout.)"""
+    mutex = _writer_mutex(factory)
+    if mutex is not None and not mutex.acquire(timeout=SQLITE_BUSY_S):
+        raise IndexUnavailable(f"the index is busy: no write lock after {SQLITE_BUSY_S} s")
+    try:
+        with factory() as session, session.begin():
+            yield session
+    finally:
+        if mutex is not None:
+            mutex.release()
+
+
+_WRITER_MUTEXES: weakref.WeakKeyDictionary[Pool, threading.RLock] = weakref.WeakKeyDictionary()
+_MUTEXES_GUARD = threading.Lock()
+
+
+def _writer_mutex(factory: sessionmaker[Session]) -> threading.RLock | None:
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine) or bind.dialect.name != "sqlite":
+        return None
+    with _MUTEXES_GUARD:  # one per pool: an engine and its execution-option copies share it
+        mutex = _WRITER_MUTEXES.get(bind.pool)
+        if mutex is None:
+            mutex = _WRITER_MUTEXES[bind.pool] = threading.RLock()
+    return mutex
 
 
 def alembic_config(url: str) -> Config:
