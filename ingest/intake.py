@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ingest import custody, metrics
-from ingest.errors import EmptyFile, IntegrityMismatch
+from ingest.errors import EmptyFile, IngestError, IntegrityMismatch
 from ingest.links import settle_case_units
 from ingest.manifest import Manifest, check_case_id
 from ingest.problems import ItemStatus, Problem, ProblemCode
@@ -328,8 +328,11 @@ def _commit_or_join(
                 )
             except _HoldChanged as e:
                 # Rolled back; the store is called outside the transaction, then again.
-                if attempt == HOLD_RETRIES:
-                    raise Conflict(f"the legal hold of {stored.key} kept changing") from None
+                if attempt == HOLD_RETRIES:  # not Conflict: that means "the item exists"
+                    raise IngestError(
+                        f"the cases' legal hold kept changing while {stored.key} was sealed; "
+                        "nothing was committed: send it again"
+                    ) from None
                 rt.store.legal_hold(stored.key, stored.version_id, e.held)
                 lock = replace(lock, held=e.held)
         raise AssertionError("unreachable")  # pragma: no cover
