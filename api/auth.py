@@ -35,7 +35,7 @@ _bearer = HTTPBearer(auto_error=False, description="A liuhen API token (`liuhen 
 
 def resolve_token(rt: Runtime, token: str) -> Principal:
     """The principal a bearer token stands for; :class:`Unauthenticated` if none."""
-    with rt.sessions() as session:
+    with rt.reads() as session:
         return people.principal_for_token(session, token)
 
 

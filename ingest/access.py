@@ -193,7 +193,7 @@ def require(
     now = datetime.now(UTC)
     if case_id is not None:
         check_case_id(case_id, rt.settings.case_id_pattern)
-    with rt.sessions() as session:
+    with rt.reads() as session:
         if item_id is not None:
             repo.get_item(session, item_id=item_id)
         if case_id is not None and action in CASE_MUST_EXIST:

@@ -1,17 +1,27 @@
 """Seal: a local file plus its manifest becomes an item, or is refused with nothing visible.
 
-Order (DESIGN.md, "The path of one upload"): stream the bytes to their content address while
-hashing; refuse on a mismatch (and delete the unretained version); then, in one transaction,
-insert the item (the unique SHA-256 catches duplicates), lock its version under COMPLIANCE
-retention, link its cases, append its item leaf and its ``sealed`` custody leaf, and queue its
-pipeline job. Only after the commit is a receipt handed out.
+Order (DESIGN.md, "The path of one upload"): get the bytes to their content address, hashed
+on the way; refuse on a mismatch; put the version under COMPLIANCE retention (and the legal
+hold its open cases call for); then, in one transaction, insert the item (the unique SHA-256
+catches duplicates), link its cases, append its item leaf and its ``sealed`` custody leaf,
+and queue its pipeline job. Only after the commit is a receipt handed out.
+
+No store call happens inside that transaction (it holds the log sequencer, and on SQLite the
+one write lock): the Object Lock is set before it. A small file (at most ``SMALL_FILE``
+bytes, one PUT) is read once into memory, hashed, refused before anything is stored if it is
+not the manifest's, and put with its retention and legal hold on the PUT itself. A larger one
+is streamed (unretained) while hashing, refused and deleted on a mismatch, and then retained
+and held with separate calls. A version retained this way whose commit then fails, or that
+loses the race to a concurrent seal of the same bytes, cannot be deleted: it stays, unseen
+(no row points to it), until its retention ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,24 +29,30 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ingest import custody, metrics
-from ingest.errors import EmptyFile, IntegrityMismatch
+from ingest.errors import EmptyFile, IngestError, IntegrityMismatch
 from ingest.links import settle_case_units
 from ingest.manifest import Manifest, check_case_id
 from ingest.problems import ItemStatus, Problem, ProblemCode
 from ingest.retention import category_retention, sync_item_hold
 from ingest.runtime import Runtime
 from ingest.sniff import sniff_file
-from integrity.hashing import sha256_file
+from integrity.hashing import sha256_file, sha256_stream
 from integrity.leaves import item_leaf
 from storage import keys, people
 from storage import repository as repo
 from storage.db import transaction
 from storage.errors import Conflict, ObjectStoreError
 from storage.ids import new_id
-from storage.objects import StoredObject, retain_until
+from storage.objects import PART_SIZE, StoredObject, retain_until
 from storage.tables import Item
 
 log = logging.getLogger(__name__)
+
+SMALL_FILE = PART_SIZE
+"""Files up to this size go to the store in one PUT from memory (a PUT holds this much in
+memory anyway), with their Object Lock on the PUT; larger ones are streamed."""
+HOLD_RETRIES = 3
+"""How often a seal re-applies the legal hold when a case's hold changed meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,11 @@ def seal_file(
     if manifest.size is not None and manifest.size != size:
         raise IntegrityMismatch(f"declared size {manifest.size} bytes, received {size} bytes")
     media_type = sniff_file(path)
+    if size <= SMALL_FILE:
+        return _seal_small(
+            rt, path, manifest, media_type=media_type, actor=actor, now=now, unit=unit,
+            vouched=vouched,
+        )  # fmt: skip
     expected = manifest.sha256 or sha256_file(path)[0]
 
     if _already_sealed(rt, expected):
@@ -151,6 +172,84 @@ def seal_file(
         unit=unit,
         vouched=vouched,
     )
+
+
+def _seal_small(
+    rt: Runtime,
+    path: Path,
+    manifest: Manifest,
+    *,
+    media_type: str,
+    actor: str,
+    now: datetime,
+    unit: str | None,
+    vouched: Vouched | None,
+) -> SealResult:
+    """``seal_file`` of a file of at most SMALL_FILE bytes: read once, hashed in memory, so a
+    mismatch is refused before anything is stored, and the bytes put are the bytes hashed:
+    their retention and legal hold travel on the PUT (one store call, no unretained
+    version)."""
+    size = path.stat().st_size
+    data = path.read_bytes()
+    if len(data) != size:
+        raise IntegrityMismatch(f"size changed while reading: {size} → {len(data)}")
+    actual, _ = sha256_stream(io.BytesIO(data))
+    expected = manifest.sha256 or actual
+    _check(expected, actual, size, len(data))
+    if _already_sealed(rt, expected):
+        # A retry or the same file by another path: the bytes are confirmed, just link.
+        return _link_existing(
+            rt, expected, manifest, actor=actor, now=now, unit=unit, vouched=vouched
+        )
+    lock = _lock_for(rt, manifest, now=now)
+    stored = rt.store.put_bytes(
+        keys.original_key(expected),
+        data,
+        content_type=media_type,
+        retain_until=lock.until,
+        legal_hold=lock.held,
+    )
+    # The bytes sent are the bytes hashed; a store that says otherwise gets no item (the
+    # version it keeps is retained: it stays, unseen).
+    _check(expected, stored.sha256, size, stored.size)
+    return _commit_or_join(
+        rt,
+        stored,
+        manifest,
+        media_type=media_type,
+        actor=actor,
+        now=now,
+        unit=unit,
+        vouched=vouched,
+        locked=lock,
+    )
+
+
+@dataclass(frozen=True)
+class _Lock:
+    """The Object Lock a new original gets before its item is committed."""
+
+    until: datetime
+    """End of its COMPLIANCE retention (its category's, from arrival)."""
+    held: bool
+    """Whether it is under legal hold: one of its cases is open (``retention``)."""
+
+
+class _HoldChanged(Exception):
+    """A case's hold changed between the lock and the commit: re-apply the hold, retry."""
+
+    def __init__(self, held: bool) -> None:
+        super().__init__(f"the legal hold is now {'on' if held else 'off'}")
+        self.held = held
+
+
+def _lock_for(rt: Runtime, manifest: Manifest, *, now: datetime) -> _Lock:
+    important = bool(getattr(manifest, "important", False))
+    until = retain_until(category_retention(rt.settings, important=important), now=now)
+    case_ids = sorted(set(manifest.case_ids))
+    with rt.reads() as session:
+        held = bool(people.open_cases(session, case_ids=case_ids)) if case_ids else False
+    return _Lock(until, held)
 
 
 def seal_stored(
@@ -202,20 +301,41 @@ def _commit_or_join(
     now: datetime,
     unit: str | None,
     vouched: Vouched | None,
+    locked: _Lock | None = None,
 ) -> SealResult:
-    """Commit the uploaded version as a new item; when someone sealed the same bytes meanwhile
-    (the unique SHA-256), theirs stands: drop ours and link to it. Nothing half-stored stays."""
+    """Lock the uploaded version (unless ``locked`` says the PUT did), then commit it as a new
+    item; when someone sealed the same bytes meanwhile (the unique SHA-256), theirs stands:
+    drop ours (if it can still be dropped) and link to it. Nothing half-stored is visible."""
     try:
-        return _commit_new(
-            rt,
-            stored,
-            manifest,
-            media_type=media_type,
-            actor=actor,
-            now=now,
-            unit=unit,
-            vouched=vouched,
-        )
+        lock = locked
+        if lock is None:
+            lock = _lock_for(rt, manifest, now=now)
+            rt.store.retain(stored.key, stored.version_id, lock.until)
+            if lock.held:
+                rt.store.legal_hold(stored.key, stored.version_id, True)
+        for attempt in range(HOLD_RETRIES + 1):
+            try:
+                return _commit_new(
+                    rt,
+                    stored,
+                    manifest,
+                    media_type=media_type,
+                    actor=actor,
+                    now=now,
+                    unit=unit,
+                    vouched=vouched,
+                    lock=lock,
+                )
+            except _HoldChanged as e:
+                # Rolled back; the store is called outside the transaction, then again.
+                if attempt == HOLD_RETRIES:  # not Conflict: that means "the item exists"
+                    raise IngestError(
+                        f"the cases' legal hold kept changing while {stored.key} was sealed; "
+                        "nothing was committed: send it again"
+                    ) from None
+                rt.store.legal_hold(stored.key, stored.version_id, e.held)
+                lock = replace(lock, held=e.held)
+        raise AssertionError("unreachable")  # pragma: no cover
     except Conflict:
         _discard(rt, stored)
         return _link_existing(
@@ -228,7 +348,7 @@ def _commit_or_join(
 
 def _already_sealed(rt: Runtime, sha256: str) -> bool:
     """A cheap look before uploading (saves re-sending a retry); the unique constraint decides."""
-    with rt.sessions() as session:
+    with rt.reads() as session:
         return repo.find_item_by_sha256(session, sha256=sha256) is not None
 
 
@@ -257,9 +377,9 @@ def _commit_new(
     now: datetime,
     unit: str | None,
     vouched: Vouched | None = None,
+    lock: _Lock,
 ) -> SealResult:
-    important = bool(getattr(manifest, "important", False))
-    until = retain_until(category_retention(rt.settings, important=important), now=now)
+    until = lock.until
     case_ids = sorted(set(manifest.case_ids))
     offset_ms = (
         round((now - manifest.device_time).total_seconds() * 1000) if manifest.device_time else None
@@ -331,9 +451,13 @@ def _commit_new(
             details={"case_ids": case_ids, "version_id": stored.version_id},
         )
         rt.queue.defer(session, item.id)
-        # Retention last inside the transaction: if it fails, nothing is committed.
-        rt.store.retain(stored.key, stored.version_id, until)
-        sync_item_hold(rt, session, item, actor=actor, now=now, log_it=False)  # open cases
+        # The hold its open cases call for, read under the sequencer (as ``sync_item_hold``
+        # reads it): the one the version got before the transaction, or roll back and redo.
+        held = bool(people.held_cases_of(session, item_id=item.id))
+        if held != lock.held:
+            raise _HoldChanged(held)
+        if held:
+            people.set_item_hold_state(session, item_id=item.id, held=True, now=now)
     return SealResult(
         item_id=item.id,
         sha256=item.sha256,

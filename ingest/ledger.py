@@ -46,7 +46,7 @@ from integrity.log import LogKey, SignedCheckpoint, make_receipt, next_checkpoin
 from integrity.merkle import TILE_WIDTH, TiledTree, TileKey, leaf_hash, verify_inclusion
 from storage import keys
 from storage import repository as repo
-from storage.db import transaction
+from storage.db import make_read_sessionmaker, transaction
 from storage.objects import ObjectStore, retain_until
 from storage.tables import Checkpoint as CheckpointRow
 from storage.tables import LogLeaf
@@ -189,6 +189,7 @@ class Ledger:
         if not isinstance(bind, Engine):
             raise TypeError("the ledger needs a sessionmaker bound to an engine")
         self.signer_lock = SignerLock(bind)
+        self.reads = make_read_sessionmaker(bind)  # the ledger's reads never write
         self._scrub_from = 0
         self._cond = threading.Condition()
         self._busy = False  # one thread of this process reads or signs for the waiting ones
@@ -307,7 +308,7 @@ class Ledger:
         return [base64.b64encode(h).decode() for h in proof]
 
     def _head(self) -> _Head:
-        with self.sessions() as session:
+        with self.reads() as session:
             size = repo.log_size(session)
             tree_size, _ = repo.log_tree_state(session)
             latest = repo.latest_checkpoint(session)
@@ -331,7 +332,7 @@ class Ledger:
             ) from e
 
     def _read_tiles(self, wanted: Sequence[TileKey]) -> Mapping[TileKey, bytes]:
-        with self.sessions() as session:
+        with self.reads() as session:
             return repo.read_tiles(session, keys=wanted)
 
     # --- checkpoints ---------------------------------------------------------------------
@@ -436,7 +437,7 @@ class Ledger:
         checkpoint per interval, and the seals arriving meanwhile join the next one."""
         if self.interval <= 0:
             return
-        with self.sessions() as session:
+        with self.reads() as session:
             latest = repo.latest_checkpoint(session)
         if latest is None:
             return
@@ -449,7 +450,7 @@ class Ledger:
 
         Holds the signer lock, never the sequencer: appends go on meanwhile.
         """
-        with self.sessions() as session:
+        with self.reads() as session:
             size = repo.log_size(session)
             tree_size, tree_root = repo.log_tree_state(session)
             latest = repo.latest_checkpoint(session)
@@ -509,7 +510,7 @@ class Ledger:
         start = tree.size
         while start < size:
             stop = min(size, start + READ_BATCH)
-            with self.sessions() as session:
+            with self.reads() as session:
                 rows = repo.leaves_between(session, start=start, stop=stop)
             hashes = []
             for expected, row in enumerate(rows, start):
@@ -537,7 +538,7 @@ class Ledger:
         signed = tree.size
         start = self._scrub_from if self._scrub_from < signed else 0
         stop = min(signed, start + SCRUB_ROWS)
-        with self.sessions() as session:
+        with self.reads() as session:
             rows = repo.leaves_between(session, start=start, stop=stop)
         if len(rows) != stop - start:
             raise LogCorrupt(f"leaves {start}..{stop - 1}: {len(rows)} rows found")

@@ -8,6 +8,7 @@ a current schema is one cheap query, a checked bucket leaves a marker in the hom
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from configs.settings import Settings
 from ingest.ledger import Ledger, load_tsa_config
 from ingest.logkey import load_log_key
-from storage.db import make_engine, make_sessionmaker, migrate_if_needed
+from storage.db import make_engine, make_read_sessionmaker, make_sessionmaker, migrate_if_needed
 from storage.objects import ObjectStore, S3Endpoint
 from storage.seaweed import EmbeddedSeaweed
 
@@ -39,6 +40,12 @@ class Runtime:
     ledger: Ledger
     seaweed: EmbeddedSeaweed | None
     _queue: Queue | None = None
+
+    @functools.cached_property
+    def reads(self) -> sessionmaker[Session]:
+        """Sessions for reading only (never with ``transaction``): on SQLite they do not
+        queue for the write lock (``storage.db.make_read_sessionmaker``)."""
+        return make_read_sessionmaker(self.engine)
 
     @property
     def queue(self) -> Queue:

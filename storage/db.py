@@ -7,8 +7,9 @@ ran the statement: the engine translates them as they happen.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,10 @@ from storage.errors import IndexUnavailable
 if TYPE_CHECKING:
     from alembic.config import Config
 
+SQLITE_BUSY_S = 60
+"""How long a SQLite writer waits for the write lock before the index counts as unavailable."""
+READ_ONLY_OPTION = "liuhen_read_only"
+"""Execution option of read sessions' connections (see ``make_read_sessionmaker``)."""
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SCHEMA_HEAD = "0006"
 """The newest migration's revision (a test checks it against Alembic's head): a database at
@@ -40,7 +45,7 @@ def make_engine(url: str, *, echo: bool = False, durable: bool = True) -> Engine
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, echo=echo, connect_args={"timeout": 60, "check_same_thread": False}
+            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_S, "check_same_thread": False}
         )
         _sqlite_pragmas(engine, synchronous="FULL" if durable else "NORMAL")
     else:
@@ -73,24 +78,79 @@ def _sqlite_pragmas(engine: Engine, *, synchronous: str) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_S * 1000}")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read session (``make_read_sessionmaker``) takes no write lock: WAL readers see
+        # the last commit and neither wait for the writer nor make it wait.
+        read = conn.get_execution_options().get(READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that only read (never inside ``transaction``). On SQLite their transactions
+    begin DEFERRED instead of IMMEDIATE: many readers run beside the one writer (WAL) instead
+    of queueing behind it for the write lock. Same pool, same engine; on PostgreSQL the same
+    as :func:`make_sessionmaker`."""
+    reading = engine.execution_options(**{READ_ONLY_OPTION: True})
+    return sessionmaker(reading, expire_on_commit=False)
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error."""
-    with factory() as session, session.begin():
-        yield session
+    """One unit of work: commit on success, roll back on any error (on SQLite, after this
+    process's turn at the write lock: :func:`writer_turn`)."""
+    bind = factory.kw.get("bind")
+    with writer_turn(bind) if isinstance(bind, Engine) else nullcontext():
+        with factory() as session, session.begin():
+            yield session
+
+
+@contextmanager
+def writer_turn(engine: Engine, *, timeout_s: float = SQLITE_BUSY_S) -> Iterator[None]:
+    """On SQLite, the threads of one process queue for the write lock on a mutex first (one
+    per database file, whatever engine they write through): SQLite's busy handler polls with
+    sleeps of up to 100 ms, so many threads waiting in BEGIN IMMEDIATE leave the lock idle
+    between writers; the mutex hands it on at once. (Other processes still wait on the busy
+    timeout.) Elsewhere a no-op."""
+    mutex = _writer_mutex(engine)
+    if mutex is None:
+        yield
+        return
+    if not mutex.acquire(timeout=timeout_s):
+        raise IndexUnavailable(f"the index is busy: no write lock after {timeout_s:g} s")
+    try:
+        yield
+    finally:
+        mutex.release()
+
+
+_WRITER_MUTEXES: dict[str, threading.RLock] = {}
+_MUTEXES_GUARD = threading.Lock()
+
+
+def _writer_mutex(engine: Engine) -> threading.RLock | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    # A file is one lock for every engine on it; an in-memory database is its engine's own.
+    key = (
+        str(Path(database).resolve())
+        if database and database != ":memory:"
+        else f"memory:{id(engine.pool)}"
+    )
+    with _MUTEXES_GUARD:
+        mutex = _WRITER_MUTEXES.get(key)
+        if mutex is None:
+            mutex = _WRITER_MUTEXES[key] = threading.RLock()
+    return mutex
 
 
 def alembic_config(url: str) -> Config:

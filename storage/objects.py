@@ -302,8 +302,11 @@ class ObjectStore:
         length: int = -1,
         content_type: str = "application/octet-stream",
         retain_until: datetime | None = None,
+        legal_hold: bool = False,
     ) -> StoredObject:
         """Upload ``stream`` while hashing it. ``length=-1`` streams in multipart parts.
+        ``retain_until`` (COMPLIANCE retention) and ``legal_hold`` are set by the PUT itself:
+        the version never exists without them.
 
         A seekable stream (a file) is sent again from its start when the store was
         unavailable; any other is sent once.
@@ -331,6 +334,7 @@ class ObjectStore:
                 part_size=part_size,
                 num_parallel_uploads=PARALLEL_UPLOADS,
                 retention=retention,
+                legal_hold=legal_hold,
             )
 
         result = self._retrying(f"put {key}", put)
@@ -354,7 +358,13 @@ class ObjectStore:
             )
 
     def put_bytes(
-        self, key: str, data: bytes, *, content_type: str, retain_until: datetime | None = None
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        retain_until: datetime | None = None,
+        legal_hold: bool = False,
     ) -> StoredObject:
         return self.put_stream(
             key,
@@ -362,6 +372,7 @@ class ObjectStore:
             length=len(data),
             content_type=content_type,
             retain_until=retain_until,
+            legal_hold=legal_hold,
         )
 
     def retain(self, key: str, version_id: str, until: datetime) -> None:

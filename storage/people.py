@@ -213,6 +213,17 @@ def held_cases_of(session: Session, *, item_id: str) -> list[str]:
     )
 
 
+def open_cases(session: Session, *, case_ids: list[str]) -> list[str]:
+    """Those of ``case_ids`` that are open (held), as :func:`held_cases_of` counts them: a
+    case nobody released, including one that does not exist yet."""
+    released = set(
+        session.scalars(
+            select(CaseHold.case_id).where(CaseHold.case_id.in_(case_ids), CaseHold.held.is_(False))
+        )
+    )
+    return [c for c in case_ids if c not in released]
+
+
 def item_hold_state(session: Session, *, item_id: str) -> bool:
     row = session.get(ItemHold, item_id)
     return bool(row and row.held)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from configs.settings import Settings
 from ingest.queue import Handler, JobInfo, JobRun, JobState, Outcome, RetryLater
-from storage.db import make_engine
+from storage.db import make_engine, writer_turn
 from storage.processes import pid_alive
 from storage.tables import Job
 
@@ -145,9 +145,6 @@ class SqliteQueue:
         self._host = socket.gethostname()
         self._prefix = f"{self._host}:{os.getpid()}:"
         self._beat_lock = threading.Lock()
-        # This process's workers take turns here, not on SQLite's write lock, whose busy
-        # handler sleeps (up to 100 ms a try) rather than waking when the lock is free.
-        self._writing = threading.Lock()
         self._beating: threading.Thread | None = None
         self._closed = threading.Event()
 
@@ -191,7 +188,7 @@ class SqliteQueue:
         """Settle the last run and claim the next in one transaction (one commit per job),
         then run it. Returns whether a job ran and what it ended with (to settle next)."""
         self._heartbeat()
-        with self._writing, self._engine.begin() as conn:
+        with writer_turn(self._engine), self._engine.begin() as conn:
             now = db_now(conn)
             if settled is not None:
                 self._settle(conn, settled, now)
@@ -216,7 +213,7 @@ class SqliteQueue:
 
     def flush(self, settled: _Settled | None) -> None:
         if settled is not None:
-            with self._writing, self._engine.begin() as conn:
+            with writer_turn(self._engine), self._engine.begin() as conn:
                 self._settle(conn, settled, db_now(conn))
 
     # --- heartbeats and the dead ------------------------------------------------------------
@@ -237,7 +234,7 @@ class SqliteQueue:
         interval = self.settings.queue.heartbeat_s
         while not self._closed.wait(interval):
             try:
-                with self._engine.begin() as conn:
+                with writer_turn(self._engine), self._engine.begin() as conn:
                     until = db_now(conn) + timedelta(seconds=self.settings.queue.stalled_s)
                     conn.execute(
                         update(JOBS)
@@ -267,7 +264,7 @@ class SqliteQueue:
         dead = [item_id for item_id, by in holders if self._gone(by)]
         if not dead:
             return 0
-        with self._engine.begin() as conn:
+        with writer_turn(self._engine), self._engine.begin() as conn:
             now = db_now(conn)
             count = conn.execute(
                 update(JOBS)

@@ -21,8 +21,9 @@ from ingest.manifest import Manifest
 from ingest.queue import BackgroundWorkers, JobRun, JobState, Outcome, RetryLater, open_queue
 from ingest.queue.procrastinate import ProcrastinateQueue
 from ingest.runtime import Runtime, open_runtime
+from storage import people as storage_people
 from storage import repository as repo
-from storage.errors import ObjectStoreError
+from storage.errors import IndexUnavailable
 from storage.seaweed import EmbeddedS3, EmbeddedSeaweed
 from storage.tables import Item
 from tests.conftest import SettingsFactory
@@ -41,15 +42,16 @@ def items(rt: Runtime) -> int:
 def test_a_seal_that_rolls_back_leaves_no_job(
     rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The job is deferred inside the sealing transaction: retention refused last, so the
-    transaction rolls back, and neither the item nor its job exists."""
+    """The job is deferred inside the sealing transaction: the index fails after it (at the
+    hold check, the last step), so the transaction rolls back, and neither the item nor its
+    job exists."""
     photo = gen.small_h264(tmp_path)
 
-    def refuse(*_: Any) -> None:
-        raise ObjectStoreError("retention refused (test)")
+    def refuse(*_: Any, **__: Any) -> list[str]:
+        raise IndexUnavailable("index gone (test)")
 
-    monkeypatch.setattr(rt.store, "retain", refuse)
-    with pytest.raises(ObjectStoreError, match="retention refused"):
+    monkeypatch.setattr(storage_people, "held_cases_of", refuse)
+    with pytest.raises(IndexUnavailable, match="index gone"):
         seal(rt, photo)
     assert (items(rt), rt.queue.depth()) == (0, 0)
     monkeypatch.undo()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,14 @@ from ingest import intake
 from ingest.errors import EmptyFile, IntegrityMismatch, ManifestError
 from ingest.intake import seal_file
 from ingest.manifest import Manifest
+from ingest.retention import set_case_hold
 from ingest.retrieve import resolve, write_to_file
 from ingest.runtime import Runtime
 from integrity.errors import HashMismatch
 from storage import keys
+from storage import people as storage_people
 from storage import repository as repo
-from storage.errors import ObjectLocked
+from storage.errors import IndexUnavailable, ObjectLocked
 from storage.tables import CustodyEvent, Item, ItemCase, LogLeaf
 from tests.conftest import TESTDATA
 
@@ -129,22 +133,96 @@ def test_bad_case_id_is_refused(rt: Runtime) -> None:
     assert _count(rt, Item) == 0
 
 
-def test_crash_between_put_and_commit_leaves_no_item(
-    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+def test_failure_before_commit_leaves_no_item(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Retention is the last step inside the transaction; if it fails nothing is committed."""
+    """The index fails inside the sealing transaction (after the leaves and the job): nothing
+    is committed. A small original was put with its Object Lock, so its version stays,
+    retained and unseen: no row points to it."""
 
-    def boom(*_: object) -> None:
-        raise ObjectLocked("simulated failure before commit")
+    def boom(*_: object, **__: object) -> list[str]:
+        raise IndexUnavailable("simulated failure before commit")
 
-    monkeypatch.setattr(rt.store, "retain", boom)
-    with pytest.raises(ObjectLocked):
-        seal_file(rt, PHOTOS[4], Manifest(case_ids=("A-1",)), actor="test")
+    photo = tmp_path / "new.jpg"  # bytes no other test has stored (the bucket is shared)
+    photo.write_bytes(PHOTOS[4].read_bytes() + os.urandom(16))
+    monkeypatch.setattr(storage_people, "held_cases_of", boom)
+    with pytest.raises(IndexUnavailable, match="simulated"):
+        seal_file(rt, photo, Manifest(case_ids=("A-1",)), actor="test")
     assert _count(rt, Item) == 0
     assert _count(rt, ItemCase) == 0
     assert _count(rt, CustodyEvent) == 0
     with rt.sessions() as s:
         assert repo.log_size(s) == 0
+    key = keys.original_key(hashlib.sha256(photo.read_bytes()).hexdigest())
+    (version,) = rt.store.list_versions(key)
+    assert rt.store.retention(key, version.version_id)[0] == "COMPLIANCE"
+
+
+def test_a_small_original_is_put_with_its_retention_and_hold(rt: Runtime) -> None:
+    """One PUT carries the Object Lock: the store itself says so, read back."""
+    held = seal_file(rt, PHOTOS[8], Manifest(case_ids=("A-7",)), actor="test")
+    loose = seal_file(rt, PHOTOS[9], Manifest(), actor="test")
+    with rt.sessions() as s:
+        items = [repo.get_item(s, item_id=i) for i in (held.item_id, loose.item_id)]
+    for item in items:
+        mode, until = rt.store.retention(item.object_key, item.version_id)
+        assert (mode, until) == ("COMPLIANCE", item.retain_until.replace(tzinfo=UTC))
+        with pytest.raises(ObjectLocked):
+            rt.store.remove_version(item.object_key, item.version_id)
+    assert rt.store.legal_hold_on(items[0].object_key, items[0].version_id)
+    assert not rt.store.legal_hold_on(items[1].object_key, items[1].version_id)
+    with rt.sessions() as s:
+        assert storage_people.item_hold_state(s, item_id=held.item_id)
+        assert not storage_people.item_hold_state(s, item_id=loose.item_id)
+
+
+def test_a_hold_changed_before_the_commit_is_applied(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The case is released between the lock on the PUT and the commit: the seal notices
+    under the sequencer, rolls back, lifts the hold on the store, and commits."""
+    seal_file(rt, PHOTOS[10], Manifest(case_ids=("R-1",)), actor="test")  # the case exists
+    real = intake._lock_for
+
+    def then_release(*args: object, **kwargs: object) -> object:
+        lock = real(*args, **kwargs)  # type: ignore[arg-type]
+        set_case_hold(rt, case_id="R-1", held=False, reason="closed (test)", actor="admin:t")
+        return lock
+
+    monkeypatch.setattr(intake, "_lock_for", then_release)
+    sealed = seal_file(rt, PHOTOS[11], Manifest(case_ids=("R-1",)), actor="test")
+    with rt.sessions() as s:
+        item = repo.get_item(s, item_id=sealed.item_id)
+        assert not storage_people.item_hold_state(s, item_id=item.id)
+    assert not rt.store.legal_hold_on(item.object_key, item.version_id)
+    assert rt.store.retention(item.object_key, item.version_id)[0] == "COMPLIANCE"
+
+
+def test_a_large_original_whose_retention_fails_is_removed(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above SMALL_FILE the bytes are streamed unretained, then retained (outside the
+    transaction): a refused retention leaves no item and deletes the version."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(intake.SMALL_FILE + 1))
+
+    def boom(*_: object) -> None:
+        raise ObjectLocked("simulated retention failure")
+
+    monkeypatch.setattr(rt.store, "retain", boom)
+    with pytest.raises(ObjectLocked, match="simulated"):
+        seal_file(rt, big, Manifest(case_ids=("A-1",)), actor="test")
+    assert _count(rt, Item) == 0
+    with rt.sessions() as s:
+        assert repo.log_size(s) == 0
+    key = keys.original_key(hashlib.sha256(big.read_bytes()).hexdigest())
+    assert rt.store.list_versions(key) == []
+    monkeypatch.undo()
+    sealed = seal_file(rt, big, Manifest(case_ids=("A-1",)), actor="test")
+    with rt.sessions() as s:
+        item = repo.get_item(s, item_id=sealed.item_id)
+    assert rt.store.retention(item.object_key, item.version_id)[0] == "COMPLIANCE"
+    assert rt.store.legal_hold_on(item.object_key, item.version_id)
 
 
 def test_store_refuses_to_delete_a_sealed_original(rt: Runtime) -> None:
