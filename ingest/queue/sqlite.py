@@ -257,14 +257,15 @@ class SqliteQueue:
         return self._requeue_orphans()
 
     def _requeue_orphans(self) -> int:
-        with self._engine.connect() as conn:
+        # Read and put back in one write transaction: a job put back by another process and
+        # claimed again meanwhile must not be taken from its new, live holder.
+        with writer_turn(self._engine), self._engine.begin() as conn:
             holders = conn.execute(
                 select(JOBS.c.item_id, JOBS.c.locked_by).where(JOBS.c.state == "running")
             ).all()
-        dead = [item_id for item_id, by in holders if self._gone(by)]
-        if not dead:
-            return 0
-        with writer_turn(self._engine), self._engine.begin() as conn:
+            dead = [item_id for item_id, by in holders if self._gone(by)]
+            if not dead:
+                return 0
             now = db_now(conn)
             count = conn.execute(
                 update(JOBS)
