@@ -142,76 +142,43 @@ def seal_file(
     if manifest.size is not None and manifest.size != size:
         raise IntegrityMismatch(f"declared size {manifest.size} bytes, received {size} bytes")
     media_type = sniff_file(path)
-    if size <= SMALL_FILE:
-        return _seal_small(
-            rt, path, manifest, media_type=media_type, actor=actor, now=now, unit=unit,
-            vouched=vouched,
-        )  # fmt: skip
-    expected = manifest.sha256 or sha256_file(path)[0]
+    # A small file is read once and hashed in memory, so a mismatch is refused before anything
+    # is stored and the bytes put are the bytes hashed; a larger one is streamed.
+    data = path.read_bytes() if size <= SMALL_FILE else None
+    if data is not None:
+        if len(data) != size:
+            raise IntegrityMismatch(f"size changed while reading: {size} → {len(data)}")
+        actual, _ = sha256_stream(io.BytesIO(data))
+        expected = manifest.sha256 or actual
+        _check(expected, actual, size, len(data))
+    else:
+        expected = manifest.sha256 or sha256_file(path)[0]
 
     if _already_sealed(rt, expected):
         # A retry or the same file by another path: confirm the bytes, then just link.
-        actual, _ = sha256_file(path) if manifest.sha256 else (expected, size)
-        _check(expected, actual, size, size)
+        if data is None:
+            actual, _ = sha256_file(path) if manifest.sha256 else (expected, size)
+            _check(expected, actual, size, size)
         return _link_existing(
             rt, expected, manifest, actor=actor, now=now, unit=unit, vouched=vouched
         )
 
     key = keys.original_key(expected)
-    stored = rt.store.put_file(key, path, content_type=media_type)
-    if stored.sha256 != expected or stored.size != size:
-        _discard(rt, stored)
-        _check(expected, stored.sha256, size, stored.size)
-    return _commit_or_join(
-        rt,
-        stored,
-        manifest,
-        media_type=media_type,
-        actor=actor,
-        now=now,
-        unit=unit,
-        vouched=vouched,
-    )
-
-
-def _seal_small(
-    rt: Runtime,
-    path: Path,
-    manifest: Manifest,
-    *,
-    media_type: str,
-    actor: str,
-    now: datetime,
-    unit: str | None,
-    vouched: Vouched | None,
-) -> SealResult:
-    """``seal_file`` of a file of at most SMALL_FILE bytes: read once, hashed in memory, so a
-    mismatch is refused before anything is stored, and the bytes put are the bytes hashed:
-    their retention and legal hold travel on the PUT (one store call, no unretained
-    version)."""
-    size = path.stat().st_size
-    data = path.read_bytes()
-    if len(data) != size:
-        raise IntegrityMismatch(f"size changed while reading: {size} → {len(data)}")
-    actual, _ = sha256_stream(io.BytesIO(data))
-    expected = manifest.sha256 or actual
-    _check(expected, actual, size, len(data))
-    if _already_sealed(rt, expected):
-        # A retry or the same file by another path: the bytes are confirmed, just link.
-        return _link_existing(
-            rt, expected, manifest, actor=actor, now=now, unit=unit, vouched=vouched
+    lock = None
+    if data is not None:
+        # Retention and legal hold travel on the PUT: one store call, no unretained version.
+        lock = _lock_for(rt, manifest, now=now)
+        stored = rt.store.put_bytes(
+            key, data, content_type=media_type, retain_until=lock.until, legal_hold=lock.held
         )
-    lock = _lock_for(rt, manifest, now=now)
-    stored = rt.store.put_bytes(
-        keys.original_key(expected),
-        data,
-        content_type=media_type,
-        retain_until=lock.until,
-        legal_hold=lock.held,
-    )
-    # The bytes sent are the bytes hashed; a store that says otherwise gets no item (the
-    # version it keeps is retained: it stays, unseen).
-    _check(expected, stored.sha256, size, stored.size)
+        # A store that says it kept other bytes gets no item (its version is retained: it
+        # stays, unseen).
+        _check(expected, stored.sha256, size, stored.size)
+    else:
+        stored = rt.store.put_file(key, path, content_type=media_type)
+        if stored.sha256 != expected or stored.size != size:
+            _discard(rt, stored)
+            _check(expected, stored.sha256, size, stored.size)
     return _commit_or_join(
         rt,
         stored,

@@ -23,8 +23,19 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    ScalarSelect,
+    bindparam,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from configs.settings import Settings
@@ -50,20 +61,17 @@ _HELD = (
     & (JOBS.c.state == "running")
     & (JOBS.c.locked_by == bindparam("name"))
 )
-_STALE = (  # a job whose heartbeat stopped (at most as many run as there are workers)
-    select(JOBS.c.item_id)
-    .where(JOBS.c.state == "running", JOBS.c.locked_until < bindparam("now"))
-    .order_by(JOBS.c.due_at)
-    .limit(1)
-    .scalar_subquery()
-)
-_OLDEST_DUE = (  # an index range on (state, due_at), not a sort
-    select(JOBS.c.item_id)
-    .where(JOBS.c.state == "queued", JOBS.c.due_at <= bindparam("now"))
-    .order_by(JOBS.c.due_at)
-    .limit(1)
-    .scalar_subquery()
-)
+
+
+def _first_due(*where: ColumnElement[bool]) -> ScalarSelect[Any]:
+    """The ID of the job due first among those ``where`` picks (one row, by ``due_at``)."""
+    return select(JOBS.c.item_id).where(*where).order_by(JOBS.c.due_at).limit(1).scalar_subquery()
+
+
+# a job whose heartbeat stopped (at most as many run as there are workers), else the oldest
+# queued one due (an index range on (state, due_at), not a sort)
+_STALE = _first_due(JOBS.c.state == "running", JOBS.c.locked_until < bindparam("now"))
+_OLDEST_DUE = _first_due(JOBS.c.state == "queued", JOBS.c.due_at <= bindparam("now"))
 _CLAIM = (
     update(JOBS)
     .where(JOBS.c.item_id == func.coalesce(_STALE, _OLDEST_DUE))
