@@ -1,7 +1,8 @@
 """Scale benchmarks (issue 12): sealing through the API against plain ``put_object``, what
 the queue itself costs, and how fast a killed worker's job runs again.
 
-    .venv/bin/python bench/scale.py [--photos 1000] [--clients 50] [--skip-api]
+    .venv/bin/python bench/scale.py [--photos 1000] [--clients 50] [--serve 1] [--api-postgres]
+                                    [--checkpoint-ms MS] [--skip-api]
                                     [--jobs 2000] [--workers 4] [--private-pg] [--skip-queue]
 
 * **API sealing** (skip with ``--skip-api``): a real ``liuhen serve`` subprocess on a free
@@ -13,7 +14,11 @@ the queue itself costs, and how fast a killed worker's job runs again.
   doing minio ``put_object`` of the same bytes (new keys) to the same SeaweedFS and bucket.
   Printed: photos/s of each, their ratio (goal >= 0.7), errors, p50/p99 latency, and the CPU
   time ``liuhen serve`` spent per sealed photo.
-  ``--checkpoint-ms`` sets the server's ``log.checkpoint_interval_ms`` (default: its own).
+  ``--checkpoint-ms`` sets the server's ``log.checkpoint_interval_ms`` (default: its own);
+  ``--serve N`` starts N serving processes on the one index (clients spread evenly over
+  them), ``--api-postgres`` puts that index in a throwaway PostgreSQL database (the server at
+  127.0.0.1:5432) instead of SQLite. Also printed: the CPU the store and this process (the
+  clients) used meanwhile, to show what the machine had left.
 
 * **Queue overhead**: ``--jobs`` no-op jobs deferred in one transaction, then claimed and
   finished by ``--workers`` worker threads of one process (``Queue.run_worker``), for both
@@ -329,15 +334,15 @@ def hammer(count: int, clients: int, make: Callable[[], Callable[[int], None]]) 
     return Run(len(latencies), len(errors), elapsed, latencies, errors[0] if errors else None)
 
 
-def serve_env(root: Path, s3: EmbeddedS3, checkpoint_ms: int | None) -> dict[str, str]:
-    """The environment of ``liuhen`` subprocesses: this run's home, SQLite index and store."""
+def serve_env(root: Path, s3: EmbeddedS3, checkpoint_ms: int | None, db_url: str) -> dict[str, str]:
+    """The environment of ``liuhen`` subprocesses: this run's home, index and store."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
     if checkpoint_ms is not None:
         env["LIUHEN_LOG__CHECKPOINT_INTERVAL_MS"] = str(checkpoint_ms)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     return env | {
         "LIUHEN_HOME": str(root / "home"),
-        "LIUHEN_DATABASE__URL": f"sqlite:///{root / 'api.sqlite3'}",
+        "LIUHEN_DATABASE__URL": db_url,
         "LIUHEN_S3__EMBEDDED": "false",
         "LIUHEN_S3__ENDPOINT": s3.endpoint,
         "LIUHEN_S3__ACCESS_KEY": s3.access_key,
@@ -349,13 +354,12 @@ def serve_env(root: Path, s3: EmbeddedS3, checkpoint_ms: int | None) -> dict[str
 
 @contextmanager
 def liuhen_serve(
-    root: Path, s3: EmbeddedS3, checkpoint_ms: int | None
-) -> Iterator[tuple[str, str, int]]:
-    """A ``liuhen serve`` subprocess and an officer's token: yields (base URL, token, PID)."""
-    import httpx
-
+    root: Path, s3: EmbeddedS3, checkpoint_ms: int | None, db_url: str, processes: int
+) -> Iterator[tuple[list[str], str, list[int]]]:
+    """``processes`` ``liuhen serve`` subprocesses on one index and an officer's token:
+    yields (base URLs, token, PIDs)."""
     liuhen = Path(sys.executable).parent / "liuhen"
-    env = serve_env(root, s3, checkpoint_ms)
+    env = serve_env(root, s3, checkpoint_ms, db_url)
     officer = ["user", "add", "bench-officer", "--role", "officer", "--unit", "U-B", "--json"]
     add = subprocess.run(
         [str(liuhen), *officer],
@@ -364,9 +368,22 @@ def liuhen_serve(
     if add.returncode != 0:
         raise RuntimeError(f"liuhen user add failed ({add.returncode}): {add.stderr[-2000:]}")
     token = str(json.loads(add.stdout)["token"])
-    (port,) = pick_ports(1)
+    with contextlib.ExitStack() as stack:
+        served = [
+            stack.enter_context(_one_serve(liuhen, env, root, port, n))
+            for n, port in enumerate(pick_ports(processes))
+        ]
+        yield [base for base, _ in served], token, [pid for _, pid in served]
+
+
+@contextmanager
+def _one_serve(
+    liuhen: Path, env: dict[str, str], root: Path, port: int, n: int
+) -> Iterator[tuple[str, int]]:
+    import httpx
+
     base = f"http://127.0.0.1:{port}"
-    log_path = root / "serve.log"
+    log_path = root / f"serve-{n}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
             [str(liuhen), "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -385,7 +402,7 @@ def liuhen_serve(
                         f"liuhen serve never answered: {log_path.read_text()[-2000:]}"
                     )
                 time.sleep(0.2)
-            yield base, token, proc.pid
+            yield base, proc.pid
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -395,7 +412,9 @@ def liuhen_serve(
                 proc.wait()
 
 
-def api_seal(root: Path, count: int, clients: int, checkpoint_ms: int | None) -> float:
+def api_seal(
+    root: Path, count: int, clients: int, checkpoint_ms: int | None, db_url: str, processes: int
+) -> float:
     """Photos/s sealed through the API over photos/s of plain ``put_object``, same run."""
     import httpx
     import psutil
@@ -407,7 +426,7 @@ def api_seal(root: Path, count: int, clients: int, checkpoint_ms: int | None) ->
     s3 = weed.start()
     try:
         # serve makes the Object Lock bucket the baseline writes to as well
-        with liuhen_serve(root, s3, checkpoint_ms) as (base, token, pid):
+        with liuhen_serve(root, s3, checkpoint_ms, db_url, processes) as (bases, token, pids):
             timeout = urllib3.Timeout(connect=5, read=120)
             http = urllib3.PoolManager(maxsize=clients, timeout=timeout)
             store = Minio(
@@ -425,12 +444,15 @@ def api_seal(root: Path, count: int, clients: int, checkpoint_ms: int | None) ->
                 return put
 
             clients_made: list[httpx.Client] = []
+            lock = threading.Lock()
 
             def seal_maker() -> Callable[[int], None]:
-                client = httpx.Client(
-                    base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120
-                )
-                clients_made.append(client)
+                with lock:  # clients spread evenly over the serving processes
+                    base = bases[len(clients_made) % len(bases)]
+                    client = httpx.Client(
+                        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120
+                    )
+                    clients_made.append(client)
 
                 def seal(i: int) -> None:
                     name = f"photo-{run_id}-{i:06d}.jpg"
@@ -449,10 +471,14 @@ def api_seal(root: Path, count: int, clients: int, checkpoint_ms: int | None) ->
 
             plain = hammer(count, clients, put_maker)
             try:
-                server = psutil.Process(pid)
-                cpu0 = sum(server.cpu_times()[:2])
+                servers = [psutil.Process(pid) for pid in pids]
+                others = {"store": psutil.Process(weed.status().pid), "clients": psutil.Process()}
+                cpu0 = _cpu(servers)
+                others0 = {name: _cpu([p]) for name, p in others.items()}
                 sealed = hammer(count, clients, seal_maker)
-                serve_cpu = sum(server.cpu_times()[:2]) - cpu0
+                serve_cpu = _cpu(servers) - cpu0
+                others_cpu = {name: _cpu([p]) - others0[name] for name, p in others.items()}
+                stages = _stages(bases)
             finally:
                 for c in clients_made:
                     c.close()
@@ -470,16 +496,54 @@ def api_seal(root: Path, count: int, clients: int, checkpoint_ms: int | None) ->
         if run.first_error:
             print(f"  first error: {run.first_error}")
     per_photo = serve_cpu / max(sealed.done, 1)
+    index = "PostgreSQL" if db_url.startswith("postgresql") else "SQLite"
     line(
         "  CPU of liuhen serve per sealed photo",
         per_photo * 1000,
         "ms",
-        f"{serve_cpu / sealed.elapsed:.2f} cores busy while sealing",
+        f"{serve_cpu / sealed.elapsed:.2f} cores busy while sealing "
+        f"({processes} process{'es' if processes > 1 else ''}, {index}); meanwhile "
+        + ", ".join(f"{k} {v / sealed.elapsed:.2f}" for k, v in others_cpu.items())
+        + " cores",
+    )
+    line(
+        "  where a seal's time went (mean of all)",
+        stages.get("seal", 0) * 1000,
+        "ms",
+        ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in stages.items() if k != "seal"),
     )
     ratio = sealed.rate / plain.rate
     verdict = "ok" if ratio >= SEAL_GOAL and not sealed.errors else "BELOW GOAL"
     line("  API seal / put_object", ratio, "x", f"goal >= {SEAL_GOAL} ({verdict})")
     return ratio
+
+
+def _stages(bases: list[str]) -> dict[str, float]:
+    """Mean seconds per stage of the serving processes (``liuhen_stage_duration_seconds``
+    from their ``/metrics``): the seal, its transaction, the receipt's wait, a checkpoint."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for base in bases:
+        text = httpx.get(f"{base}/metrics", timeout=30).text
+        for family in text_string_to_metric_families(text):
+            if family.name != "liuhen_stage_duration_seconds":
+                continue
+            for sample in family.samples:
+                stage = sample.labels.get("stage", "")
+                if sample.name.endswith("_sum"):
+                    sums[stage] = sums.get(stage, 0.0) + sample.value
+                elif sample.name.endswith("_count"):
+                    counts[stage] = counts.get(stage, 0.0) + sample.value
+    wanted = ("seal", "seal_transaction", "receipt_wait", "checkpoint")
+    return {k: sums[k] / counts[k] for k in wanted if counts.get(k)}
+
+
+def _cpu(procs: list[Any]) -> float:
+    """User + system CPU seconds of ``procs`` so far."""
+    return float(sum(p.cpu_times().user + p.cpu_times().system for p in procs))
 
 
 def main() -> None:
@@ -490,6 +554,8 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--checkpoint-ms", type=int)
+    parser.add_argument("--serve", type=int, default=1, help="liuhen serve processes")
+    parser.add_argument("--api-postgres", action="store_true", help="index on PostgreSQL")
     parser.add_argument("--skip-api", action="store_true")
     parser.add_argument("--skip-queue", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -503,7 +569,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="liuhen-bench-") as tmp:
         root = Path(tmp)
         if not args.skip_api:
-            api_seal(root / "api", args.photos, args.clients, args.checkpoint_ms)
+            with contextlib.ExitStack() as stack:
+                api = root / "api"
+                api.mkdir()
+                db_url = (
+                    stack.enter_context(pg_database(PG, base))
+                    if args.api_postgres
+                    else f"sqlite:///{api / 'api.sqlite3'}"
+                )
+                api_seal(api, args.photos, args.clients, args.checkpoint_ms, db_url, args.serve)
         if args.skip_queue:
             return
         n, w = args.jobs, args.workers

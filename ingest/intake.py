@@ -26,8 +26,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from ingest import custody, metrics
 from ingest.errors import EmptyFile, IngestError, IntegrityMismatch
 from ingest.links import settle_case_units
@@ -37,14 +35,14 @@ from ingest.retention import category_retention, sync_item_hold
 from ingest.runtime import Runtime
 from ingest.sniff import sniff_file
 from integrity.hashing import sha256_file, sha256_stream
-from integrity.leaves import item_leaf
-from storage import keys, people
+from integrity.leaves import canonical_json, custody_leaf, item_leaf
+from integrity.merkle import leaf_hash
+from storage import keys, new_item, people
 from storage import repository as repo
 from storage.db import transaction
 from storage.errors import Conflict, ObjectStoreError
 from storage.ids import new_id
 from storage.objects import PART_SIZE, StoredObject, retain_until
-from storage.tables import Item
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +152,8 @@ def seal_file(
     else:
         expected = manifest.sha256 or sha256_file(path)[0]
 
-    if _already_sealed(rt, expected):
+    sealed_before, lock = _look(rt, expected, manifest, now=now)
+    if sealed_before:
         # A retry or the same file by another path: confirm the bytes, then just link.
         if data is None:
             actual, _ = sha256_file(path) if manifest.sha256 else (expected, size)
@@ -164,10 +163,8 @@ def seal_file(
         )
 
     key = keys.original_key(expected)
-    lock = None
     if data is not None:
         # Retention and legal hold travel on the PUT: one store call, no unretained version.
-        lock = _lock_for(rt, manifest, now=now)
         stored = rt.store.put_bytes(
             key, data, content_type=media_type, retain_until=lock.until, legal_hold=lock.held
         )
@@ -188,7 +185,8 @@ def seal_file(
         now=now,
         unit=unit,
         vouched=vouched,
-        locked=lock,
+        lock=lock,
+        locked_on_put=data is not None,
     )
 
 
@@ -210,13 +208,17 @@ class _HoldChanged(Exception):
         self.held = held
 
 
-def _lock_for(rt: Runtime, manifest: Manifest, *, now: datetime) -> _Lock:
+def _look(rt: Runtime, sha256: str, manifest: Manifest, *, now: datetime) -> tuple[bool, _Lock]:
+    """Before anything is stored, in one read: whether these bytes are sealed already (a
+    cheap look that saves re-sending a retry; the unique constraint decides), and the Object
+    Lock a new original of them gets."""
     important = bool(getattr(manifest, "important", False))
     until = retain_until(category_retention(rt.settings, important=important), now=now)
     case_ids = sorted(set(manifest.case_ids))
     with rt.reads() as session:
+        sealed = repo.find_item_by_sha256(session, sha256=sha256) is not None
         held = bool(people.open_cases(session, case_ids=case_ids)) if case_ids else False
-    return _Lock(until, held)
+    return sealed, _Lock(until, held)
 
 
 def seal_stored(
@@ -241,7 +243,8 @@ def seal_stored(
     if stored.sha256 != expected or (manifest.size is not None and stored.size != manifest.size):
         _discard(rt, stored)
         _check(expected, stored.sha256, manifest.size or stored.size, stored.size)
-    if _already_sealed(rt, expected):
+    sealed_before, lock = _look(rt, expected, manifest, now=now)
+    if sealed_before:
         _discard(rt, stored)
         return _link_existing(
             rt, expected, manifest, actor=actor, now=now, unit=unit, vouched=vouched
@@ -255,6 +258,8 @@ def seal_stored(
         now=now,
         unit=unit,
         vouched=vouched,
+        lock=lock,
+        locked_on_put=False,
     )
 
 
@@ -268,15 +273,14 @@ def _commit_or_join(
     now: datetime,
     unit: str | None,
     vouched: Vouched | None,
-    locked: _Lock | None = None,
+    lock: _Lock,
+    locked_on_put: bool,
 ) -> SealResult:
-    """Lock the uploaded version (unless ``locked`` says the PUT did), then commit it as a new
-    item; when someone sealed the same bytes meanwhile (the unique SHA-256), theirs stands:
-    drop ours (if it can still be dropped) and link to it. Nothing half-stored is visible."""
+    """Lock the uploaded version (unless its PUT did), then commit it as a new item; when
+    someone sealed the same bytes meanwhile (the unique SHA-256), theirs stands: drop ours
+    (if it can still be dropped) and link to it. Nothing half-stored is visible."""
     try:
-        lock = locked
-        if lock is None:
-            lock = _lock_for(rt, manifest, now=now)
+        if not locked_on_put:
             rt.store.retain(stored.key, stored.version_id, lock.until)
             if lock.held:
                 rt.store.legal_hold(stored.key, stored.version_id, True)
@@ -311,12 +315,6 @@ def _commit_or_join(
     except BaseException:
         _discard(rt, stored)
         raise
-
-
-def _already_sealed(rt: Runtime, sha256: str) -> bool:
-    """A cheap look before uploading (saves re-sending a retry); the unique constraint decides."""
-    with rt.reads() as session:
-        return repo.find_item_by_sha256(session, sha256=sha256) is not None
 
 
 def _check(expected: str, actual: str, declared_size: int, actual_size: int) -> None:
@@ -362,88 +360,114 @@ def _commit_new(
     late = late_upload_problem(
         manifest, received_at=now, limit=timedelta(seconds=rt.settings.intake.late_upload_after_s)
     )
-    with transaction(rt.sessions) as session:
-        _ensure_parties(session, manifest, now)
-        item = Item(
-            id=new_id(),
-            sha256=stored.sha256,
-            size=stored.size,
-            media_type=media_type,
-            original_name=manifest.file_name,
-            object_key=stored.key,
-            version_id=stored.version_id,
-            retain_until=until,
+    item_id = new_id()
+    item_fields = item_leaf(
+        sha256=stored.sha256,
+        size=stored.size,
+        media_type=media_type,
+        device_id=manifest.device_id,
+        officer_id=manifest.officer_id,
+        case_ids=case_ids,
+        received_at=now,
+        original_name=manifest.file_name,
+        manifest_signature=manifest.signature,
+    )
+    details = {"case_ids": case_ids, "version_id": stored.version_id}
+    # A new item has no custody leaf yet: its first one chains to the item leaf.
+    sealed_leaf = custody_leaf(
+        item_id=item_id,
+        item_sha256=stored.sha256,
+        action="sealed",
+        actor=actor,
+        at=now,
+        reason=None,
+        prev=leaf_hash(canonical_json(item_fields)).hex(),
+        details=details,
+    )
+    with metrics.timed("seal_transaction"), transaction(rt.sessions) as session:
+        new_item.ensure_parties(
+            session,
             device_id=manifest.device_id,
             officer_id=manifest.officer_id,
-            status=ItemStatus.SEALED,
-            problems=[late.as_dict()] if late else [],
-            received_at=now,
-            # The device's word until the pipeline finds better (DESIGN.md order of trust).
-            captured_at=manifest.capture_start,
-            captured_at_source="manifest" if manifest.capture_start else None,
-            captured_end=manifest.capture_end,
-            device_clock_offset_ms=offset_ms,
-            manifest=kept,
-            log_index=-1,  # set below, once the sequencer has handed out the index
-        )
-
-        def build() -> dict[str, object]:
-            return item_leaf(
-                sha256=stored.sha256,
-                size=stored.size,
-                media_type=media_type,
-                device_id=manifest.device_id,
-                officer_id=manifest.officer_id,
-                case_ids=case_ids,
-                received_at=now,
-                original_name=manifest.file_name,
-                manifest_signature=manifest.signature,
-            )
-
-        leaf = rt.ledger.append(session, kind="item", item_id=item.id, build=build, now=now)
-        item.log_index = leaf.index
-        repo.insert_item(session, item=item)
-        for case_id in case_ids:
-            repo.link_case(session, item_id=item.id, case_id=case_id, actor=actor, now=now)
-        if unit:
-            people.set_item_unit(session, item_id=item.id, unit=unit)
-        settle_case_units(session, item=item, case_ids=case_ids, unit=unit)
-        custody.record(
-            session,
-            rt.ledger,
-            item=item,
-            action="sealed",
-            actor=actor,
+            case_ids=case_ids,
             now=now,
-            details={"case_ids": case_ids, "version_id": stored.version_id},
         )
-        rt.queue.defer(session, item.id)
+        # One sequencer update for both leaves (it locks the sequencer until the commit).
+        leaf, custody_appended = rt.ledger.append_many(
+            session,
+            [("item", item_id, item_fields), ("custody", item_id, sealed_leaf)],
+            now=now,
+        )
+        new_item.insert_item(
+            session,
+            {
+                "id": item_id,
+                "sha256": stored.sha256,
+                "size": stored.size,
+                "media_type": media_type,
+                "original_name": manifest.file_name,
+                "object_key": stored.key,
+                "version_id": stored.version_id,
+                "retain_until": until,
+                "device_id": manifest.device_id,
+                "officer_id": manifest.officer_id,
+                "status": ItemStatus.SEALED,
+                "problems": [late.as_dict()] if late else [],
+                "received_at": now,
+                # The device's word until the pipeline finds better (DESIGN.md order of trust).
+                "captured_at": manifest.capture_start,
+                "captured_at_source": "manifest" if manifest.capture_start else None,
+                "captured_end": manifest.capture_end,
+                "device_clock_offset_ms": offset_ms,
+                "manifest": kept,
+                "log_index": leaf.index,
+            },
+        )
+        new_item.link_cases(session, item_id=item_id, case_ids=case_ids, actor=actor, now=now)
+        if unit:
+            new_item.stamp_unit(session, item_id=item_id, unit=unit)
+        new_item.settle_case_units(
+            session,
+            case_ids=case_ids,
+            unit=unit or None,
+            device_id=manifest.device_id,
+            officer_id=manifest.officer_id,
+        )
+        repo.add_custody_rows(
+            session,
+            rows=[
+                {
+                    "item_id": item_id,
+                    "action": "sealed",
+                    "actor": actor,
+                    "at": now,
+                    "reason": None,
+                    "details": details,
+                    "log_index": custody_appended.index,
+                    "leaf_hash": custody_appended.leaf_hash,
+                }
+            ],
+        )
+        rt.queue.defer(session, item_id, new=True)
         # The hold its open cases call for, read under the sequencer (as ``sync_item_hold``
         # reads it): the one the version got before the transaction, or roll back and redo.
-        held = bool(people.held_cases_of(session, item_id=item.id))
+        held = bool(people.held_cases_of(session, item_id=item_id))
         if held != lock.held:
             raise _HoldChanged(held)
         if held:
-            people.set_item_hold_state(session, item_id=item.id, held=True, now=now)
+            new_item.hold(session, item_id=item_id, now=now)
     return SealResult(
-        item_id=item.id,
-        sha256=item.sha256,
-        size=item.size,
+        item_id=item_id,
+        sha256=stored.sha256,
+        size=stored.size,
         media_type=media_type,
-        status=item.status,
+        status=ItemStatus.SEALED,
         case_ids=case_ids,
         log_index=leaf.index,
         leaf=leaf.data,
         duplicate=False,
         new_links=case_ids,
     )
-
-
-def _ensure_parties(session: Session, manifest: Manifest, now: datetime) -> None:
-    if manifest.device_id:
-        repo.ensure_device(session, device_id=manifest.device_id, now=now)
-    if manifest.officer_id:
-        repo.ensure_person(session, person_id=manifest.officer_id, now=now)
 
 
 def _link_existing(

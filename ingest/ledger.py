@@ -54,11 +54,18 @@ from storage.tables import LogLeaf
 log = logging.getLogger(__name__)
 
 SCRUB_ROWS = 2048
-"""How many already-signed leaf rows each signing reads back (see ``Ledger._scrub``)."""
+"""At most this many already-signed leaf rows are read back per signing (``Ledger._scrub``)."""
+SCRUB_PER_LEAF = 8
+"""Already-signed rows read back per new leaf signed (and at least ``SCRUB_MIN``): the sweep
+costs in proportion to what arrives, at most SCRUB_ROWS per checkpoint."""
+SCRUB_MIN = 256
 READ_BATCH = 10_000
 """Leaf rows read per query while extending the tree."""
 POLL_S = 0.05
 """How often a process without the signer lock looks for the checkpoint another one signs."""
+FRESH_S = 0.25
+"""How long a receipt may be proved against the checkpoint a round found, without reading
+the head (at least this long, or one checkpoint interval)."""
 SIGNER_LOCK_ID = 7310852
 """The PostgreSQL advisory lock of the signer (7310851 guards migrations)."""
 
@@ -194,6 +201,7 @@ class Ledger:
         self._cond = threading.Condition()
         self._busy = False  # one thread of this process reads or signs for the waiting ones
         self._known: SignedCheckpoint | None = None
+        self._known_at = 0.0  # time.monotonic() of the round that found ``_known``
         self._round = 0  # rounds ended: a waiter trusts only what a later round found
 
     # --- appending (inside the caller's transaction) -------------------------------------
@@ -269,10 +277,17 @@ class Ledger:
     def receipt(self, index: int) -> str:
         """A receipt for leaf ``index`` against the latest checkpoint, once one covers it
         (waiting up to ``receipt_wait_s`` for the next checkpoint if none does yet)."""
-        signed = self._head().signed
-        if signed is None or signed.checkpoint.size <= index:
-            with metrics.timed("receipt_wait"):
-                signed = self._await(index + 1)
+        fresh = self._fresh(index + 1)
+        if fresh is not None:
+            # The tiles under it may be gone (an index rebuilt meanwhile): then as below.
+            with contextlib.suppress(ProofError, LogCorrupt):
+                return self._prove(index, fresh)
+        # One thread reads the head (or signs) for all that wait: not one read per receipt.
+        with metrics.timed("receipt_wait"):
+            signed = self._await(index + 1)
+        return self._prove(index, signed)
+
+    def _prove(self, index: int, signed: SignedCheckpoint) -> str:
         tree = TiledTree(signed.checkpoint.size, self._read_tiles)
         text = make_receipt(tree=tree, index=index, signed=signed)
         try:  # the tiles are the index's word: check the proof before handing it out
@@ -377,7 +392,7 @@ class Ledger:
                 log.warning("%s; looking again", e)
             finally:
                 with self._cond:
-                    self._known = found
+                    self._known, self._known_at = found, time.monotonic()
                     self._busy = False
                     self._round += 1
                     self._cond.notify_all()
@@ -412,6 +427,15 @@ class Ledger:
             thread.join(timeout=period + self.receipt_wait_s)
 
         return halt
+
+    def _fresh(self, size: int) -> SignedCheckpoint | None:
+        """The checkpoint this process's last round found, if it covers ``size`` leaves and
+        that round ended less than an interval ago: many receipts of one round (the seals it
+        covered) are proved against it without each reading the head again."""
+        with self._cond:
+            known, at = self._known, self._known_at
+        fresh = time.monotonic() - at < max(self.interval, FRESH_S)
+        return known if fresh and _covers(known, size) else None
 
     def _answered(self, entered: int, size: int) -> bool:
         """Whether a round that ended after round ``entered`` found a covering checkpoint."""
@@ -469,7 +493,7 @@ class Ledger:
         try:
             if tree.root() != tree_root:
                 raise ProofError("the tiles give a root other than the one stored with them")
-            self._scrub(tree)
+            self._scrub(tree, new=size - tree_size)
             bundle = self._extend(tree, size, bundle_from=signed_size)
         except ProofError as e:
             raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
@@ -511,44 +535,47 @@ class Ledger:
         while start < size:
             stop = min(size, start + READ_BATCH)
             with self.reads() as session:
-                rows = repo.leaves_between(session, start=start, stop=stop)
+                rows = repo.leaf_rows_between(session, start=start, stop=stop)
             hashes = []
-            for expected, row in enumerate(rows, start):
-                if row.idx != expected:
+            for expected, (idx, digest, data) in enumerate(rows, start):
+                if idx != expected:
                     raise LogCorrupt(f"leaf {expected} is missing from the log")
-                if leaf_hash(row.data.encode()) != row.leaf_hash:
+                if leaf_hash(data.encode()) != digest:
                     raise LogCorrupt(f"leaf {expected}: stored hash does not match its data")
-                hashes.append(row.leaf_hash)
+                hashes.append(digest)
                 if expected >= bundle_from:
-                    bundle.append(row.data)
+                    bundle.append(data)
             if len(rows) != stop - start:
                 raise LogCorrupt(f"leaves {start}..{stop - 1}: {len(rows)} rows found")
             tree.append_many(hashes)
             start = stop
         return bundle
 
-    def _scrub(self, tree: TiledTree) -> None:
+    def _scrub(self, tree: TiledTree, *, new: int) -> None:
         """Read a window of signed leaves back and refuse to go on if a row has changed.
 
         Signing reads only new rows, so a row edited after it was signed (its hash recomputed
-        to match) would go unnoticed, and we would keep signing over it. Each signing sweeps
-        the next SCRUB_ROWS rows (all of a small log) against the tiles, so such an edit stops
-        signing within size / SCRUB_ROWS checkpoints; ``liuhen verify --all`` reads all.
+        to match) would go unnoticed, and we would keep signing over it. Each signing of
+        ``new`` leaves sweeps the next SCRUB_PER_LEAF × ``new`` rows (SCRUB_MIN to SCRUB_ROWS;
+        all of a small log) against the tiles, so such an edit stops signing before the log
+        grows by another size / SCRUB_PER_LEAF leaves, or within size / SCRUB_MIN
+        checkpoints; ``liuhen verify --all`` reads all.
         """
         signed = tree.size
         start = self._scrub_from if self._scrub_from < signed else 0
-        stop = min(signed, start + SCRUB_ROWS)
+        window = min(SCRUB_ROWS, max(SCRUB_MIN, SCRUB_PER_LEAF * new))
+        stop = min(signed, start + window)
         with self.reads() as session:
-            rows = repo.leaves_between(session, start=start, stop=stop)
+            rows = repo.leaf_rows_between(session, start=start, stop=stop)
         if len(rows) != stop - start:
             raise LogCorrupt(f"leaves {start}..{stop - 1}: {len(rows)} rows found")
         signed_hashes = tree.leaves(start, stop)
-        for expected, row in enumerate(rows, start):
-            if row.idx != expected:
+        for expected, (idx, digest, data) in enumerate(rows, start):
+            if idx != expected:
                 raise LogCorrupt(f"leaf {expected} is missing from the log")
-            if leaf_hash(row.data.encode()) != row.leaf_hash:
+            if leaf_hash(data.encode()) != digest:
                 raise LogCorrupt(f"leaf {expected}: stored hash does not match its data")
-            if row.leaf_hash != signed_hashes[expected - start]:
+            if digest != signed_hashes[expected - start]:
                 raise LogCorrupt(f"leaf {expected} changed after it was signed")
         self._scrub_from = 0 if stop == signed else stop  # next time, from the start
 

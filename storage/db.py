@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 SQLITE_BUSY_S = 60
 """How long a SQLite writer waits for the write lock before the index counts as unavailable."""
+SQLITE_POOL = 48
+"""Pooled SQLite connections kept open (the API's thread pool has 40 threads)."""
 READ_ONLY_OPTION = "liuhen_read_only"
 """Execution option of read sessions' connections (see ``make_read_sessionmaker``)."""
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -44,8 +46,14 @@ def make_engine(url: str, *, echo: bool = False, durable: bool = True) -> Engine
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        memory = not parsed.database or parsed.database == ":memory:"
         engine = create_engine(
-            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_S, "check_same_thread": False}
+            url,
+            echo=echo,
+            connect_args={"timeout": SQLITE_BUSY_S, "check_same_thread": False},
+            # A SQLite connection is a file handle: keep one per API thread rather than open
+            # (and set up) a new one whenever more than the default five are busy.
+            **({} if memory else {"pool_size": SQLITE_POOL, "max_overflow": SQLITE_POOL}),
         )
         _sqlite_pragmas(engine, synchronous="FULL" if durable else "NORMAL")
     else:

@@ -285,6 +285,17 @@ def leaves_between(session: Session, *, start: int, stop: int) -> Sequence[LogLe
     ).all()
 
 
+def leaf_rows_between(session: Session, *, start: int, stop: int) -> list[tuple[int, bytes, str]]:
+    """``(idx, leaf_hash, data)`` of leaves start..stop-1 in order, as plain tuples: the
+    signer reads thousands per checkpoint, and ORM objects cost several times the query."""
+    rows = session.execute(
+        select(LogLeaf.idx, LogLeaf.leaf_hash, LogLeaf.data)
+        .where(LogLeaf.idx >= start, LogLeaf.idx < stop)
+        .order_by(LogLeaf.idx)
+    )
+    return [(int(idx), bytes(digest), str(data)) for idx, digest, data in rows]
+
+
 def get_leaf(session: Session, *, index: int) -> LogLeaf:
     leaf = session.get(LogLeaf, index)
     if leaf is None:

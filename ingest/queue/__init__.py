@@ -98,8 +98,9 @@ class JobInfo:
 
 
 class Queue(Protocol):
-    def defer(self, session: Session, item_id: str) -> None:
-        """Queue ``item_id``'s job in ``session``'s transaction (no-op if one is waiting)."""
+    def defer(self, session: Session, item_id: str, *, new: bool = False) -> None:
+        """Queue ``item_id``'s job in ``session``'s transaction (no-op if one is waiting).
+        ``new``: the item was inserted in this transaction, so no job of it can exist."""
 
     def run_worker(self, *, concurrency: int, stop: threading.Event) -> None:
         """Run jobs with ``concurrency`` threads until ``stop`` is set (finishing current jobs)."""

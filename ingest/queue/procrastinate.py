@@ -128,16 +128,22 @@ class ProcrastinateQueue:
 
     # --- deferring -------------------------------------------------------------------------
 
-    def defer(self, session: Session, item_id: str) -> None:
+    def defer(self, session: Session, item_id: str, *, new: bool = False) -> None:
+        if new:  # no job can hold its queueing lock: no savepoint needed to survive that
+            self._defer_on(session, item_id)
+            return
         try:
             with session.begin_nested():
                 # The savepoint is emitted when the session's connection is asked for: now.
-                conn = session.connection().connection.driver_connection
-                self._defer_app.configure_task(
-                    TASK, lock=item_id, queueing_lock=item_id, queue=self.queue, connection=conn
-                ).defer(item_id=item_id)
+                self._defer_on(session, item_id)
         except pexc.AlreadyEnqueued:
             pass  # a job for this item is waiting: it will see everything committed so far
+
+    def _defer_on(self, session: Session, item_id: str) -> None:
+        conn = session.connection().connection.driver_connection
+        self._defer_app.configure_task(
+            TASK, lock=item_id, queueing_lock=item_id, queue=self.queue, connection=conn
+        ).defer(item_id=item_id)
 
     # --- working ---------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from configs.settings import Settings
@@ -84,6 +85,22 @@ _CLAIM = (
     )
     .returning(JOBS.c.item_id, JOBS.c.attempts)
 )
+_DEFER = (  # a new job, or the item's job due again now (unless it is queued already)
+    sqlite_insert(JOBS)
+    .values(
+        item_id=bindparam("id"),
+        state="queued",
+        attempts=0,
+        due_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+    .on_conflict_do_update(
+        index_elements=[JOBS.c.item_id],
+        set_={"state": "queued", "due_at": bindparam("now"), "updated_at": bindparam("now"),
+              "locked_by": None},
+        where=(JOBS.c.state != "queued") | (JOBS.c.due_at > bindparam("now")),
+    )
+)  # fmt: skip
 _DONE = (
     update(JOBS)
     .where(_HELD)
@@ -158,17 +175,9 @@ class SqliteQueue:
 
     # --- deferring -------------------------------------------------------------------------
 
-    def defer(self, session: Session, item_id: str) -> None:
-        now = db_now(session)
-        job = session.get(Job, item_id)
-        if job is None:
-            session.add(
-                Job(item_id=item_id, state="queued", attempts=0, due_at=now, updated_at=now)
-            )
-        elif job.state != "queued" or job.due_at > now:
-            # A running job is not settled by its worker once re-queued (see module doc).
-            job.state, job.due_at, job.updated_at, job.locked_by = "queued", now, now, None
-        session.flush()
+    def defer(self, session: Session, item_id: str, *, new: bool = False) -> None:  # noqa: ARG002 - one upsert serves both
+        # A running job is not settled by its worker once re-queued (see module doc).
+        session.execute(_DEFER, {"id": item_id, "now": db_now(session)})
 
     # --- claiming and settling -------------------------------------------------------------
 

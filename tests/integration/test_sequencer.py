@@ -238,13 +238,13 @@ def test_a_new_process_reads_no_old_leaves(rt: Runtime, monkeypatch: pytest.Monk
     rt.ledger.publish()
     data = leaf_rows(rt)[size - 5].data.encode()
     read: list[tuple[int, int]] = []
-    real = repo.leaves_between
+    real = repo.leaf_rows_between
 
     def counting(session: Any, *, start: int, stop: int) -> Any:
         read.append((start, stop))
         return real(session, start=start, stop=stop)
 
-    monkeypatch.setattr(repo, "leaves_between", counting)
+    monkeypatch.setattr(repo, "leaf_rows_between", counting)
     with runtime(rt.settings) as fresh:
         receipt = fresh.ledger.receipt(size - 5)
         verify_receipt(

@@ -6,9 +6,10 @@ import hashlib
 import os
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from ingest import intake
 from ingest.errors import EmptyFile, IntegrityMismatch, ManifestError
@@ -93,7 +94,12 @@ def test_duplicate_caught_by_the_unique_constraint_not_a_pre_check(
     """Two seals racing past the pre-check: the constraint decides, the loser links."""
     photo = PHOTOS[2]
     first = seal_file(rt, photo, Manifest(case_ids=("A-1",)), actor="test")
-    monkeypatch.setattr(intake, "_already_sealed", lambda *_: False)
+    real = intake._look
+
+    def missed(*args: Any, **kwargs: Any) -> Any:
+        return False, real(*args, **kwargs)[1]
+
+    monkeypatch.setattr(intake, "_look", missed)
     second = seal_file(rt, photo, Manifest(case_ids=("C-3",)), actor="test")
     assert second.duplicate and second.item_id == first.item_id
     assert second.case_ids == ["A-1", "C-3"]
@@ -182,14 +188,14 @@ def test_a_hold_changed_before_the_commit_is_applied(
     """The case is released between the lock on the PUT and the commit: the seal notices
     under the sequencer, rolls back, lifts the hold on the store, and commits."""
     seal_file(rt, PHOTOS[10], Manifest(case_ids=("R-1",)), actor="test")  # the case exists
-    real = intake._lock_for
+    real = intake._look
 
-    def then_release(*args: object, **kwargs: object) -> object:
-        lock = real(*args, **kwargs)  # type: ignore[arg-type]
+    def then_release(*args: Any, **kwargs: Any) -> Any:
+        looked = real(*args, **kwargs)
         set_case_hold(rt, case_id="R-1", held=False, reason="closed (test)", actor="admin:t")
-        return lock
+        return looked
 
-    monkeypatch.setattr(intake, "_lock_for", then_release)
+    monkeypatch.setattr(intake, "_look", then_release)
     sealed = seal_file(rt, PHOTOS[11], Manifest(case_ids=("R-1",)), actor="test")
     with rt.sessions() as s:
         item = repo.get_item(s, item_id=sealed.item_id)
@@ -258,3 +264,43 @@ def test_get_refuses_bytes_that_do_not_match_the_index(rt: Runtime, tmp_path: Pa
     with pytest.raises(HashMismatch, match="expected SHA-256"):
         write_to_file(rt, resolve(rt, sealed.item_id), out)
     assert not out.exists()
+
+
+def test_a_new_item_is_sealed_in_a_few_statements(rt: Runtime) -> None:
+    """The sealing transaction runs under the sequencer (and on SQLite the one write lock):
+    its statement count is what every other seal waits for (``storage.new_item``). A new
+    device, officer and two cases, under hold and with a unit: still a few Core statements."""
+    engine = rt.sessions.kw["bind"]
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        sealed = seal_file(
+            rt,
+            PHOTOS[12],
+            Manifest(device_id="DEV-NEW", officer_id="OFF-NEW", case_ids=("N-1", "N-2")),
+            actor="test",
+            unit="U-1",
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert not sealed.duplicate
+    writes = [s for s in statements if s in {"INSERT", "UPDATE", "DELETE"}]
+    assert "SAVEPOINT" not in statements
+    assert len(statements) <= 20, statements
+    assert len(writes) <= 12, writes
+    with rt.sessions() as s:
+        item = repo.get_item(s, item_id=sealed.item_id)
+        assert repo.case_ids_of(s, item_id=item.id) == ["N-1", "N-2"]
+        assert storage_people.item_hold_state(s, item_id=item.id)  # new cases are open
+        assert storage_people.item_unit(s, item_id=item.id) == "U-1"
+        assert repo.get_case(s, case_id="N-2").unit == "U-1"
+        (event_row,) = repo.custody_of(s, item_id=item.id)
+        chained = repo.get_leaf(s, index=item.log_index).leaf_hash.hex()
+        custody = repo.get_leaf(s, index=event_row.log_index)
+    assert event_row.action == "sealed" and custody.idx == item.log_index + 1
+    assert f'"prev":"{chained}"' in custody.data  # the first custody leaf chains to the item's
+    assert rt.store.legal_hold_on(item.object_key, item.version_id)

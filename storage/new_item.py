@@ -1,0 +1,103 @@
+"""The rows of a newly sealed item, in a few Core statements.
+
+Sealing runs under the log sequencer (and on SQLite the one write lock), so its statements are
+the part of the API's work that does not spread over threads: each ORM flush and savepoint it
+does not make is time another seal does not wait (``bench/scale.py``). A new item has no links,
+custody events or hold yet, so nothing here reads before it writes; rows that may exist already
+(devices, officers, cases) are inserted with ``ON CONFLICT DO NOTHING``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.errors import Conflict
+from storage.tables import Case, Device, Item, ItemCase, ItemHold, ItemUnit, Person
+
+_ITEMS: Table = Item.__table__  # type: ignore[assignment]
+_CASES: Table = Case.__table__  # type: ignore[assignment]
+
+
+def ensure_parties(
+    session: Session,
+    *,
+    device_id: str | None,
+    officer_id: str | None,
+    case_ids: Sequence[str],
+    now: datetime,
+) -> None:
+    """The device, officer and case rows an item refers to, created where missing (a
+    concurrent writer's row is as good as ours)."""
+    for model, ids in ((Device, [device_id]), (Person, [officer_id]), (Case, case_ids)):
+        rows = [{"id": i, "created_at": now} for i in ids if i]
+        if rows:
+            session.execute(_insert_missing(session, model.__table__), rows)  # type: ignore[arg-type]
+
+
+def _insert_missing(session: Session, table: Table) -> Any:
+    dialect = session.get_bind().dialect.name
+    maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return maker(table).on_conflict_do_nothing()
+
+
+def insert_item(session: Session, row: dict[str, Any]) -> None:
+    """Insert the item row; :class:`Conflict` when its SHA-256 is already indexed.
+
+    No savepoint: a conflict ends the whole sealing transaction (it rolls back, and the seal
+    links to the item that won instead)."""
+    try:
+        session.execute(insert(_ITEMS), [row])
+    except IntegrityError as e:
+        raise Conflict(f"an item with SHA-256 {row['sha256']} exists") from e
+
+
+def link_cases(
+    session: Session, *, item_id: str, case_ids: Sequence[str], actor: str, now: datetime
+) -> None:
+    """Link a new item to its cases (it has no links yet)."""
+    if case_ids:
+        session.execute(
+            insert(ItemCase),
+            [
+                {"item_id": item_id, "case_id": c, "linked_at": now, "linked_by": actor}
+                for c in case_ids
+            ],
+        )
+
+
+def stamp_unit(session: Session, *, item_id: str, unit: str) -> None:
+    session.execute(insert(ItemUnit), [{"item_id": item_id, "unit": unit}])
+
+
+def settle_case_units(
+    session: Session, *, case_ids: Sequence[str], unit: str | None, device_id: str | None,
+    officer_id: str | None,
+) -> None:  # fmt: skip
+    """Cases without a unit take ``unit``, else the device's, else the officer's (the unit a
+    new item has, as ``people.item_unit_expr`` reads it): one UPDATE."""
+    if not case_ids:
+        return
+    if unit is not None:
+        value: Any = unit
+    else:
+        value = func.coalesce(
+            select(Device.unit).where(Device.id == device_id).scalar_subquery(),
+            select(Person.unit).where(Person.id == officer_id).scalar_subquery(),
+        )
+    session.execute(
+        update(_CASES)
+        .where(_CASES.c.id.in_(list(case_ids)), _CASES.c.unit.is_(None))
+        .values(unit=value)
+    )
+
+
+def hold(session: Session, *, item_id: str, now: datetime) -> None:
+    """Record that a new item is under legal hold (the version got it on its PUT)."""
+    session.execute(insert(ItemHold), [{"item_id": item_id, "held": True, "changed_at": now}])
