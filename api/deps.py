@@ -9,7 +9,9 @@ from fastapi import Depends, Request
 from ingest.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # async: nothing here blocks, and FastAPI runs a plain ``def`` dependency in a worker
+    # thread, a thread hop on every request of every route.
     rt: Runtime = request.app.state.runtime
     return rt
 

@@ -7,6 +7,8 @@ ran the statement: the engine translates them as they happen.
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -150,15 +152,26 @@ def _writer_mutex(engine: Engine) -> threading.RLock | None:
     database = engine.url.database
     # A file is one lock for every engine on it; an in-memory database is its engine's own.
     key = (
-        str(Path(database).resolve())
-        if database and database != ":memory:"
-        else f"memory:{id(engine.pool)}"
+        _resolved(database) if database and database != ":memory:" else f"memory:{id(engine.pool)}"
     )
     with _MUTEXES_GUARD:
         mutex = _WRITER_MUTEXES.get(key)
         if mutex is None:
             mutex = _WRITER_MUTEXES[key] = threading.RLock()
     return mutex
+
+
+def _resolved(database: str) -> str:
+    """The database file's real path (every write transaction asks: an absolute name is
+    resolved once; a relative one depends on the working directory)."""
+    return (
+        _resolved_absolute(database) if os.path.isabs(database) else str(Path(database).resolve())
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved_absolute(database: str) -> str:
+    return str(Path(database).resolve())
 
 
 def alembic_config(url: str) -> Config:
