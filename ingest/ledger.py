@@ -276,7 +276,8 @@ class Ledger:
 
     def receipt(self, index: int) -> str:
         """A receipt for leaf ``index`` against the latest checkpoint, once one covers it
-        (waiting up to ``receipt_wait_s`` for the next checkpoint if none does yet)."""
+        (waiting up to ``receipt_wait_s`` for the next checkpoint if none does yet); within
+        an interval of this process's last round, against the checkpoint that round found."""
         fresh = self._fresh(index + 1)
         if fresh is not None:
             # The tiles under it may be gone (an index rebuilt meanwhile): then as below.

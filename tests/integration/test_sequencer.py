@@ -230,6 +230,45 @@ def test_the_signer_lock_excludes_another_process(rt: Runtime) -> None:
     assert rt.ledger.publish().checkpoint.size == 1
 
 
+def test_the_receipts_of_one_round_read_the_head_once_not_each(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """24 seals waiting together: one thread reads the head (or signs) for all, and receipts
+    asked right after their checkpoint came out are proved against it without reading it."""
+    rt.ledger.interval = 0.3
+    _append(rt)
+    rt.ledger.publish()
+    sealers = 24
+    heads = 0
+    real = Ledger._head
+
+    def counted(self: Ledger) -> Any:
+        nonlocal heads
+        heads += 1
+        return real(self)
+
+    monkeypatch.setattr(Ledger, "_head", counted)
+    indexes = _append(rt, sealers)
+    start = threading.Barrier(sealers)
+
+    def one(index: int) -> str:
+        start.wait()
+        return rt.ledger.receipt(index)
+
+    with ThreadPoolExecutor(sealers) as pool:
+        receipts = list(pool.map(one, indexes))
+    rt.ledger.interval = 60  # however slow this machine: the round stays fresh
+    again = [rt.ledger.receipt(i) for i in indexes]  # no head read either
+    rows = {r.idx: r.data for r in leaf_rows(rt)}
+    for index, receipt in zip(indexes * 2, receipts + again, strict=True):
+        verify_receipt(
+            leaf_data=rows[index].encode(),
+            receipt_text=receipt,
+            verifier_key=rt.ledger.key.verifier_key,
+        )
+    assert 1 <= heads <= 4, f"{heads} head reads for {2 * sealers} receipts"
+
+
 def test_a_new_process_reads_no_old_leaves(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """Opening, proving and signing read the tiles and the new rows, plus the fixed scrub
     window: never the whole log."""
@@ -254,7 +293,8 @@ def test_a_new_process_reads_no_old_leaves(rt: Runtime, monkeypatch: pytest.Monk
         assert read == []
         _append(fresh, 2)
         assert fresh.ledger.publish().checkpoint.size == size + 2
-    assert sum(stop - start for start, stop in read) <= ledger_module.SCRUB_ROWS + 2
+    # 2 new leaves: the scrub reads its smallest window, not SCRUB_ROWS
+    assert sum(stop - start for start, stop in read) <= ledger_module.SCRUB_MIN + 2
 
 
 def test_full_tiles_are_mirrored(rt: Runtime) -> None:
