@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from configs.settings import Settings
-from ingest import media, timeplace
+from ingest import media, metrics, timeplace
 from ingest.errors import MediaError, MetadataError
 from ingest.problems import ItemStatus, Problem, ProblemCode
 from ingest.retention import hold_new_derivative
@@ -100,24 +100,35 @@ class _Outcome:
 
 def run(rt: Runtime, item_id: str) -> ItemStatus:
     """Process one item through every stage; return its final status."""
+    with metrics.timed("pipeline"):
+        return _run(rt, item_id)
+
+
+def _run(rt: Runtime, item_id: str) -> ItemStatus:
     snap = _load(rt, item_id)
     _set_status(rt, item_id, ItemStatus.PROCESSING)
     workdir = _make_workdir(rt.settings, item_id)
     out = _Outcome()
     try:
         src = workdir / "original"  # never the device's name: names are data, not paths
-        if not _fetch(rt, snap, src, out):
+        with metrics.timed("fetch"):
+            fetched = _fetch(rt, snap, src, out)
+        if not fetched:
             return _finish(rt, snap, out, status=ItemStatus.UNPROCESSABLE)
         if snap.media_type in TRACK_TYPES:
             _track_item(src, workdir, out)
         else:
-            _probe(snap, src, out)
-            track = _linked_track(rt, snap, workdir, out)
-            _time_and_place(rt, snap, src, track, out)
-            _derive(rt, snap, src, workdir, out)
+            with metrics.timed("probe"):
+                _probe(snap, src, out)
+            with metrics.timed("time_and_place"):
+                track = _linked_track(rt, snap, workdir, out)
+                _time_and_place(rt, snap, src, track, out)
+            with metrics.timed("derive"):
+                _derive(rt, snap, src, workdir, out)
             if track is not None:
                 out.derived.append(_geojson(track, workdir, "track"))
-        _store_derivatives(rt, snap, out)
+        with metrics.timed("store_derivatives"):
+            _store_derivatives(rt, snap, out)
         return _finish(rt, snap, out, status=_status(out))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -244,7 +244,7 @@ class Ledger:
         now: datetime,
     ) -> list[AppendedLeaf]:
         """Append several ready-built leaves ``(kind, item_id, leaf)`` with one sequencer
-        update and one multi-row insert: the batch path (imports, verification runs)."""
+        update and one multi-row insert (a seal's two leaves, imports, verification runs)."""
         if not entries:
             return []
         datas = [canonical_json(leaf) for _, _, leaf in entries]

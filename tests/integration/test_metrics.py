@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,6 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from configs.settings import Settings
+from ingest import jobs
+from ingest.problems import ItemStatus
+from tests.integration import mediagen as gen
 from tests.people import bearer, make_user
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
@@ -80,3 +84,26 @@ def test_metrics_count_seals_refusals_errors_and_read_the_index(client: TestClie
     assert _get(after, "liuhen_checkpoint_size") == 2
     assert 0 <= _get(after, "liuhen_checkpoint_age_seconds") < 300
     assert 0 <= _get(after, "liuhen_queue_oldest_job_age_seconds") < 300
+
+
+def test_pipeline_stages_are_timed(client: TestClient, tmp_path: Path) -> None:
+    """One item through the pipeline: each stage it ran is one more observation."""
+    rt = client.app.state.runtime  # type: ignore[attr-defined]
+    video = gen.small_h264(tmp_path)
+    r = client.post(
+        "/v1/items",
+        files={"file": ("clip.mp4", video.read_bytes(), "video/mp4")},
+        data={"manifest": json.dumps({})},
+    )
+    assert r.status_code == 201, r.text
+    before = _scrape(client)
+    assert jobs.run(rt, r.json()["id"]) == ItemStatus.READY
+    after = _scrape(client)
+    stages = ("pipeline", "fetch", "probe", "time_and_place", "derive", "store_derivatives")
+    for stage in stages:
+        count = "liuhen_stage_duration_seconds_count"
+        assert _get(after, count, stage=stage) - _get(before, count, stage=stage) == 1, stage
+    took = _get(after, "liuhen_stage_duration_seconds_sum", stage="derive") - _get(
+        before, "liuhen_stage_duration_seconds_sum", stage="derive"
+    )
+    assert took > 0
