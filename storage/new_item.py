@@ -19,10 +19,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.errors import Conflict
-from storage.tables import Case, Device, Item, ItemCase, ItemHold, ItemUnit, Person
+from storage.tables import Base, Case, Device, Item, ItemCase, ItemHold, ItemUnit, Person
 
-_ITEMS: Table = Item.__table__  # type: ignore[assignment]
-_CASES: Table = Case.__table__  # type: ignore[assignment]
+
+def _table(model: type[Base]) -> Table:
+    """A model's Core table: an insert of it is one executemany, not the ORM's bulk path."""
+    return Base.metadata.tables[model.__tablename__]
+
+
+_ITEMS = _table(Item)
+_CASES = _table(Case)
 
 
 def ensure_parties(
@@ -38,7 +44,7 @@ def ensure_parties(
     for model, ids in ((Device, [device_id]), (Person, [officer_id]), (Case, case_ids)):
         rows = [{"id": i, "created_at": now} for i in ids if i]
         if rows:
-            session.execute(_insert_missing(session, model.__table__), rows)  # type: ignore[arg-type]
+            session.execute(_insert_missing(session, _table(model)), rows)
 
 
 def _insert_missing(session: Session, table: Table) -> Any:
@@ -64,7 +70,7 @@ def link_cases(
     """Link a new item to its cases (it has no links yet)."""
     if case_ids:
         session.execute(
-            insert(ItemCase),
+            insert(_table(ItemCase)),
             [
                 {"item_id": item_id, "case_id": c, "linked_at": now, "linked_by": actor}
                 for c in case_ids
@@ -73,7 +79,7 @@ def link_cases(
 
 
 def stamp_unit(session: Session, *, item_id: str, unit: str) -> None:
-    session.execute(insert(ItemUnit), [{"item_id": item_id, "unit": unit}])
+    session.execute(insert(_table(ItemUnit)), [{"item_id": item_id, "unit": unit}])
 
 
 def settle_case_units(
@@ -100,4 +106,6 @@ def settle_case_units(
 
 def hold(session: Session, *, item_id: str, now: datetime) -> None:
     """Record that a new item is under legal hold (the version got it on its PUT)."""
-    session.execute(insert(ItemHold), [{"item_id": item_id, "held": True, "changed_at": now}])
+    session.execute(
+        insert(_table(ItemHold)), [{"item_id": item_id, "held": True, "changed_at": now}]
+    )

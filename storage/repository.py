@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from storage.errors import Conflict, NotFound
 from storage.tables import (
+    Base,
     Case,
     Checkpoint,
     CustodyEvent,
@@ -206,7 +207,8 @@ def last_custody_hashes(session: Session, *, item_ids: list[str]) -> dict[str, s
 
 def add_custody_rows(session: Session, *, rows: list[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(CustodyEvent), rows)
+        # The Core table: one executemany, not the ORM's bulk insert path.
+        session.execute(insert(Base.metadata.tables[CustodyEvent.__tablename__]), rows)
 
 
 def add_custody(session: Session, *, event: CustodyEvent) -> None:
