@@ -426,13 +426,7 @@ def _commit_new(
         new_item.link_cases(session, item_id=item_id, case_ids=case_ids, actor=actor, now=now)
         if unit:
             new_item.stamp_unit(session, item_id=item_id, unit=unit)
-        new_item.settle_case_units(
-            session,
-            case_ids=case_ids,
-            unit=unit or None,
-            device_id=manifest.device_id,
-            officer_id=manifest.officer_id,
-        )
+        new_item.settle_case_units(session, item_id=item_id, case_ids=case_ids)
         repo.add_custody_rows(
             session,
             rows=[

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from storage import people
+from storage import repository as repo
 from storage.errors import Conflict
 from storage.tables import Base, Case, Device, Item, ItemCase, ItemHold, ItemUnit, Person
 
@@ -39,18 +40,9 @@ def ensure_parties(
     case_ids: Sequence[str],
     now: datetime,
 ) -> None:
-    """The device, officer and case rows an item refers to, created where missing (a
-    concurrent writer's row is as good as ours)."""
+    """The device, officer and case rows an item refers to, created where missing."""
     for model, ids in ((Device, [device_id]), (Person, [officer_id]), (Case, case_ids)):
-        rows = [{"id": i, "created_at": now} for i in ids if i]
-        if rows:
-            session.execute(_insert_missing(session, _table(model)), rows)
-
-
-def _insert_missing(session: Session, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return maker(table).on_conflict_do_nothing()
+        repo.insert_missing(session, model, [i for i in ids if i], now=now)
 
 
 def insert_item(session: Session, row: dict[str, Any]) -> None:
@@ -82,25 +74,16 @@ def stamp_unit(session: Session, *, item_id: str, unit: str) -> None:
     session.execute(insert(_table(ItemUnit)), [{"item_id": item_id, "unit": unit}])
 
 
-def settle_case_units(
-    session: Session, *, case_ids: Sequence[str], unit: str | None, device_id: str | None,
-    officer_id: str | None,
-) -> None:  # fmt: skip
-    """Cases without a unit take ``unit``, else the device's, else the officer's (the unit a
-    new item has, as ``people.item_unit_expr`` reads it): one UPDATE."""
+def settle_case_units(session: Session, *, item_id: str, case_ids: Sequence[str]) -> None:
+    """Cases without a unit take the new item's (``people.item_unit_expr``: the unit stamped
+    at intake, else its device's, else its officer's): one UPDATE."""
     if not case_ids:
         return
-    if unit is not None:
-        value: Any = unit
-    else:
-        value = func.coalesce(
-            select(Device.unit).where(Device.id == device_id).scalar_subquery(),
-            select(Person.unit).where(Person.id == officer_id).scalar_subquery(),
-        )
+    unit = select(people.item_unit_expr()).where(Item.id == item_id).scalar_subquery()
     session.execute(
         update(_CASES)
         .where(_CASES.c.id.in_(list(case_ids)), _CASES.c.unit.is_(None))
-        .values(unit=value)
+        .values(unit=unit)
     )
 
 

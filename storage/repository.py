@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,27 +36,30 @@ from storage.tables import (
 
 
 def ensure_device(session: Session, *, device_id: str, now: datetime) -> None:
-    if session.get(Device, device_id) is None:
-        _insert_if_absent(session, Device(id=device_id, created_at=now))
+    insert_missing(session, Device, [device_id], now=now)
 
 
 def ensure_person(session: Session, *, person_id: str, now: datetime) -> None:
-    if session.get(Person, person_id) is None:
-        _insert_if_absent(session, Person(id=person_id, created_at=now))
+    insert_missing(session, Person, [person_id], now=now)
 
 
 def ensure_case(session: Session, *, case_id: str, now: datetime) -> None:
-    if session.get(Case, case_id) is None:
-        _insert_if_absent(session, Case(id=case_id, created_at=now))
+    insert_missing(session, Case, [case_id], now=now)
 
 
-def _insert_if_absent(session: Session, row: object) -> None:
-    # A concurrent writer may have created the same row; theirs is as good as ours.
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        pass
+def insert_missing(
+    session: Session, model: type[Device | Person | Case], ids: Sequence[str], *, now: datetime
+) -> None:
+    """Create the rows of ``ids`` that do not exist yet, in one statement: a row a concurrent
+    writer created meanwhile is as good as ours (``ON CONFLICT DO NOTHING``, no savepoint)."""
+    if not ids:
+        return
+    table = Base.metadata.tables[model.__tablename__]
+    dialect = session.get_bind().dialect.name
+    maker = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(
+        maker(table).on_conflict_do_nothing(), [{"id": i, "created_at": now} for i in ids]
+    )
 
 
 # --- items ---------------------------------------------------------------------------------

@@ -96,11 +96,15 @@ _DEFER = (  # a new job, or the item's job due again now (unless it is queued al
     )
     .on_conflict_do_update(
         index_elements=[JOBS.c.item_id],
-        set_={"state": "queued", "due_at": bindparam("now"), "updated_at": bindparam("now"),
-              "locked_by": None},
+        set_={
+            "state": "queued",
+            "due_at": bindparam("now"),
+            "updated_at": bindparam("now"),
+            "locked_by": None,
+        },
         where=(JOBS.c.state != "queued") | (JOBS.c.due_at > bindparam("now")),
     )
-)  # fmt: skip
+)
 _DONE = (
     update(JOBS)
     .where(_HELD)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 
 from ingest import intake
 from ingest.errors import EmptyFile, IntegrityMismatch, ManifestError
@@ -23,7 +23,7 @@ from storage import keys
 from storage import people as storage_people
 from storage import repository as repo
 from storage.errors import IndexUnavailable, ObjectLocked
-from storage.tables import CustodyEvent, Item, ItemCase, LogLeaf
+from storage.tables import CustodyEvent, Device, Item, ItemCase, LogLeaf, Person
 from tests.conftest import TESTDATA
 
 PHOTOS = sorted(
@@ -304,3 +304,17 @@ def test_a_new_item_is_sealed_in_a_few_statements(rt: Runtime) -> None:
     assert event_row.action == "sealed" and custody.idx == item.log_index + 1
     assert f'"prev":"{chained}"' in custody.data  # the first custody leaf chains to the item's
     assert rt.store.legal_hold_on(item.object_key, item.version_id)
+
+
+def test_a_new_case_takes_the_devices_unit_when_the_sealer_has_none(rt: Runtime) -> None:
+    """No unit handed in: the case takes the new item's unit, its device's (else officer's)."""
+    seal_file(rt, PHOTOS[13], Manifest(device_id="DEV-U", officer_id="OFF-U"), actor="test")
+    with rt.sessions() as s, s.begin():
+        s.execute(update(Device).where(Device.id == "DEV-U").values(unit="U-DEV"))
+        s.execute(update(Person).where(Person.id == "OFF-U").values(unit="U-OFF"))
+    manifest = Manifest(device_id="DEV-U", officer_id="OFF-U", case_ids=("D-1",))
+    seal_file(rt, PHOTOS[14], manifest, actor="test")
+    seal_file(rt, PHOTOS[15], Manifest(officer_id="OFF-U", case_ids=("D-2",)), actor="test")
+    with rt.sessions() as s:
+        assert repo.get_case(s, case_id="D-1").unit == "U-DEV"
+        assert repo.get_case(s, case_id="D-2").unit == "U-OFF"
