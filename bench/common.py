@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from configs.settings import Settings
 from ingest.runtime import Runtime, open_runtime
@@ -53,6 +54,23 @@ def bench_runtime(**overrides: object) -> Iterator[Runtime]:
         finally:
             weed.release()
             weed.stop()
+
+
+def store_process(rt: Runtime) -> Any:
+    """The ``weed`` process serving ``rt``'s S3 endpoint (a psutil.Process), found by its port."""
+    import psutil
+
+    port = str(rt.settings.s3.endpoint).rsplit(":", 1)[-1].strip("/")
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline and cmdline[0].endswith("weed") and f"-s3.port={port}" in cmdline:
+            return proc
+    raise RuntimeError(f"no weed process serves port {port}")
+
+
+def cpu_of(proc: Any) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
 
 
 def line(name: str, value: float, unit: str, note: str = "") -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import bench_runtime, line
+from bench.common import bench_runtime, cpu_of, line, store_process
 from bench.ingest import child_env, watch_peak_rss
 from configs.settings import Settings
 from ingest.samples import write_large_recording
@@ -58,9 +58,13 @@ def child(mode: str, path: Path, key: str | None) -> None:
         from ingest.runtime import runtime
 
         with runtime(load_settings()) as rt:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             result = export_to_file(rt, case_id=CASE, actor="bench", output=path)
-            doc = {"seconds": time.perf_counter() - t0, "size": result.size}
+            doc = {
+                "seconds": time.perf_counter() - t0,
+                "cpu_seconds": time.process_time() - cpu0,  # every thread of the child
+                "size": result.size,
+            }
     else:
         from integrity.package import verify_package
 
@@ -133,7 +137,10 @@ def main() -> None:
         (root / "plain-s3.zip").unlink()
 
         package = root / "case.zip"
+        weed = store_process(rt)
+        store_cpu0 = cpu_of(weed)
         exported, export_rss = run_child(["export", str(package), "-"], env)
+        store_cpu = cpu_of(weed) - store_cpu0
         key = rt.ledger.key.verifier_key
         verified, verify_rss = run_child(["verify", str(package), key], env)
         assert verified["ok"], "the package does not verify"
@@ -162,6 +169,9 @@ def main() -> None:
         f"goal >= {RATIO_GOAL}",
     )
     line("export peak RSS", export_rss / 1e6, "MB", "goal < 200")
+    cpu = exported["cpu_seconds"]
+    line("export CPU (liuhen child)", cpu, "s", f"{mib / cpu:,.0f} MiB per CPU-second")
+    line("export CPU (the store)", store_cpu, "s", f"{mib / store_cpu:,.0f} MiB per CPU-second")
     line("offline verify (liuhen, child)", verified["seconds"], "s", f"{verified['files']} files")
     line("sha256sum -c of the unzipped payload", sha256sum, "s")
     line("ratio sha256sum / verify", sha256sum / verified["seconds"], "", f"goal >= {RATIO_GOAL}")

@@ -26,12 +26,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from ingest import custody, metrics
 from ingest.errors import EmptyFile, IngestError, IntegrityMismatch
 from ingest.links import settle_case_units
 from ingest.manifest import Manifest, check_case_id
 from ingest.problems import ItemStatus, Problem, ProblemCode
-from ingest.retention import category_retention, sync_item_hold
+from ingest.retention import HoldPlan, category_retention, sync_item_hold, with_holds
 from ingest.runtime import Runtime
 from ingest.sniff import sniff_file
 from integrity.hashing import sha256_file, sha256_stream
@@ -474,7 +476,7 @@ def _link_existing(
     unit: str | None = None,
     vouched: Vouched | None = None,
 ) -> SealResult:
-    with transaction(rt.sessions) as session:
+    def work(session: Session, plan: HoldPlan) -> SealResult:
         item = repo.find_item_by_sha256(session, sha256=sha256)
         if item is None:  # pragma: no cover - the constraint said it exists
             raise Conflict(f"item {sha256} vanished")
@@ -494,7 +496,9 @@ def _link_existing(
                 )
         settle_case_units(session, item=item, case_ids=new_links, unit=unit)
         if new_links:
-            sync_item_hold(rt, session, item, actor=actor, now=now, log_it=False)
+            sync_item_hold(
+                session, item, plan, ledger=rt.ledger, actor=actor, now=now, log_it=False
+            )
         custody.record(
             session,
             rt.ledger,
@@ -528,3 +532,5 @@ def _link_existing(
             duplicate=True,
             new_links=new_links,
         )
+
+    return with_holds(rt, work)

@@ -36,7 +36,6 @@ stored derivatives, else ``unprocessable``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -45,25 +44,21 @@ import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from configs.settings import Settings
-from ingest import media, metrics, timeplace
+from ingest import derivative_store, media, metrics, timeplace
 from ingest.errors import MediaError, MetadataError
 from ingest.problems import ItemStatus, Problem, ProblemCode
-from ingest.retention import hold_new_derivative
 from ingest.retrieve import resolve, write_to_file
 from ingest.runtime import Runtime
 from integrity.errors import IntegrityError
-from integrity.leaves import derivative_leaf
-from storage import keys
 from storage import repository as repo
 from storage.db import transaction
-from storage.errors import Conflict, ObjectNotFound, ObjectStoreError, StoreUnavailable
-from storage.objects import StoredObject, retain_until
-from storage.tables import Derivative, Item
+from storage.errors import ObjectNotFound
+from storage.tables import Item
 
 log = logging.getLogger(__name__)
 
@@ -366,77 +361,13 @@ def _geojson(track: timeplace.Track, workdir: Path, role: str) -> media.Derived:
 
 
 def _store_derivatives(rt: Runtime, snap: _Snapshot, out: _Outcome) -> None:
-    """Upload each new derivative, then index and log it in one transaction.
-
-    A role the item already has is skipped; a role another worker stored meanwhile loses the
-    unique constraint and our upload is removed. An unreachable store raises (retry later);
-    any other store failure becomes a ``store`` problem.
-    """
-    for d in out.derived:
-        if d.role in snap.roles:
-            continue  # stored by an earlier run: idempotent
-        key = keys.derivative_key(snap.id, d.role, d.ext)
-        try:
-            stored = rt.store.put_file(key, d.path, content_type=d.media_type)
-        except StoreUnavailable:
-            raise
-        except ObjectStoreError as e:
-            out.problems.append(Problem.from_error("store", e, f"could not store {d.role}: {e}"))
-            continue
-        try:
-            _index_derivative(rt, snap, d, stored)
-        except Conflict:
-            _discard(rt, stored)  # another worker stored this role first; theirs stands
-        except StoreUnavailable:
-            _discard(rt, stored)
-            raise
-        except ObjectStoreError as e:  # retention refused: nothing was committed
-            _discard(rt, stored)
-            out.problems.append(Problem.from_error("store", e, f"could not retain {d.role}: {e}"))
-            continue
-        snap.roles.add(d.role)
-
-
-def _index_derivative(rt: Runtime, snap: _Snapshot, d: media.Derived, stored: StoredObject) -> None:
-    now = datetime.now(UTC)
-    recipe = d.recipe.as_dict()
-
-    def build() -> dict[str, Any]:
-        return derivative_leaf(
-            item_id=snap.id,
-            sha256=stored.sha256,
-            size=stored.size,
-            parent_sha256=snap.sha256,
-            role=d.role,
-            recipe=recipe,
-        )
-
-    with transaction(rt.sessions) as session:
-        leaf = rt.ledger.append(session, kind="derivative", item_id=snap.id, build=build, now=now)
-        repo.insert_derivative(
-            session,
-            derivative=Derivative(
-                item_id=snap.id,
-                role=d.role,
-                object_key=stored.key,
-                version_id=stored.version_id,
-                sha256=stored.sha256,
-                size=stored.size,
-                media_type=d.media_type,
-                recipe=recipe,
-                created_at=now,
-                log_index=leaf.index,
-            ),
-        )
-        # Retention last inside the transaction: if it fails, nothing is committed.
-        rt.store.retain(stored.key, stored.version_id, retain_until(rt.settings.retention, now=now))
-        hold_new_derivative(rt, session, item_id=snap.id, key=stored.key, version=stored.version_id)
-
-
-def _discard(rt: Runtime, stored: StoredObject) -> None:
-    """Remove an upload no row points to (refused if already retained: then it stays, unseen)."""
-    with contextlib.suppress(ObjectStoreError):
-        rt.store.remove_version(stored.key, stored.version_id)
+    """Upload each new derivative under its Object Lock, then index and log them all in one
+    transaction (``ingest.derivative_store``). A role the item already has is skipped; a role
+    another worker stored meanwhile is theirs. An unreachable store raises (retry later);
+    any other store failure becomes a ``store`` problem."""
+    out.problems += derivative_store.store_new(
+        rt, item_id=snap.id, parent_sha256=snap.sha256, have=snap.roles, derived=out.derived
+    )
 
 
 def _status(out: _Outcome) -> ItemStatus:

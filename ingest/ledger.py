@@ -239,7 +239,7 @@ class Ledger:
     def append_many(
         self,
         session: Session,
-        entries: list[tuple[str, str | None, dict[str, Any]]],
+        entries: Sequence[tuple[str, str | None, dict[str, Any]]],
         *,
         now: datetime,
     ) -> list[AppendedLeaf]:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ingest import custody
 from ingest.manifest import check_case_id
-from ingest.retention import check_reason, sync_item_hold
+from ingest.retention import HoldPlan, check_reason, sync_item_hold, with_holds
 from ingest.runtime import Runtime
 from storage import people as store
 from storage import repository as repo
@@ -44,7 +44,8 @@ def link(
     now = now or datetime.now(UTC)
     reason = check_reason(reason)
     check_case_id(case_id, rt.settings.case_id_pattern)
-    with transaction(rt.sessions) as session:
+
+    def work(session: Session, plan: HoldPlan) -> dict[str, Any]:
         item = repo.get_item(session, item_id=item_id)
         changed = repo.link_case(session, item_id=item_id, case_id=case_id, actor=actor, now=now)
         if changed:
@@ -59,9 +60,11 @@ def link(
                 details={"case_id": case_id},
             )
             settle_case_units(session, item=item, case_ids=[case_id], unit=unit)
-            sync_item_hold(rt, session, item, actor=actor, now=now)
+            sync_item_hold(session, item, plan, ledger=rt.ledger, actor=actor, now=now)
         case_ids = repo.case_ids_of(session, item_id=item_id)
-    return {"id": item_id, "case_id": case_id, "changed": changed, "case_ids": case_ids}
+        return {"id": item_id, "case_id": case_id, "changed": changed, "case_ids": case_ids}
+
+    return with_holds(rt, work)
 
 
 def unlink(
@@ -77,7 +80,8 @@ def unlink(
     now = now or datetime.now(UTC)
     reason = check_reason(reason)
     check_case_id(case_id, rt.settings.case_id_pattern)
-    with transaction(rt.sessions) as session:
+
+    def work(session: Session, plan: HoldPlan) -> dict[str, Any]:
         item = repo.get_item(session, item_id=item_id)
         if not repo.unlink_case(session, item_id=item_id, case_id=case_id):
             raise NotFound(f"item {item_id} is not linked to case {case_id}")
@@ -91,9 +95,11 @@ def unlink(
             reason=reason,
             details={"case_id": case_id},
         )
-        sync_item_hold(rt, session, item, actor=actor, now=now)
+        sync_item_hold(session, item, plan, ledger=rt.ledger, actor=actor, now=now)
         case_ids = repo.case_ids_of(session, item_id=item_id)
-    return {"id": item_id, "case_id": case_id, "changed": True, "case_ids": case_ids}
+        return {"id": item_id, "case_id": case_id, "changed": True, "case_ids": case_ids}
+
+    return with_holds(rt, work)
 
 
 def set_case_unit(

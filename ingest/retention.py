@@ -18,15 +18,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from configs.settings import Settings
 from ingest import custody
-from ingest.errors import InvalidInput, StillHeld
+from ingest.errors import IngestError, InvalidInput, StillHeld
+from ingest.ledger import Ledger
 from ingest.manifest import check_case_id
 from ingest.runtime import Runtime
 from storage import people as store
@@ -35,8 +37,11 @@ from storage.db import transaction
 from storage.tables import Item
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DELETED = "deleted"
+HOLD_ROUNDS = 5
+"""How often a hold change is tried again when its items' objects changed in between."""
 
 
 def check_reason(reason: str | None) -> str:
@@ -81,31 +86,87 @@ def _objects(session: Session, item: Item) -> list[tuple[str, str]]:
     return objs
 
 
+class HoldPlan:
+    """The legal-hold flags a transaction needs on the store, set outside it.
+
+    A change that moves an item's hold (a case held or released, a link, an unlink) runs in
+    :func:`with_holds`: its transaction finds which objects need their flag changed
+    (:func:`sync_item_hold`); if any do, it rolls back, the flags are set with no
+    transaction open, and it runs again, now finding them set. So the store is never called
+    while the transaction holds the sequencer (and on SQLite the one write lock)."""
+
+    def __init__(self) -> None:
+        self.applied: dict[tuple[str, str], bool] = {}
+        self.needed: dict[tuple[str, str], bool] = {}
+
+    def ready(self, objects: list[tuple[str, str]], on: bool) -> bool:
+        """Whether every object's flag is ``on`` already; the others are noted as needed."""
+        missing = [o for o in objects if self.applied.get(o) is not on]
+        for o in missing:
+            self.needed[o] = on
+        return not missing
+
+
+class _StoreFirst(Exception):
+    """Roll back: the store's flags must change before this transaction can commit."""
+
+
+def with_holds(rt: Runtime, work: Callable[[Session, HoldPlan], T]) -> T:
+    """Run ``work`` in a transaction, changing the store's legal-hold flags it needs between
+    attempts (:class:`HoldPlan`). ``work`` must be safe to run again: each run starts over."""
+    plan = HoldPlan()
+    for _ in range(HOLD_ROUNDS):
+        plan.needed = {}
+        try:
+            with transaction(rt.sessions) as session:
+                result = work(session, plan)
+                if plan.needed:
+                    raise _StoreFirst
+                return result
+        except _StoreFirst:
+            pass
+        for (key, version), on in plan.needed.items():  # no transaction is open here
+            rt.store.legal_hold(key, version, on)
+            plan.applied[(key, version)] = on
+    raise IngestError(
+        "the items' objects kept changing while their legal hold was set; nothing was "
+        "committed: try again"
+    )
+
+
 def sync_item_hold(
-    rt: Runtime, session: Session, item: Item, *, actor: str, now: datetime, log_it: bool = True
+    session: Session,
+    item: Item,
+    plan: HoldPlan,
+    *,
+    ledger: Ledger,
+    actor: str,
+    now: datetime,
+    log_it: bool = True,
 ) -> bool:
-    """Make the S3 legal hold of the item's objects match its cases (inside the caller's
-    transaction: if the store fails, nothing is committed). True when it changed.
+    """Make the item's recorded legal hold match its cases, inside a :func:`with_holds`
+    transaction: when the store's flags are not set yet, note them in ``plan`` (the
+    transaction is then run again) and change nothing. True when it changed.
 
     A change is a ``legal_hold`` custody event, except at intake (``log_it=False``), where
     the ``sealed`` / ``link`` leaf already names the case that holds it."""
     if item.status == DELETED:
         return False
-    # The sequencer lock first, as a derivative being stored takes it before it reads the
-    # hold state: the two serialise, so a new derivative is never missed by a hold.
+    # The sequencer lock first: a derivative being committed reads the hold state under it
+    # (``ingest.derivative_store``), so the two serialise and a new derivative is never missed.
     repo.reserve_log_indexes(session, 0)
     held_by = store.held_cases_of(session, item_id=item.id)
     want = bool(held_by)
     if want == store.item_hold_state(session, item_id=item.id):
         return False
-    for key, version in _objects(session, item):
-        rt.store.legal_hold(key, version, want)
+    if not plan.ready(_objects(session, item), want):
+        return False
     store.set_item_hold_state(session, item_id=item.id, held=want, now=now)
     if not log_it:
         return True
     custody.record(
         session,
-        rt.ledger,
+        ledger,
         item=item,
         action="legal_hold",
         actor=actor,
@@ -115,16 +176,6 @@ def sync_item_hold(
     return True
 
 
-def hold_new_derivative(
-    rt: Runtime, session: Session, *, item_id: str, key: str, version: str
-) -> None:
-    """A derivative made while its item is held is held too. The pipeline calls this in the
-    transaction that appended the derivative's leaf, i.e. holding the sequencer lock that
-    :func:`sync_item_hold` takes first."""
-    if store.item_hold_state(session, item_id=item_id):
-        rt.store.legal_hold(key, version, True)
-
-
 def set_case_hold(
     rt: Runtime, *, case_id: str, held: bool, reason: str, actor: str, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -132,7 +183,8 @@ def set_case_hold(
     now = now or datetime.now(UTC)
     reason = check_reason(reason)
     check_case_id(case_id, rt.settings.case_id_pattern)
-    with transaction(rt.sessions) as session:
+
+    def work(session: Session, plan: HoldPlan) -> list[dict[str, Any]]:
         repo.get_case(session, case_id=case_id)
         store.set_case_hold(
             session, case_id=case_id, held=held, actor=actor, reason=reason, now=now
@@ -147,8 +199,11 @@ def set_case_hold(
         )
         items = []
         for item in repo.items_of_case(session, case_id=case_id):
-            sync_item_hold(rt, session, item, actor=actor, now=now)
+            sync_item_hold(session, item, plan, ledger=rt.ledger, actor=actor, now=now)
             items.append({"id": item.id, "held": store.item_hold_state(session, item_id=item.id)})
+        return items
+
+    items = with_holds(rt, work)
     log.info("case %s %s by %s: %s", case_id, "held" if held else "released", actor, reason)
     return {"case_id": case_id, "held": held, "reason": reason, "items": items}
 

@@ -350,11 +350,17 @@ class ObjectStore:
         *,
         content_type: str = "application/octet-stream",
         retain_until: datetime | None = None,
+        legal_hold: bool = False,
     ) -> StoredObject:
         with path.open("rb") as f:
             size = path.stat().st_size
             return self.put_stream(
-                key, f, length=size, content_type=content_type, retain_until=retain_until
+                key,
+                f,
+                length=size,
+                content_type=content_type,
+                retain_until=retain_until,
+                legal_hold=legal_hold,
             )
 
     def put_bytes(

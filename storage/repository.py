@@ -151,14 +151,16 @@ def get_derivative(session: Session, *, item_id: str, role: str) -> Derivative:
     return row
 
 
-def insert_derivative(session: Session, *, derivative: Derivative) -> None:
+def insert_derivatives(session: Session, *, rows: list[dict[str, Any]]) -> None:
+    """Index an item's new derivatives in one statement (Core table, no savepoint); a role the
+    item has already is a Conflict, and the caller's transaction is then rolled back."""
+    if not rows:
+        return
     try:
-        with session.begin_nested():
-            session.add(derivative)
+        session.execute(insert(Base.metadata.tables[Derivative.__tablename__]), rows)
     except IntegrityError as e:
-        raise Conflict(
-            f"item {derivative.item_id} already has a derivative {derivative.role!r}"
-        ) from e
+        roles = ", ".join(sorted(str(r["role"]) for r in rows))
+        raise Conflict(f"item {rows[0]['item_id']} already has one of {roles}") from e
 
 
 # --- custody -------------------------------------------------------------------------------

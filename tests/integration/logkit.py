@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import event, text
 
 from ingest.intake import SealResult, seal_file
 from ingest.manifest import Manifest
@@ -39,3 +43,45 @@ def sql(rt: Runtime, statement: str, **params: Any) -> None:
 def leaf_rows(rt: Runtime) -> list[LogLeaf]:
     with rt.sessions() as session:
         return list(repo.leaves_between(session, start=0, stop=repo.log_size(session)))
+
+
+@contextlib.contextmanager
+def store_calls_under_the_sequencer(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[str]]:
+    """Record each object-store call made by a thread while a transaction of that same thread
+    holds the log sequencer (it updated ``log_state`` and has not ended yet)."""
+    holding: dict[int, int] = {}  # DB-API connection -> the thread whose transaction holds it
+    calls: list[str] = []
+
+    def on_execute(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE LOG_STATE"):
+            holding[id(conn.connection.dbapi_connection)] = threading.get_ident()
+
+    def on_end(conn: Any) -> None:
+        holding.pop(id(conn.connection.dbapi_connection), None)
+
+    def watched(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() in holding.values():
+                calls.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+    for name in dir(type(rt.store)):
+        method = getattr(rt.store, name)
+        if not name.startswith("_") and callable(method):
+            monkeypatch.setattr(rt.store, name, watched(name, method))
+    listeners: list[tuple[str, Callable[..., Any]]] = [
+        ("before_cursor_execute", on_execute),
+        ("commit", on_end),
+        ("rollback", on_end),
+    ]
+    for name, fn in listeners:
+        event.listen(rt.engine, name, fn)
+    try:
+        yield calls
+    finally:
+        for name, fn in listeners:
+            event.remove(rt.engine, name, fn)

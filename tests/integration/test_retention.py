@@ -20,6 +20,7 @@ from ingest.runtime import Runtime
 from ingest.verify import verify_all
 from storage import repository as repo
 from storage.errors import ObjectLocked, ObjectNotFound
+from tests.integration.logkit import store_calls_under_the_sequencer
 from tests.integration.mediagen import small_h264
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
@@ -49,7 +50,16 @@ def _custody(rt: Runtime, item_id: str) -> list[tuple[str, str | None]]:
         return [(e.action, e.reason) for e in repo.custody_of(s, item_id=item_id)]
 
 
-def test_hold_and_release_reach_every_objects_legal_hold_flag(rt: Runtime, tmp_path: Path) -> None:
+def test_hold_and_release_reach_every_objects_legal_hold_flag(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """... and the store is never called while the sequencer is held (``with_holds``)."""
+    with store_calls_under_the_sequencer(rt, monkeypatch) as calls:
+        _hold_and_release(rt, tmp_path)
+    assert calls == []
+
+
+def _hold_and_release(rt: Runtime, tmp_path: Path) -> None:
     video = small_h264(tmp_path)
     sealed = seal_file(rt, video, Manifest(case_ids=("H-1",)), actor="cli:test")
     assert _flags(rt, sealed.item_id) == [True]  # an open case holds its item at once
@@ -60,6 +70,8 @@ def test_hold_and_release_reach_every_objects_legal_hold_flag(rt: Runtime, tmp_p
     other = _seal(rt, tmp_path, "H-1", "H-2")
     plain = _seal(rt, tmp_path)
     assert _flags(rt, plain.item_id) == [False]
+    links.link(rt, item_id=plain.item_id, case_id="H-3", reason="same scene", actor="cli:a")
+    assert _flags(rt, plain.item_id) == [True]  # a link to an open case holds it
 
     doc = retention.set_case_hold(rt, case_id="H-1", held=False, reason="closed", actor="cli:a")
     assert {i["id"]: i["held"] for i in doc["items"]} == {
