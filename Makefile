@@ -38,8 +38,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/transcode.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/sequencer.py
+	$(BIN)/python bench/derivatives.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/web.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -336,6 +336,8 @@ def retention_purge(
     def human() -> None:
         for d in doc["deleted"]:
             typer.echo(f"{'would delete' if dry_run else 'deleted'} {d['id']}")
+            for left in d.get("left") or []:
+                typer.echo(f"  left on the store: {left['object']}: {left['error']}")
         for k in doc["kept"]:
             typer.echo(f"kept {k['id']}: {k['reason']}")
 

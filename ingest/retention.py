@@ -34,6 +34,7 @@ from ingest.runtime import Runtime
 from storage import people as store
 from storage import repository as repo
 from storage.db import transaction
+from storage.errors import ObjectStoreError
 from storage.tables import Item
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ def set_case_hold(
 # --- deletion ------------------------------------------------------------------------------
 
 
-def _why_kept(rt: Runtime, session: Session, item: Item, now: datetime) -> str | None:
+def _why_kept_by_index(session: Session, item: Item, now: datetime) -> str | None:
     if item.status == DELETED:
         return "already deleted"
     cases = repo.case_ids_of(session, item_id=item.id)
@@ -223,6 +224,14 @@ def _why_kept(rt: Runtime, session: Session, item: Item, now: datetime) -> str |
         return "under legal hold"
     if item.retain_until > now:
         return f"retained until {_ts(item.retain_until)}"
+    return None
+
+
+def _why_kept(rt: Runtime, session: Session, item: Item, now: datetime) -> str | None:
+    """Why the item may not be deleted: the index's reasons, then the store's own flags."""
+    why = _why_kept_by_index(session, item, now)
+    if why is not None:
+        return why
     for key, version in _objects(session, item):
         if rt.store.legal_hold_on(key, version):
             return f"{key}@{version} is under S3 legal hold"
@@ -235,17 +244,30 @@ def _why_kept(rt: Runtime, session: Session, item: Item, now: datetime) -> str |
 def delete_item(
     rt: Runtime, *, item_id: str, reason: str, actor: str, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Delete an expired, unheld item's objects; :class:`StillHeld` otherwise. The custody
-    event is appended and the status set in the same transaction, the objects removed last
-    inside it: a store that refuses leaves nothing committed."""
+    """Delete an expired, unheld item's objects; :class:`StillHeld` otherwise.
+
+    What keeps an item is checked first, the store's own flags included (read with no
+    transaction open); then the ``deleted`` custody event and the status are committed,
+    the index's reasons checked again under the sequencer; the objects are removed last,
+    with no transaction open, so the store is never called while the sequencer is held. A
+    store that refuses or fails then leaves objects behind (``left``, and a warning): the log
+    says deleted while the bytes remain, never bytes gone without the log saying so."""
     now = now or datetime.now(UTC)
     reason = check_reason(reason)
-    with transaction(rt.sessions) as session:
+    with rt.reads() as session:
         item = repo.get_item(session, item_id=item_id)
         why = _why_kept(rt, session, item, now)
+        checked = _objects(session, item)
+    if why is not None:
+        raise StillHeld(f"item {item_id} not deleted: {why}")
+    with transaction(rt.sessions) as session:
+        item = repo.get_item(session, item_id=item_id)
+        objects = _objects(session, item)
+        why = _why_kept_by_index(session, item, now)
+        if why is None and objects != checked:
+            why = "its objects changed while it was checked: try again"
         if why is not None:
             raise StillHeld(f"item {item_id} not deleted: {why}")
-        objects = _objects(session, item)
         custody.record(
             session,
             rt.ledger,
@@ -257,10 +279,18 @@ def delete_item(
             details={"objects": [f"{k}@{v}" for k, v in objects]},
         )
         repo.update_item(session, item_id=item_id, status=DELETED)
-        for key, version in reversed(objects):  # derivatives first, the original last
+    left = []
+    for key, version in reversed(objects):  # derivatives first, the original last
+        try:
             rt.store.remove_version(key, version)
+        except ObjectStoreError as e:
+            left.append({"object": f"{key}@{version}", "error": str(e)})
+    if left:
+        log.warning(
+            "item %s deleted, but %d object(s) stay on the store: %s", item_id, len(left), left
+        )
     log.info("item %s deleted by %s: %s", item_id, actor, reason)
-    return {"id": item_id, "objects": len(objects)}
+    return {"id": item_id, "objects": len(objects) - len(left), "left": left}
 
 
 def purge(

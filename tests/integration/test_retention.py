@@ -19,7 +19,7 @@ from ingest.manifest import Manifest
 from ingest.runtime import Runtime
 from ingest.verify import verify_all
 from storage import repository as repo
-from storage.errors import ObjectLocked, ObjectNotFound
+from storage.errors import ObjectLocked, ObjectNotFound, StoreUnavailable
 from tests.integration.logkit import store_calls_under_the_sequencer
 from tests.integration.mediagen import small_h264
 
@@ -177,3 +177,36 @@ def test_purge_needs_a_reason_and_a_dry_run_deletes_nothing(rt: Runtime, tmp_pat
     assert out["deleted"] == [{"id": free.item_id, "objects": None}]
     assert rt.store.size(*_objects(rt, free.item_id)[0]) == free.size
     assert _custody(rt, free.item_id)[-1][0] == "sealed"
+
+
+def test_a_purge_removes_objects_after_its_commit_and_lists_what_stayed(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is called outside the sequencer; a removal that fails leaves the log saying
+    ``deleted`` and the bytes in place (listed), never bytes gone with nothing logged."""
+    free = _seal(rt, tmp_path, now=_aged(rt, 2))
+    stuck = _seal(rt, tmp_path, now=_aged(rt, 2))
+    time.sleep(3)
+    ((stuck_key, stuck_version),) = _objects(rt, stuck.item_id)
+    real = rt.store.remove_version
+
+    def remove_version(key: str, version_id: str) -> None:
+        if key == stuck_key:
+            raise StoreUnavailable("the store went away (test)")
+        real(key, version_id)
+
+    monkeypatch.setattr(rt.store, "remove_version", remove_version)
+    with store_calls_under_the_sequencer(rt, monkeypatch) as calls:
+        out = retention.purge(rt, reason="retention ended", actor="cli:admin")
+    assert calls == []
+    deleted = {d["id"]: d for d in out["deleted"]}
+    assert deleted[free.item_id] == {"id": free.item_id, "objects": 1, "left": []}
+    assert deleted[stuck.item_id]["objects"] == 0
+    (left,) = deleted[stuck.item_id]["left"]
+    assert left["object"] == f"{stuck_key}@{stuck_version}" and "went away" in left["error"]
+    assert rt.store.size(stuck_key, stuck_version) == stuck.size  # nothing lost
+    with pytest.raises(ObjectNotFound):
+        rt.store.size(*_objects(rt, free.item_id)[0])
+    for item_id in (free.item_id, stuck.item_id):
+        assert _custody(rt, item_id)[-1] == ("deleted", "retention ended")
+    assert verify_all(rt, actor="cli:test").ok
