@@ -44,6 +44,7 @@ from integrity.errors import IntegrityError, NoteError, ProofError, TimestampErr
 from integrity.leaves import canonical_json
 from integrity.log import LogKey, SignedCheckpoint, make_receipt, next_checkpoint, open_checkpoint
 from integrity.merkle import TILE_WIDTH, TiledTree, TileKey, leaf_hash, verify_inclusion
+from integrity.receipts import Receipt, format_receipt
 from storage import keys
 from storage import repository as repo
 from storage.db import make_read_sessionmaker, transaction
@@ -198,6 +199,8 @@ class Ledger:
         self.signer_lock = SignerLock(bind)
         self.reads = make_read_sessionmaker(bind)  # the ledger's reads never write
         self._scrub_from = 0
+        self._proving: TiledTree | None = None  # the tree receipts are proved in (_prove)
+        self._proving_lock = threading.Lock()
         self._cond = threading.Condition()
         self._busy = False  # one thread of this process reads or signs for the waiting ones
         self._known: SignedCheckpoint | None = None
@@ -289,19 +292,33 @@ class Ledger:
         return self._prove(index, signed)
 
     def _prove(self, index: int, signed: SignedCheckpoint) -> str:
-        tree = TiledTree(signed.checkpoint.size, self._read_tiles)
-        text = make_receipt(tree=tree, index=index, signed=signed)
+        size = signed.checkpoint.size
+        # The seals one checkpoint covers share one tree of its size: its tiles are read and
+        # its subtree hashes computed once, not once per receipt. A tree of a signed size
+        # never changes, and every proof is still checked against the signed root.
+        with self._proving_lock:
+            tree = self._proving
+            if tree is None or tree.size != size:
+                tree = self._proving = TiledTree(size, self._read_tiles)
+            try:
+                proof = tree.inclusion_proof(index, size)
+                leaf = tree.leaf(index)
+            except ProofError:
+                self._proving = None  # the tiles may have been rebuilt meanwhile: read again
+                raise
         try:  # the tiles are the index's word: check the proof before handing it out
             verify_inclusion(
-                leaf_hash=tree.leaf(index),
+                leaf_hash=leaf,
                 index=index,
-                size=signed.checkpoint.size,
-                proof=tree.inclusion_proof(index, signed.checkpoint.size),
+                size=size,
+                proof=proof,
                 root=signed.checkpoint.root_hash,
             )
         except ProofError as e:
+            with self._proving_lock:
+                self._proving = None
             raise LogCorrupt(f"the stored tiles do not prove leaf {index}: {e}") from e
-        return text
+        return format_receipt(Receipt(index=index, proof=proof, checkpoint_note=signed.note))
 
     def receipt_under(self, index: int, *, data: str, signed: SignedCheckpoint) -> str:
         """A receipt for leaf ``index`` against one already signed checkpoint (an export holds
