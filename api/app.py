@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -57,6 +58,9 @@ def create_app(
             _ = rt.store.client
         except StoreUnavailable as e:
             logger.warning("serving without the object store for now: %s", e)
+        # Sync endpoints run on anyio's thread pool; a seal holds its thread while it waits
+        # for its checkpoint, so the pool is sized for many waiting uploads, not CPU.
+        to_thread.current_default_thread_limiter().total_tokens = settings.api.threads
         pool = BackgroundWorkers(
             rt.queue, settings.pipeline.workers if workers is None else workers
         )

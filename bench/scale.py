@@ -2,7 +2,7 @@
 the queue itself costs, and how fast a killed worker's job runs again.
 
     .venv/bin/python bench/scale.py [--photos 1000] [--clients 50] [--serve 1] [--api-postgres]
-                                    [--checkpoint-ms MS] [--skip-api]
+                                    [--checkpoint-ms MS] [--threads N] [--skip-api]
                                     [--jobs 2000] [--workers 4] [--private-pg] [--skip-queue]
 
 * **API sealing** (skip with ``--skip-api``): a real ``liuhen serve`` subprocess on a free
@@ -14,7 +14,8 @@ the queue itself costs, and how fast a killed worker's job runs again.
   doing minio ``put_object`` of the same bytes (new keys) to the same SeaweedFS and bucket.
   Printed: photos/s of each, their ratio (goal >= 0.7), errors, p50/p99 latency, and the CPU
   time ``liuhen serve`` spent per sealed photo.
-  ``--checkpoint-ms`` sets the server's ``log.checkpoint_interval_ms`` (default: its own);
+  ``--checkpoint-ms`` sets the server's ``log.checkpoint_interval_ms`` and ``--threads`` its
+  ``api.threads`` (default: its own);
   ``--serve N`` starts N serving processes on the one index (clients spread evenly over
   them), ``--api-postgres`` puts that index in a throwaway PostgreSQL database (the server at
   127.0.0.1:5432) instead of SQLite. Also printed: the CPU the store and this process (the
@@ -334,11 +335,10 @@ def hammer(count: int, clients: int, make: Callable[[], Callable[[int], None]]) 
     return Run(len(latencies), len(errors), elapsed, latencies, errors[0] if errors else None)
 
 
-def serve_env(root: Path, s3: EmbeddedS3, checkpoint_ms: int | None, db_url: str) -> dict[str, str]:
-    """The environment of ``liuhen`` subprocesses: this run's home, index and store."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
-    if checkpoint_ms is not None:
-        env["LIUHEN_LOG__CHECKPOINT_INTERVAL_MS"] = str(checkpoint_ms)
+def serve_env(root: Path, s3: EmbeddedS3, tuned: dict[str, str], db_url: str) -> dict[str, str]:
+    """The environment of ``liuhen`` subprocesses: this run's home, index and store, and the
+    settings the options tune (``tuned``: environment names to values)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")} | tuned
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     return env | {
         "LIUHEN_HOME": str(root / "home"),
@@ -354,12 +354,12 @@ def serve_env(root: Path, s3: EmbeddedS3, checkpoint_ms: int | None, db_url: str
 
 @contextmanager
 def liuhen_serve(
-    root: Path, s3: EmbeddedS3, checkpoint_ms: int | None, db_url: str, processes: int
+    root: Path, s3: EmbeddedS3, tuned: dict[str, str], db_url: str, processes: int
 ) -> Iterator[tuple[list[str], str, list[int]]]:
     """``processes`` ``liuhen serve`` subprocesses on one index and an officer's token:
     yields (base URLs, token, PIDs)."""
     liuhen = Path(sys.executable).parent / "liuhen"
-    env = serve_env(root, s3, checkpoint_ms, db_url)
+    env = serve_env(root, s3, tuned, db_url)
     officer = ["user", "add", "bench-officer", "--role", "officer", "--unit", "U-B", "--json"]
     add = subprocess.run(
         [str(liuhen), *officer],
@@ -413,7 +413,7 @@ def _one_serve(
 
 
 def api_seal(
-    root: Path, count: int, clients: int, checkpoint_ms: int | None, db_url: str, processes: int
+    root: Path, count: int, clients: int, tuned: dict[str, str], db_url: str, processes: int
 ) -> float:
     """Photos/s sealed through the API over photos/s of plain ``put_object``, same run."""
     import httpx
@@ -426,7 +426,7 @@ def api_seal(
     s3 = weed.start()
     try:
         # serve makes the Object Lock bucket the baseline writes to as well
-        with liuhen_serve(root, s3, checkpoint_ms, db_url, processes) as (bases, token, pids):
+        with liuhen_serve(root, s3, tuned, db_url, processes) as (bases, token, pids):
             timeout = urllib3.Timeout(connect=5, read=120)
             http = urllib3.PoolManager(maxsize=clients, timeout=timeout)
             store = Minio(
@@ -554,6 +554,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--checkpoint-ms", type=int)
+    parser.add_argument("--threads", type=int, help="the server's api.threads (default: its own)")
     parser.add_argument("--serve", type=int, default=1, help="liuhen serve processes")
     parser.add_argument("--api-postgres", action="store_true", help="index on PostgreSQL")
     parser.add_argument("--skip-api", action="store_true")
@@ -577,7 +578,15 @@ def main() -> None:
                     if args.api_postgres
                     else f"sqlite:///{api / 'api.sqlite3'}"
                 )
-                api_seal(api, args.photos, args.clients, args.checkpoint_ms, db_url, args.serve)
+                tuned = {
+                    name: str(value)
+                    for name, value in (
+                        ("LIUHEN_LOG__CHECKPOINT_INTERVAL_MS", args.checkpoint_ms),
+                        ("LIUHEN_API__THREADS", args.threads),
+                    )
+                    if value is not None
+                }
+                api_seal(api, args.photos, args.clients, tuned, db_url, args.serve)
         if args.skip_queue:
             return
         n, w = args.jobs, args.workers

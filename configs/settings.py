@@ -138,6 +138,9 @@ class ApiSettings(BaseModel):
     port: int = 8470
     max_upload_mb: int = Field(default=512, ge=1)
     """Largest body accepted by the simple multipart upload; big files use resumable intake."""
+    threads: int = Field(default=200, ge=1)
+    """Requests a serving process runs at once in its thread pool (each seal holds a thread
+    while it waits for its receipt): anyio's default of 40 kept the 41st upload waiting."""
 
 
 class WebSettings(BaseModel):

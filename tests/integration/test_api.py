@@ -470,3 +470,15 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
     while seen is not None:
         yield seen
         seen = seen.__cause__ or seen.__context__
+
+
+def test_the_thread_pool_is_sized_for_waiting_seals(make_settings: SettingsFactory) -> None:
+    """Each simple upload holds a pool thread while it waits for its checkpoint: the pool is
+    ``api.threads`` (anyio's default of 40 kept the 41st concurrent upload waiting)."""
+    from anyio import to_thread
+
+    settings = make_settings(api={"threads": 123})
+    with TestClient(create_app(settings, workers=0)) as c:
+        assert c.portal is not None
+        tokens = c.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
+    assert tokens == 123
