@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -231,14 +232,15 @@ def push(
     )
     try:
         with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            for path in files:
+
+            def progress_for(path: Path) -> Callable[[int], None]:
                 task = bar.add_task(path.name, total=path.stat().st_size)
+                return lambda done: bar.update(task, completed=done)
 
-                def progress(done: int, task: Any = task) -> None:
-                    bar.update(task, completed=done)
-
-                results.append(pusher.push(path, case_ids=list(case or ()), progress=progress))
-                typer.echo(f"sealed {path} → {results[-1]['id']} (receipt verified)", err=True)
+            # Each file's receipt is fetched while the next ones upload (``Pusher.push_all``).
+            for doc in pusher.push_all(files, case_ids=list(case or ()), progress_for=progress_for):
+                results.append(doc)
+                typer.echo(f"sealed {doc['file']} → {doc['id']} (receipt verified)", err=True)
     except LiuhenError as e:
         _fail(e, as_json, partial={"items": results})
     finally:

@@ -1,6 +1,6 @@
 """Load on device intake: many devices uploading over tus to ``liuhen serve`` on loopback.
 
-    .venv/bin/python bench/intake.py [--devices 50] [--size-mb 20] [--big-mb 1024]
+    .venv/bin/python bench/intake.py [--devices 50] [--size-mb 20] [--big-mb 1024] [--photos 40]
                                      [--no-stream] [--database-url postgresql+psycopg://...]
 
 One private SeaweedFS, one SQLite index, ``liuhen serve`` as a subprocess (workers off), and:
@@ -13,7 +13,10 @@ One private SeaweedFS, one SQLite index, ``liuhen serve`` as a subprocess (worke
 (b) one device uploads the same total bytes alone: aggregate (a) / alone (b) (goal >= 0.8);
 (c) one ``--big-mb`` upload: last byte → verified receipt, against a plain ``fput_object`` of
     the same file (goal <= 1.1). The seal streams the spool to the store while hashing, so (c)
-    is essentially one more S3 upload plus a commit and a signed checkpoint.
+    is essentially one more S3 upload plus a commit and a signed checkpoint;
+(d) one device pushes ``--photos`` 100 KB photos with ``liuhen push``'s client: fetching each
+    receipt while the next photos upload (``Pusher.push_all``) against one photo at a time
+    (``Pusher.push``, each waiting for its checkpoint before the next is sent).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import bench_runtime, line
 from ingest import devices
 from ingest.devices import Credential
+from ingest.push import Pusher, PushState
 from ingest.runtime import Runtime
 from ingest.samples import write_large_recording
 from integrity.leaves import canonical_json
@@ -198,11 +202,12 @@ def main() -> None:
         "--no-stream", action="store_true", help="Copy the spool only after the last byte."
     )
     parser.add_argument("--database-url", help="Index URL (default: SQLite in the temp home).")
+    parser.add_argument("--photos", type=int, default=40, help="photos pushed by one device in (d)")
     args = parser.parse_args()
     index = {"database": {"url": args.database_url}} if args.database_url else {}
     with bench_runtime(**index) as rt, tempfile.TemporaryDirectory(prefix="liuhen-intake-") as tmp:
         root = Path(tmp)
-        creds = [enroll(rt, f"BENCH-{i:03d}") for i in range(args.devices + 2)]
+        creds = [enroll(rt, f"BENCH-{i:03d}") for i in range(args.devices + 4)]
         files = []
         for i in range(args.devices):
             f = root / f"dev{i:03d}.mp4"
@@ -272,9 +277,36 @@ def main() -> None:
                 "",
                 "goal <= 1.1",
             )
+            # (d) many small files from one device: one at a time, then receipts fetched ahead
+            print(f"(d) one device pushing {args.photos} photos of 100 KB")
+            rates = {}
+            for name, cred in (("one at a time", creds[-3]), ("receipts fetched ahead", creds[-4])):
+                photos = []
+                for i in range(args.photos):
+                    photo = root / f"{cred.device_id}-{i:04d}.jpg"
+                    photo.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(100_000))
+                    photos.append(photo)
+                state = PushState(root / f"{cred.device_id}.push-state.json")
+                pusher = Pusher(cred, server=base, state=state)
+                try:
+                    t0 = time.perf_counter()
+                    if name == "one at a time":
+                        docs = [pusher.push(p, case_ids=[]) for p in photos]
+                    else:
+                        docs = list(pusher.push_all(photos, case_ids=[]))
+                    rates[name] = len(docs) / (time.perf_counter() - t0)
+                finally:
+                    pusher.close()
+                line(f"photos/s, {name}", rates[name], "/s", f"{len(docs)} verified receipts")
+            line(
+                "ahead / one at a time",
+                rates["receipts fetched ahead"] / rates["one at a time"],
+                "x",
+            )
             with rt.sessions() as session:
                 n = session.execute(select(func.count()).select_from(Item)).scalar_one()
-            line("items sealed and logged", n, "", f"expected {args.devices + 2}")
+            expected = args.devices + 2 + 2 * args.photos
+            line("items sealed and logged", n, "", f"expected {expected}")
         finally:
             proc.terminate()
             proc.wait(60)

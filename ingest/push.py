@@ -17,8 +17,11 @@ import hashlib
 import json
 import os
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +97,18 @@ class Retry:
 
 
 Progress = Callable[[int], None]
+AHEAD = 8
+"""Receipts ``push_all`` awaits at once while it goes on uploading."""
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """An upload whose every byte the server has: what fetching its receipt needs."""
+
+    path: Path
+    url: str
+    key: str
+    sha256: str
 
 
 class Pusher:
@@ -110,6 +125,7 @@ class Pusher:
         self.cred = credential
         self.base = server.rstrip("/")
         self.state = state
+        self._state_lock = threading.Lock()  # receipts are fetched on threads (push_all)
         self.retry = retry or Retry()
         self.chunk_size = chunk_size
         self.client = httpx.Client(
@@ -131,38 +147,91 @@ class Pusher:
         sha256: str | None = None,
     ) -> dict[str, Any]:
         """Upload ``path`` and return its verified ingest document (plus ``"file"``)."""
+        return self._finish(self._upload(path, case_ids=case_ids, progress=progress, sha256=sha256))
+
+    def push_all(
+        self,
+        paths: Sequence[Path],
+        *,
+        case_ids: list[str],
+        progress_for: Callable[[Path], Progress | None] | None = None,
+        ahead: int = AHEAD,
+    ) -> Iterator[dict[str, Any]]:
+        """Push ``paths`` one after another, yielding each verified document in order.
+
+        A receipt waits for the next checkpoint (``log.checkpoint_interval_ms``), so a file's
+        receipt is fetched and verified while the next ones upload, at most ``ahead`` at a
+        time: a camera docked with hundreds of photos does not wait one checkpoint for each.
+        The first failure is raised once the documents before it are yielded."""
+        with ThreadPoolExecutor(max(1, ahead), thread_name_prefix="receipt") as pool:
+            waiting: deque[Future[dict[str, Any]]] = deque()
+            try:
+                for path in paths:
+                    progress = progress_for(path) if progress_for else None
+                    try:
+                        sent = self._upload(path, case_ids=case_ids, progress=progress)
+                    except Exception:
+                        while waiting:  # the files before this one are sealed: say so first
+                            yield waiting.popleft().result()
+                        raise
+                    waiting.append(pool.submit(self._finish, sent))
+                    while len(waiting) >= max(1, ahead) or (waiting and waiting[0].done()):
+                        yield waiting.popleft().result()
+                while waiting:
+                    yield waiting.popleft().result()
+            finally:
+                for future in waiting:  # a failure or a consumer that stopped: no more of them
+                    future.cancel()
+
+    def _upload(
+        self,
+        path: Path,
+        *,
+        case_ids: list[str],
+        progress: Progress | None = None,
+        sha256: str | None = None,
+    ) -> _Sent:
+        """Create (or resume) the tus upload of ``path`` and send every byte."""
         size = path.stat().st_size
         if size == 0:
             raise IntakeRefused(f"{path}: the file is empty")
         digest = sha256 or sha256_file(path)[0]
         key = f"{path.resolve()}|{size}|{digest}|{','.join(sorted(case_ids))}"
-        entry = self.state.uploads.get(key)
+        with self._state_lock:
+            entry = self.state.uploads.get(key)
         url = entry["url"] if entry else None
         offset = self._where(url) if url else None
         if offset is None:
             url = self._create(path, size=size, sha256=digest, case_ids=case_ids)
-            self.state.uploads[key] = {"url": url}
-            self.state.save()
+            with self._state_lock:
+                self.state.uploads[key] = {"url": url}
+                self.state.save()
             offset = 0
         assert url is not None  # noqa: S101
         if progress:
             progress(offset)
         self._send(url, path, offset=offset, size=size, progress=progress)
-        doc = self._result(url)
-        self._verify(doc, sha256=digest)
-        self.state.uploads.pop(key, None)
-        self.state.save()
+        return _Sent(path, url, key, digest)
+
+    def _finish(self, sent: _Sent) -> dict[str, Any]:
+        """The sealed upload's document, once its receipt verifies; the upload is forgotten."""
+        doc = self._result(sent.url)
+        self._verify(doc, sha256=sent.sha256)
+        with self._state_lock:
+            self.state.uploads.pop(sent.key, None)
+            self.state.save()
         keys = ("id", "sha256", "size", "media_type", "status", "case_ids", "duplicate")
         out = {k: doc[k] for k in keys}
         out |= {"log_index": doc["log_index"], "leaf": doc["leaf"], "receipt": doc["receipt"]}
-        return {**out, "upload": doc["upload"], "verified": True, "file": str(path)}
+        return {**out, "upload": doc["upload"], "verified": True, "file": str(sent.path)}
 
     def _create(self, path: Path, *, size: int, sha256: str, case_ids: list[str]) -> str:
         for _ in range(3):
             me = self._call("GET", f"{self.base}/v1/devices/me")
-            seq = max(self.state.last_seq, me.json().get("last_seq") or -1) + 1
-            self.state.last_seq = seq
-            self.state.save()
+            with self._state_lock:
+                seq = max(self.state.last_seq, me.json().get("last_seq") or -1) + 1
+                self.state.last_seq = seq
+                self.state.save()
             manifest = {
                 "v": 1,
                 "device_id": self.cred.device_id,

@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from configs.settings import Settings
 from ingest.devices import load_credential
 from ingest.runtime import Runtime, open_runtime
+from integrity.receipts import parse_receipt
 from integrity.verify import verify_receipt
 from storage.tables import CustodyEvent, DeviceEvent, Item
 from tests.cli import LIUHEN, cli_env, run_cli
@@ -233,6 +234,52 @@ def test_push_prints_verified_receipts(
         cwd=tmp_path,
     )
     assert r.returncode != 0 and r.json()["error"]["code"] == "device_disabled"
+
+
+def test_push_fetches_receipts_while_the_next_files_upload(
+    env: dict[str, str], tmp_path: Path, serve: Serve
+) -> None:
+    """Checkpoints at most every 1.5 s: a push that waited for each file's receipt before
+    sending the next would need a checkpoint per file; fetching receipts while the next files
+    upload, they share checkpoints. Every receipt still verifies, in the files' order."""
+    env["LIUHEN_LOG__CHECKPOINT_INTERVAL_MS"] = "1500"
+    serve.start()
+    cred = _enroll(env, tmp_path, "CAM-AHEAD")
+    files = []
+    for i in range(6):
+        f = tmp_path / f"ahead{i}.mp4"
+        f.write_bytes(clip(20_000 + i))
+        files.append(f)
+    r = run_cli(
+        "push", *files, "--server", serve.base, "--credential", cred, "--json", env=env,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r
+    items = r.json()["items"]
+    assert [i["file"] for i in items] == [str(f) for f in files]
+    log_key = load_credential(cred).log_key
+    for item in items:
+        verify_receipt(
+            leaf_data=item["leaf"].encode(), receipt_text=item["receipt"], verifier_key=log_key
+        )
+    checkpoints = {parse_receipt(item["receipt"]).checkpoint_note for item in items}
+    assert len(checkpoints) < len(files)
+    state = cred.with_name(cred.name + ".push-state.json")
+    assert json.loads(state.read_text())["uploads"] == {}
+    # A file refused halfway: the ones before it are sealed and reported, none after it sent.
+    before, empty, after = tmp_path / "before.mp4", tmp_path / "empty.mp4", tmp_path / "after.mp4"
+    before.write_bytes(clip(21_000))
+    empty.write_bytes(b"")
+    after.write_bytes(clip(22_000))
+    r = run_cli(
+        "push", before, empty, after, "--server", serve.base, "--credential", cred, "--json",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode != 0
+    doc = r.json()
+    assert [i["file"] for i in doc["items"]] == [str(before)]
+    assert "empty" in doc["error"]["detail"]
+    assert json.loads(state.read_text())["uploads"] == {}
 
 
 def test_upload_resumes_after_serve_is_killed(
