@@ -28,8 +28,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ingest import custody, metrics
+from ingest import custody, group_commit, metrics
 from ingest.errors import EmptyFile, IngestError, IntegrityMismatch
+from ingest.ledger import AppendedLeaf
 from ingest.links import settle_case_units
 from ingest.manifest import Manifest, check_case_id
 from ingest.problems import ItemStatus, Problem, ProblemCode
@@ -202,12 +203,7 @@ class _Lock:
     """Whether it is under legal hold: one of its cases is open (``retention``)."""
 
 
-class _HoldChanged(Exception):
-    """A case's hold changed between the lock and the commit: re-apply the hold, retry."""
-
-    def __init__(self, held: bool) -> None:
-        super().__init__(f"the legal hold is now {'on' if held else 'off'}")
-        self.held = held
+_HoldChanged = group_commit.HoldChanged
 
 
 def _look(rt: Runtime, sha256: str, manifest: Manifest, *, now: datetime) -> tuple[bool, _Lock]:
@@ -386,72 +382,48 @@ def _commit_new(
         prev=leaf_hash(canonical_json(item_fields)).hex(),
         details=details,
     )
-    with metrics.timed("seal_transaction"), transaction(rt.sessions) as session:
-        new_item.ensure_parties(
-            session,
-            device_id=manifest.device_id,
-            officer_id=manifest.officer_id,
-            case_ids=case_ids,
-            now=now,
-        )
-        # One sequencer update for both leaves (it locks the sequencer until the commit).
-        leaf, custody_appended = rt.ledger.append_many(
-            session,
-            [("item", item_id, item_fields), ("custody", item_id, sealed_leaf)],
-            now=now,
-        )
-        new_item.insert_item(
-            session,
-            {
-                "id": item_id,
-                "sha256": stored.sha256,
-                "size": stored.size,
-                "media_type": media_type,
-                "original_name": manifest.file_name,
-                "object_key": stored.key,
-                "version_id": stored.version_id,
-                "retain_until": until,
-                "device_id": manifest.device_id,
-                "officer_id": manifest.officer_id,
-                "status": ItemStatus.SEALED,
-                "problems": [late.as_dict()] if late else [],
-                "received_at": now,
-                # The device's word until the pipeline finds better (DESIGN.md order of trust).
-                "captured_at": manifest.capture_start,
-                "captured_at_source": "manifest" if manifest.capture_start else None,
-                "captured_end": manifest.capture_end,
-                "device_clock_offset_ms": offset_ms,
-                "manifest": kept,
-                "log_index": leaf.index,
-            },
-        )
-        new_item.link_cases(session, item_id=item_id, case_ids=case_ids, actor=actor, now=now)
-        if unit:
-            new_item.stamp_unit(session, item_id=item_id, unit=unit)
-        new_item.settle_case_units(session, item_id=item_id, case_ids=case_ids)
-        repo.add_custody_rows(
-            session,
-            rows=[
-                {
-                    "item_id": item_id,
-                    "action": "sealed",
-                    "actor": actor,
-                    "at": now,
-                    "reason": None,
-                    "details": details,
-                    "log_index": custody_appended.index,
-                    "leaf_hash": custody_appended.leaf_hash,
-                }
-            ],
-        )
-        rt.queue.defer(session, item_id, new=True)
-        # The hold its open cases call for, read under the sequencer (as ``sync_item_hold``
-        # reads it): the one the version got before the transaction, or roll back and redo.
-        held = bool(people.held_cases_of(session, item_id=item_id))
-        if held != lock.held:
-            raise _HoldChanged(held)
-        if held:
-            new_item.hold(session, item_id=item_id, now=now)
+    plan = group_commit.Plan(
+        item_id=item_id,
+        item_fields=item_fields,
+        sealed_leaf=sealed_leaf,
+        row={
+            "id": item_id,
+            "sha256": stored.sha256,
+            "size": stored.size,
+            "media_type": media_type,
+            "original_name": manifest.file_name,
+            "object_key": stored.key,
+            "version_id": stored.version_id,
+            "retain_until": until,
+            "device_id": manifest.device_id,
+            "officer_id": manifest.officer_id,
+            "status": ItemStatus.SEALED,
+            "problems": [late.as_dict()] if late else [],
+            "received_at": now,
+            # The device's word until the pipeline finds better (DESIGN.md order of trust).
+            "captured_at": manifest.capture_start,
+            "captured_at_source": "manifest" if manifest.capture_start else None,
+            "captured_end": manifest.capture_end,
+            "device_clock_offset_ms": offset_ms,
+            "manifest": kept,
+        },
+        custody={
+            "item_id": item_id,
+            "action": "sealed",
+            "actor": actor,
+            "at": now,
+            "reason": None,
+            "details": details,
+        },
+        device_id=manifest.device_id,
+        officer_id=manifest.officer_id,
+        case_ids=case_ids,
+        actor=actor,
+        unit=unit,
+        now=now,
+        held=lock.held,
+    )
+    leaf = group_commit.committer(rt).commit(rt, plan, one=_commit_one, many=_commit_many)
     return SealResult(
         item_id=item_id,
         sha256=stored.sha256,
@@ -464,6 +436,56 @@ def _commit_new(
         duplicate=False,
         new_links=case_ids,
     )
+
+
+def _commit_many(rt: Runtime, plans: list[group_commit.Plan]) -> list[AppendedLeaf]:
+    """Seals that arrived together, in one transaction (``ingest.group_commit``)."""
+    return [item for item, _ in group_commit.write_many(rt, plans)]
+
+
+def _commit_one(rt: Runtime, plan: group_commit.Plan) -> AppendedLeaf:
+    """One new item's sealing transaction: its item leaf."""
+    item_id, now = plan.item_id, plan.now
+    with metrics.timed("seal_transaction"), transaction(rt.sessions) as session:
+        new_item.ensure_parties(
+            session,
+            device_id=plan.device_id,
+            officer_id=plan.officer_id,
+            case_ids=plan.case_ids,
+            now=now,
+        )
+        # One sequencer update for both leaves (it locks the sequencer until the commit).
+        leaf, custody_appended = rt.ledger.append_many(
+            session,
+            [("item", item_id, plan.item_fields), ("custody", item_id, plan.sealed_leaf)],
+            now=now,
+        )
+        new_item.insert_item(session, {**plan.row, "log_index": leaf.index})
+        new_item.link_cases(
+            session, item_id=item_id, case_ids=plan.case_ids, actor=plan.actor, now=now
+        )
+        if plan.unit:
+            new_item.stamp_unit(session, item_id=item_id, unit=plan.unit)
+        new_item.settle_case_units(session, item_id=item_id, case_ids=plan.case_ids)
+        repo.add_custody_rows(
+            session,
+            rows=[
+                {
+                    **plan.custody,
+                    "log_index": custody_appended.index,
+                    "leaf_hash": custody_appended.leaf_hash,
+                }
+            ],
+        )
+        rt.queue.defer(session, item_id, new=True)
+        # The hold its open cases call for, read under the sequencer (as ``sync_item_hold``
+        # reads it): the one the version got before the transaction, or roll back and redo.
+        held = bool(people.held_cases_of(session, item_id=item_id))
+        if held != plan.held:
+            raise _HoldChanged(held)
+        if held:
+            new_item.hold(session, item_id=item_id, now=now)
+    return leaf
 
 
 def _link_existing(

@@ -56,6 +56,33 @@ def insert_item(session: Session, row: dict[str, Any]) -> None:
         raise Conflict(f"an item with SHA-256 {row['sha256']} exists") from e
 
 
+def insert_items(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert several new items' rows in one executemany (a group commit); :class:`Conflict`
+    when any SHA-256 is indexed already (the caller's transaction is then rolled back)."""
+    try:
+        session.execute(insert(_ITEMS), rows)
+    except IntegrityError as e:
+        raise Conflict("an item of this batch exists already") from e
+
+
+def link_many(session: Session, links: Sequence[tuple[str, Sequence[str], str, datetime]]) -> None:
+    """Link several new items to their cases: ``(item_id, case_ids, actor, now)`` each."""
+    rows = [
+        {"item_id": item_id, "case_id": c, "linked_at": now, "linked_by": actor}
+        for item_id, case_ids, actor, now in links
+        for c in case_ids
+    ]
+    if rows:
+        session.execute(insert(_table(ItemCase)), rows)
+
+
+def stamp_units(session: Session, units: Sequence[tuple[str, str]]) -> None:
+    if units:
+        session.execute(
+            insert(_table(ItemUnit)), [{"item_id": item_id, "unit": u} for item_id, u in units]
+        )
+
+
 def link_cases(
     session: Session, *, item_id: str, case_ids: Sequence[str], actor: str, now: datetime
 ) -> None:
