@@ -2,9 +2,10 @@
 
 Order (DESIGN.md, "The path of one upload"): get the bytes to their content address, hashed
 on the way; refuse on a mismatch; put the version under COMPLIANCE retention (and the legal
-hold its open cases call for); then, in one transaction, insert the item (the unique SHA-256
-catches duplicates), link its cases, append its item leaf and its ``sealed`` custody leaf,
-and queue its pipeline job. Only after the commit is a receipt handed out.
+hold its open cases call for); then, in one transaction (shared with the seals arriving at
+the same moment, ``ingest.group_commit``), insert the item (the unique SHA-256 catches
+duplicates), link its cases, append its item leaf and its ``sealed`` custody leaf, and queue
+its pipeline job. Only after the commit is a receipt handed out.
 
 No store call happens inside that transaction (it holds the log sequencer, and on SQLite the
 one write lock): the Object Lock is set before it. A small file (at most ``SMALL_FILE``
@@ -40,9 +41,8 @@ from ingest.sniff import sniff_file
 from integrity.hashing import sha256_file, sha256_stream
 from integrity.leaves import canonical_json, custody_leaf, item_leaf
 from integrity.merkle import leaf_hash
-from storage import keys, new_item, people
+from storage import keys, people
 from storage import repository as repo
-from storage.db import transaction
 from storage.errors import Conflict, ObjectStoreError
 from storage.ids import new_id
 from storage.objects import PART_SIZE, StoredObject, retain_until
@@ -439,53 +439,14 @@ def _commit_new(
 
 
 def _commit_many(rt: Runtime, plans: list[group_commit.Plan]) -> list[AppendedLeaf]:
-    """Seals that arrived together, in one transaction (``ingest.group_commit``)."""
+    """Seals that arrived together, in one transaction (``ingest.group_commit``): their item
+    leaves."""
     return [item for item, _ in group_commit.write_many(rt, plans)]
 
 
 def _commit_one(rt: Runtime, plan: group_commit.Plan) -> AppendedLeaf:
-    """One new item's sealing transaction: its item leaf."""
-    item_id, now = plan.item_id, plan.now
-    with metrics.timed("seal_transaction"), transaction(rt.sessions) as session:
-        new_item.ensure_parties(
-            session,
-            device_id=plan.device_id,
-            officer_id=plan.officer_id,
-            case_ids=plan.case_ids,
-            now=now,
-        )
-        # One sequencer update for both leaves (it locks the sequencer until the commit).
-        leaf, custody_appended = rt.ledger.append_many(
-            session,
-            [("item", item_id, plan.item_fields), ("custody", item_id, plan.sealed_leaf)],
-            now=now,
-        )
-        new_item.insert_item(session, {**plan.row, "log_index": leaf.index})
-        new_item.link_cases(
-            session, item_id=item_id, case_ids=plan.case_ids, actor=plan.actor, now=now
-        )
-        if plan.unit:
-            new_item.stamp_unit(session, item_id=item_id, unit=plan.unit)
-        new_item.settle_case_units(session, item_id=item_id, case_ids=plan.case_ids)
-        repo.add_custody_rows(
-            session,
-            rows=[
-                {
-                    **plan.custody,
-                    "log_index": custody_appended.index,
-                    "leaf_hash": custody_appended.leaf_hash,
-                }
-            ],
-        )
-        rt.queue.defer(session, item_id, new=True)
-        # The hold its open cases call for, read under the sequencer (as ``sync_item_hold``
-        # reads it): the one the version got before the transaction, or roll back and redo.
-        held = bool(people.held_cases_of(session, item_id=item_id))
-        if held != plan.held:
-            raise _HoldChanged(held)
-        if held:
-            new_item.hold(session, item_id=item_id, now=now)
-    return leaf
+    """One new item's sealing transaction (alone, or after its batch failed): its item leaf."""
+    return _commit_many(rt, [plan])[0]
 
 
 def _link_existing(

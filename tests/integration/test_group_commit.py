@@ -27,7 +27,7 @@ def _hold_first_until_queued(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch, waiting: int
 ) -> list[int]:
     """The first seal's transaction waits until ``waiting`` more seals queue behind it; the
-    sizes of the batches committed together are recorded."""
+    size of every sealing transaction tried is recorded (a seal alone is a batch of one)."""
     committer = group_commit.committer(rt)
     first = threading.Event()
     real_one, real_many = intake._commit_one, intake._commit_many
@@ -68,7 +68,7 @@ def test_seals_arriving_together_share_one_transaction(
         for i in range(len(files))
     ]
     results = _seal_at_once(rt, list(zip(files, manifests, strict=True)))
-    assert batches == [len(files) - 1]  # the first alone, then all the others together
+    assert batches == [1, len(files) - 1]  # the first alone, then all the others together
     assert not any(r.duplicate for r in results)
     with rt.sessions() as s:
         assert repo.log_size(s) == 2 * len(files)
@@ -95,7 +95,7 @@ def test_a_batch_with_the_same_bytes_twice_falls_back_to_one_by_one(
     batches = _hold_first_until_queued(rt, monkeypatch, waiting=4)
     jobs = [(p, Manifest(case_ids=("T-1",))) for p in [*files, twin]]
     results = _seal_at_once(rt, jobs)
-    assert batches == [4]  # tried together, rolled back, then one transaction each
+    assert batches == [1, 4, 1, 1, 1, 1]  # 4 tried together, rolled back, then one by one
     same = [r for r in results if r.sha256 == results[3].sha256]
     assert sorted(r.duplicate for r in same) == [False, True]
     assert len({r.item_id for r in same}) == 1
