@@ -248,6 +248,7 @@ def main() -> None:
                     line(f"{name}: {what}", value, "")
         finally:
             weed.release()
+            weed.stop()
     new, old = results["one transaction"], results["per derivative"]
     line("items/s, one transaction / per derivative", new["items/s"] / old["items/s"], "x")
     line(

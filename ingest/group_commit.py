@@ -118,6 +118,11 @@ class Committer:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
                 _run(rt, batch, one=one, many=many)
+            except BaseException as e:  # an interrupt: no seal of the batch may wait forever
+                for p in batch:
+                    if not p.done:
+                        p.error, p.done = e, True
+                raise
             finally:
                 with self._cond:
                     self._busy = False

@@ -1,4 +1,4 @@
-"""The rows of a newly sealed item, in a few Core statements.
+"""The rows of newly sealed items (one, or a group commit's batch), in a few Core statements.
 
 Sealing runs under the log sequencer (and on SQLite the one write lock), so its statements are
 the part of the API's work that does not spread over threads: each ORM flush and savepoint it
@@ -18,9 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage import people
-from storage import repository as repo
 from storage.errors import Conflict
-from storage.tables import Base, Case, Device, Item, ItemCase, ItemHold, ItemUnit, Person
+from storage.tables import Base, Case, Item, ItemCase, ItemHold, ItemUnit
 
 
 def _table(model: type[Base]) -> Table:
@@ -32,37 +31,14 @@ _ITEMS = _table(Item)
 _CASES = _table(Case)
 
 
-def ensure_parties(
-    session: Session,
-    *,
-    device_id: str | None,
-    officer_id: str | None,
-    case_ids: Sequence[str],
-    now: datetime,
-) -> None:
-    """The device, officer and case rows an item refers to, created where missing."""
-    for model, ids in ((Device, [device_id]), (Person, [officer_id]), (Case, case_ids)):
-        repo.insert_missing(session, model, [i for i in ids if i], now=now)
-
-
-def insert_item(session: Session, row: dict[str, Any]) -> None:
-    """Insert the item row; :class:`Conflict` when its SHA-256 is already indexed.
-
-    No savepoint: a conflict ends the whole sealing transaction (it rolls back, and the seal
-    links to the item that won instead)."""
-    try:
-        session.execute(insert(_ITEMS), [row])
-    except IntegrityError as e:
-        raise Conflict(f"an item with SHA-256 {row['sha256']} exists") from e
-
-
 def insert_items(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert several new items' rows in one executemany (a group commit); :class:`Conflict`
     when any SHA-256 is indexed already (the caller's transaction is then rolled back)."""
     try:
         session.execute(insert(_ITEMS), rows)
     except IntegrityError as e:
-        raise Conflict("an item of this batch exists already") from e
+        shas = ", ".join(str(r["sha256"]) for r in rows)
+        raise Conflict(f"an item with SHA-256 {shas} exists (one of them, for a batch)") from e
 
 
 def link_many(session: Session, links: Sequence[tuple[str, Sequence[str], str, datetime]]) -> None:
@@ -81,24 +57,6 @@ def stamp_units(session: Session, units: Sequence[tuple[str, str]]) -> None:
         session.execute(
             insert(_table(ItemUnit)), [{"item_id": item_id, "unit": u} for item_id, u in units]
         )
-
-
-def link_cases(
-    session: Session, *, item_id: str, case_ids: Sequence[str], actor: str, now: datetime
-) -> None:
-    """Link a new item to its cases (it has no links yet)."""
-    if case_ids:
-        session.execute(
-            insert(_table(ItemCase)),
-            [
-                {"item_id": item_id, "case_id": c, "linked_at": now, "linked_by": actor}
-                for c in case_ids
-            ],
-        )
-
-
-def stamp_unit(session: Session, *, item_id: str, unit: str) -> None:
-    session.execute(insert(_table(ItemUnit)), [{"item_id": item_id, "unit": unit}])
 
 
 def settle_case_units(session: Session, *, item_id: str, case_ids: Sequence[str]) -> None:
