@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) browser
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/log.py
 	$(BIN)/python bench/transcode.py
