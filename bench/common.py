@@ -12,7 +12,7 @@ from typing import Any
 
 from configs.settings import Settings
 from ingest.runtime import Runtime, open_runtime
-from storage.seaweed import EmbeddedSeaweed
+from storage.seaweed import EmbeddedS3, EmbeddedSeaweed
 
 
 def timed(fn: Callable[[], object], *, repeat: int = 3) -> float:
@@ -23,6 +23,28 @@ def timed(fn: Callable[[], object], *, repeat: int = 3) -> float:
         fn()
         samples.append(time.perf_counter() - t0)
     return statistics.median(samples)
+
+
+def home_settings(
+    root: Path, s3: EmbeddedS3, name: str, database_url: str | None, *, bucket: str
+) -> Settings:
+    """Settings of one home ``root/name`` on a running SeaweedFS: its own index (SQLite under
+    it unless ``database_url``), the workers off, and the one log key of ``root``, as in any
+    one deployment."""
+    return Settings(
+        profile="embedded",
+        home=root / name,
+        s3={
+            "embedded": False,
+            "endpoint": s3.endpoint,
+            "access_key": s3.access_key,
+            "secret_key": s3.secret_key,
+            "bucket": bucket,
+        },
+        database={"url": database_url or f"sqlite:///{root / name / 'index.sqlite3'}"},
+        pipeline={"workers": 0},
+        log={"key_path": root / "log.key"},
+    )
 
 
 @contextmanager

@@ -36,8 +36,7 @@ from sqlalchemy import create_engine, event, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import line
-from configs.settings import Settings
+from bench.common import home_settings, line
 from ingest import derivative_store, media
 from ingest.intake import seal_file
 from ingest.manifest import Manifest
@@ -47,7 +46,7 @@ from storage import keys, people
 from storage import repository as repo
 from storage.db import transaction
 from storage.objects import retain_until
-from storage.seaweed import EmbeddedS3, EmbeddedSeaweed
+from storage.seaweed import EmbeddedSeaweed
 from storage.tables import Derivative
 
 RECIPE = media.Recipe(tool="bench", version="1", args=(), params={})
@@ -116,22 +115,6 @@ class SequencerClock:
         started = self._since.pop(id(conn.connection.dbapi_connection), None)
         if started is not None:
             self.held += time.perf_counter() - started
-
-
-def _settings(root: Path, s3: EmbeddedS3, name: str, database_url: str | None) -> Settings:
-    return Settings(
-        profile="embedded",
-        home=root / name,
-        s3={
-            "embedded": False,
-            "endpoint": s3.endpoint,
-            "access_key": s3.access_key,
-            "secret_key": s3.secret_key,
-            "bucket": f"bench-{name}",
-        },
-        database={"url": database_url} if database_url else {},
-        pipeline={"workers": 0},
-    )
 
 
 @contextmanager
@@ -239,7 +222,7 @@ def main() -> None:
             ):
                 slug = name.replace(" ", "-")
                 with _database(args.database_url, slug) as url:
-                    rt = open_runtime(_settings(root, s3, slug, url))
+                    rt = open_runtime(home_settings(root, s3, slug, url, bucket=f"bench-{slug}"))
                     try:
                         results[name] = run_mode(rt, root / slug, store, args)
                     finally:

@@ -35,7 +35,7 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import line
+from bench.common import home_settings, line
 from configs.settings import Settings
 from ingest.intake import seal_file
 from ingest.manifest import Manifest
@@ -73,23 +73,6 @@ CHILD = textwrap.dedent(
     print(f"{time.perf_counter() - t0:.4f} {t1 - t0:.4f} {t2 - t1:.4f} {t3 - t2:.4f} {size}")
     """
 )
-
-
-def _settings(root: Path, s3: EmbeddedS3, name: str, database_url: str | None) -> Settings:
-    return Settings(
-        profile="embedded",
-        home=root / name,
-        s3={
-            "embedded": False,
-            "endpoint": s3.endpoint,
-            "access_key": s3.access_key,
-            "secret_key": s3.secret_key,
-            "bucket": "bench-seq",
-        },
-        database={"url": database_url or f"sqlite:///{root / name / 'index.sqlite3'}"},
-        pipeline={"workers": 0},
-        log={"key_path": root / "log.key"},  # one log key, as in any one deployment
-    )
 
 
 def _fill(rt: Runtime, n: int) -> None:
@@ -145,8 +128,8 @@ def bench_start(
 ) -> None:
     if database_url:
         raise SystemExit("the start benchmark makes its own SQLite indexes; drop --database-url")
-    small = _settings(root, s3, "small", None)
-    big = _settings(root, s3, "big", None)
+    small = home_settings(root, s3, "small", None, bucket="bench-seq")
+    big = home_settings(root, s3, "big", None, bucket="bench-seq")
     for settings, n in ((small, 1), (big, leaves)):
         rt = open_runtime(settings)
         try:
@@ -214,7 +197,9 @@ def bench_seals(
             path = folder / f"photo-{i:04d}.jpg"
             path.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(20_000))
             files.append(path)
-        rt = open_runtime(_settings(root, s3, f"seals-{mode}", database_url))
+        rt = open_runtime(
+            home_settings(root, s3, f"seals-{mode}", database_url, bucket="bench-seq")
+        )
         try:
             rt.ledger.interval = interval_ms / 1000 if mode == "shared" else 0
             with rt.sessions() as s:
