@@ -166,13 +166,13 @@ def _seal_all(rt: Runtime, files: list[Path], sealers: int, *, mode: str) -> flo
         sealed = seal_file(rt, path, Manifest(file_name=path.name), actor="bench")
         if mode == "per-seal":
             with lock:  # each seal signs a checkpoint of its own, one at a time
-                rt.ledger._sign_round(rt.store)
+                rt.ledger.signer.sign_round(rt.store)
         elif mode == "held":
             # As before this sequencer: the sequencer row stays locked while signing, so
             # every seal's append waits for the object store puts.
             with lock, rt.engine.connect() as conn:
                 conn.execute(text("SELECT size FROM log_state WHERE id = 1 FOR UPDATE"))
-                rt.ledger._sign_round(rt.store)
+                rt.ledger.signer.sign_round(rt.store)
                 conn.commit()
         rt.ledger.receipt(sealed.log_index)
 

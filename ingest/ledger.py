@@ -7,12 +7,9 @@ Two locks, never held together:
 - **The sequencer** (the ``log_state`` row): every leaf takes its index from it inside the
   caller's transaction, so indexes are dense and never reused (a rolled-back seal gives its
   index back). Nothing else happens while it is held.
-- **The signer** (a PostgreSQL advisory lock; on SQLite a file lock beside the database):
-  exactly one process at a time signs. It reads the new leaf rows in short transactions,
-  extends the tiles, signs, mirrors the leaf bundle, full tiles and checkpoint, asks the TSA,
-  and only then stores the checkpoint and tiles in one short transaction that moves
-  ``log_tree`` from the size it started from (compare-and-set): a second signer, even one that
-  got past the lock, can only fail, never publish a checkpoint that does not extend the last.
+- **The signer** (``ingest.signing``): exactly one process at a time signs, and a second
+  signer that got past the lock can only fail, never publish a checkpoint that does not
+  extend the last.
 
 A seal does not sign its own checkpoint: ``receipt`` waits (bounded) until a checkpoint covers
 its leaf. One waiting thread per process takes the signer lock, waits out the rest of
@@ -24,57 +21,39 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ingest import metrics
 from ingest.errors import CheckpointPending, SignerRace
-from integrity.errors import IntegrityError, NoteError, ProofError, TimestampError
+from ingest.signing import CheckpointSigner, LogCorrupt, TsaConfig
+from integrity.errors import ProofError
 from integrity.leaves import canonical_json
-from integrity.log import LogKey, SignedCheckpoint, make_receipt, next_checkpoint, open_checkpoint
-from integrity.merkle import TILE_WIDTH, TiledTree, TileKey, leaf_hash, verify_inclusion
+from integrity.log import LogKey, SignedCheckpoint, make_receipt
+from integrity.merkle import TiledTree, leaf_hash, verify_inclusion
 from integrity.receipts import Receipt, format_receipt
-from storage import keys
 from storage import repository as repo
-from storage.db import make_read_sessionmaker, transaction
-from storage.objects import ObjectStore, retain_until
-from storage.tables import Checkpoint as CheckpointRow
+from storage.db import make_read_sessionmaker
+from storage.objects import ObjectStore
 from storage.tables import LogLeaf
+
+__all__ = ["AppendedLeaf", "Ledger", "LogCorrupt"]
 
 log = logging.getLogger(__name__)
 
-SCRUB_ROWS = 2048
-"""At most this many already-signed leaf rows are read back per signing (``Ledger._scrub``)."""
-SCRUB_PER_LEAF = 8
-"""Already-signed rows read back per new leaf signed (and at least ``SCRUB_MIN``): the sweep
-costs in proportion to what arrives, at most SCRUB_ROWS per checkpoint."""
-SCRUB_MIN = 256
-READ_BATCH = 10_000
-"""Leaf rows read per query while extending the tree."""
 POLL_S = 0.05
 """How often a process without the signer lock looks for the checkpoint another one signs."""
 FRESH_S = 0.25
 """How long a receipt may be proved against the checkpoint a round found, without reading
 the head (at least this long, or one checkpoint interval)."""
-SIGNER_LOCK_ID = 7310852
-"""The PostgreSQL advisory lock of the signer (7310851 guards migrations)."""
-
-
-class LogCorrupt(IntegrityError):
-    """The stored log disagrees with itself; nothing more is signed until it is looked at."""
-
-    code = "log_corrupt"
 
 
 @dataclass(frozen=True)
@@ -82,13 +61,6 @@ class AppendedLeaf:
     index: int
     leaf_hash: str
     data: str
-
-
-@dataclass(frozen=True)
-class TsaConfig:
-    url: str
-    roots: tuple[bytes, ...]
-    timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -101,73 +73,6 @@ class _Head:
 
     def covers(self, size: int) -> bool:
         return _covers(self.signed, size)
-
-
-class SignerLock:
-    """Exactly one signer across processes: a session-level PostgreSQL advisory lock on its
-    own connection, or on SQLite an exclusive ``flock`` on ``<database>.signer.lock``. Both go
-    away with the process that holds them."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        database = engine.url.database if engine.dialect.name == "sqlite" else None
-        self.path = Path(database + ".signer.lock") if database and database != ":memory:" else None
-        self._memory = threading.Lock()  # an in-memory SQLite database: one process anyway
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[bool]:
-        """Try to take the lock without waiting; yields whether it was taken."""
-        if self.engine.dialect.name == "postgresql":
-            with self._advisory() as held:
-                yield held
-        elif self.path is not None:
-            with self._flock(self.path) as held:
-                yield held
-        else:
-            held = self._memory.acquire(blocking=False)
-            try:
-                yield held
-            finally:
-                if held:
-                    self._memory.release()
-
-    @contextlib.contextmanager
-    def _advisory(self) -> Iterator[bool]:
-        conn = self.engine.connect()
-        try:
-            held = bool(
-                conn.execute(
-                    text("SELECT pg_try_advisory_lock(:k)"), {"k": SIGNER_LOCK_ID}
-                ).scalar_one()
-            )
-            conn.commit()  # the lock is the session's: no transaction stays open meanwhile
-            try:
-                yield held
-            finally:
-                if held:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SIGNER_LOCK_ID})
-                    conn.commit()
-        except BaseException:
-            conn.invalidate()  # never return a connection that may still hold the lock
-            raise
-        finally:
-            conn.close()
-
-    @contextlib.contextmanager
-    def _flock(self, path: Path) -> Iterator[bool]:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
 
 
 class Ledger:
@@ -189,16 +94,20 @@ class Ledger:
         self.store = store
         self.key = key
         self.origin = origin
-        self.retention = retention
-        self.tsa_config = tsa_config
-        self.interval = checkpoint_interval_ms / 1000
         self.receipt_wait_s = receipt_wait_s
         bind = sessions.kw.get("bind")
         if not isinstance(bind, Engine):
             raise TypeError("the ledger needs a sessionmaker bound to an engine")
-        self.signer_lock = SignerLock(bind)
         self.reads = make_read_sessionmaker(bind)  # the ledger's reads never write
-        self._scrub_from = 0
+        self.signer = CheckpointSigner(
+            sessions=sessions,
+            reads=self.reads,
+            key=key,
+            origin=origin,
+            retention=retention,
+            tsa_config=tsa_config,
+            interval=checkpoint_interval_ms / 1000,
+        )
         self._proving: TiledTree | None = None  # the tree receipts are proved in (_prove)
         self._proving_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -206,6 +115,16 @@ class Ledger:
         self._known: SignedCheckpoint | None = None
         self._known_at = 0.0  # time.monotonic() of the round that found ``_known``
         self._round = 0  # rounds ended: a waiter trusts only what a later round found
+
+    @property
+    def interval(self) -> float:
+        """Seconds between checkpoints at most: the signer paces on it, receipts trust a
+        round's checkpoint for as long."""
+        return self.signer.interval
+
+    @interval.setter
+    def interval(self, seconds: float) -> None:
+        self.signer.interval = seconds
 
     # --- appending (inside the caller's transaction) -------------------------------------
 
@@ -299,7 +218,7 @@ class Ledger:
         with self._proving_lock:
             tree = self._proving
             if tree is None or tree.size != size:
-                tree = self._proving = TiledTree(size, self._read_tiles)
+                tree = self._proving = TiledTree(size, self.signer.read_tiles)
             try:
                 proof = tree.inclusion_proof(index, size)
                 leaf = tree.leaf(index)
@@ -326,7 +245,7 @@ class Ledger:
         size = signed.checkpoint.size
         if not 0 <= index < size:
             raise LogCorrupt(f"leaf {index} is not under checkpoint {size}")
-        tree = TiledTree(size, self._read_tiles)
+        tree = TiledTree(size, self.signer.read_tiles)
         if tree.leaf(index) != leaf_hash(data.encode()):
             raise LogCorrupt(f"leaf row {index} differs from the signed log: run liuhen verify")
         return make_receipt(tree=tree, index=index, signed=signed)
@@ -337,7 +256,7 @@ class Ledger:
         size = signed.checkpoint.size if signed else 0
         if not 1 <= size1 <= size2 <= size:  # RFC 9162 has no proof from the empty tree
             raise LogCorrupt(f"need 1 <= from <= to <= {size}, got {size1}, {size2}")
-        proof = TiledTree(size, self._read_tiles).consistency_proof(size1, size2)
+        proof = TiledTree(size, self.signer.read_tiles).consistency_proof(size1, size2)
         return [base64.b64encode(h).decode() for h in proof]
 
     def _head(self) -> _Head:
@@ -353,20 +272,7 @@ class Ledger:
             )
         if latest is None or latest.size > tree_size:
             return _Head(None, tree_size, size)  # an index from before the tiles: sign to build
-        return _Head(self._open(latest), tree_size, size)
-
-    def _open(self, row: CheckpointRow) -> SignedCheckpoint:
-        try:
-            return SignedCheckpoint(open_checkpoint(row.note, self.key.verifier), row.note)
-        except NoteError as e:
-            raise LogCorrupt(
-                f"checkpoint {row.size} in the index does not open with the log key; "
-                f"refusing to sign after it or prove against it: {e}"
-            ) from e
-
-    def _read_tiles(self, wanted: Sequence[TileKey]) -> Mapping[TileKey, bytes]:
-        with self.reads() as session:
-            return repo.read_tiles(session, keys=wanted)
+        return _Head(self.signer.open(latest), tree_size, size)
 
     # --- checkpoints ---------------------------------------------------------------------
 
@@ -401,7 +307,7 @@ class Ledger:
                 head = self._head()
                 found = head.signed
                 if not head.covers(size):
-                    signed = self._sign_round(self.store) if self.store is not None else None
+                    signed = self.signer.sign_round(self.store) if self.store is not None else None
                     if signed is None:
                         time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
                     else:
@@ -466,213 +372,6 @@ class Ledger:
             "the leaves are committed: ask again later"
         )
 
-    def _sign_round(self, store: ObjectStore) -> SignedCheckpoint | None:
-        """Take the signer lock and sign; None if another process holds it."""
-        with self.signer_lock.hold() as held:
-            if not held:
-                return None
-            self._pace()
-            return self._sign(store)
-
-    def _pace(self) -> None:
-        """Wait out the rest of the interval since the latest checkpoint: at most one
-        checkpoint per interval, and the seals arriving meanwhile join the next one."""
-        if self.interval <= 0:
-            return
-        with self.reads() as session:
-            latest = repo.latest_checkpoint(session)
-        if latest is None:
-            return
-        age = (datetime.now(UTC) - latest.created_at).total_seconds()
-        if age < self.interval:
-            time.sleep(min(self.interval, self.interval - age))
-
-    def _sign(self, store: ObjectStore) -> SignedCheckpoint:
-        """Extend the tiles to every committed leaf, sign, mirror, stamp, then store.
-
-        Holds the signer lock, never the sequencer: appends go on meanwhile.
-        """
-        with self.reads() as session:
-            size = repo.log_size(session)
-            tree_size, tree_root = repo.log_tree_state(session)
-            latest = repo.latest_checkpoint(session)
-        signed_size = latest.size if latest else 0
-        if size < max(tree_size, signed_size):
-            raise LogCorrupt(
-                f"the log shrank: it has {size} leaves, but checkpoint {signed_size} was "
-                f"signed and the tiles cover {tree_size}"
-            )
-        if tree_size > signed_size:
-            raise LogCorrupt(f"the tiles cover {tree_size} leaves, the checkpoints {signed_size}")
-        if latest is not None and size == signed_size == tree_size:
-            return self._open(latest)  # nothing new since the latest checkpoint
-        started = time.perf_counter()
-        tree = TiledTree(tree_size, self._read_tiles)
-        try:
-            if tree.root() != tree_root:
-                raise ProofError("the tiles give a root other than the one stored with them")
-            self._scrub(tree, new=size - tree_size)
-            bundle = self._extend(tree, size, bundle_from=signed_size)
-        except ProofError as e:
-            raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
-        try:
-            signed = next_checkpoint(
-                tree=tree,
-                size=size,
-                origin=self.origin,
-                key=self.key,
-                previous_note=latest.note if latest else None,
-            )
-        except (ProofError, NoteError) as e:
-            # The rows no longer extend what was signed, or the key no longer opens it.
-            raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
-        now = datetime.now(UTC)
-        row: CheckpointRow | None = None
-        if size > signed_size:
-            row = self._mirror(store, signed, tree, bundle, first=signed_size, now=now)
-        with transaction(self.sessions) as session:
-            if not repo.advance_log_tree(
-                session, old_size=tree_size, new_size=size, root_hash=signed.checkpoint.root_hash
-            ):
-                raise SignerRace(
-                    f"another signer moved the log from {tree_size} leaves first; "
-                    f"checkpoint {size} was not stored"
-                )
-            repo.write_tiles(session, tiles=tree.changed())
-            if row is not None:
-                repo.add_checkpoint(session, checkpoint=row)
-        metrics.checkpoint_signed(size=size, seconds=time.perf_counter() - started)
-        log.info("checkpoint %d signed (%d new leaves)", size, size - signed_size)
-        return signed
-
-    def _extend(self, tree: TiledTree, size: int, *, bundle_from: int) -> list[str]:
-        """Append leaf rows tree.size..size to ``tree``, checking each row's hash; return the
-        data of the rows from ``bundle_from`` on (the next leaf bundle)."""
-        bundle: list[str] = []
-        start = tree.size
-        while start < size:
-            stop = min(size, start + READ_BATCH)
-            with self.reads() as session:
-                rows = repo.leaf_rows_between(session, start=start, stop=stop)
-            hashes = []
-            for expected, (idx, digest, data) in enumerate(rows, start):
-                if idx != expected:
-                    raise LogCorrupt(f"leaf {expected} is missing from the log")
-                if leaf_hash(data.encode()) != digest:
-                    raise LogCorrupt(f"leaf {expected}: stored hash does not match its data")
-                hashes.append(digest)
-                if expected >= bundle_from:
-                    bundle.append(data)
-            if len(rows) != stop - start:
-                raise LogCorrupt(f"leaves {start}..{stop - 1}: {len(rows)} rows found")
-            tree.append_many(hashes)
-            start = stop
-        return bundle
-
-    def _scrub(self, tree: TiledTree, *, new: int) -> None:
-        """Read a window of signed leaves back and refuse to go on if a row has changed.
-
-        Signing reads only new rows, so a row edited after it was signed (its hash recomputed
-        to match) would go unnoticed, and we would keep signing over it. Each signing of
-        ``new`` leaves sweeps the next SCRUB_PER_LEAF × ``new`` rows (SCRUB_MIN to SCRUB_ROWS;
-        all of a small log) against the tiles, so such an edit stops signing before the log
-        grows by another size / SCRUB_PER_LEAF leaves, or within size / SCRUB_MIN
-        checkpoints; ``liuhen verify --all`` reads all.
-        """
-        signed = tree.size
-        start = self._scrub_from if self._scrub_from < signed else 0
-        window = min(SCRUB_ROWS, max(SCRUB_MIN, SCRUB_PER_LEAF * new))
-        stop = min(signed, start + window)
-        with self.reads() as session:
-            rows = repo.leaf_rows_between(session, start=start, stop=stop)
-        if len(rows) != stop - start:
-            raise LogCorrupt(f"leaves {start}..{stop - 1}: {len(rows)} rows found")
-        signed_hashes = tree.leaves(start, stop)
-        for expected, (idx, digest, data) in enumerate(rows, start):
-            if idx != expected:
-                raise LogCorrupt(f"leaf {expected} is missing from the log")
-            if leaf_hash(data.encode()) != digest:
-                raise LogCorrupt(f"leaf {expected}: stored hash does not match its data")
-            if digest != signed_hashes[expected - start]:
-                raise LogCorrupt(f"leaf {expected} changed after it was signed")
-        self._scrub_from = 0 if stop == signed else stop  # next time, from the start
-
-    def _mirror(
-        self,
-        store: ObjectStore,
-        signed: SignedCheckpoint,
-        tree: TiledTree,
-        bundle: list[str],
-        *,
-        first: int,
-        now: datetime,
-    ) -> CheckpointRow:
-        """Put the leaf bundle, the tiles that filled up, the checkpoint and its time-stamp
-        under Object Lock; the checkpoint row to store."""
-        size = signed.checkpoint.size
-        until = retain_until(self.retention, now=now)
-        store.put_bytes(
-            keys.leaf_bundle_key(first, size - 1),
-            "".join(line + "\n" for line in bundle).encode(),
-            content_type="application/jsonl",
-            retain_until=until,
-        )
-        for (level, index), hashes in sorted(tree.changed().items()):
-            if len(hashes) == TILE_WIDTH * 32:
-                store.put_bytes(
-                    keys.tile_key(level, index),
-                    hashes,
-                    content_type="application/octet-stream",
-                    retain_until=until,
-                )
-        stored = store.put_bytes(
-            keys.checkpoint_key(size),
-            signed.note.encode(),
-            content_type="text/plain; charset=utf-8",
-            retain_until=until,
-        )
-        tsr, tsa_time = self._timestamp(store, signed.note.encode(), size, until)
-        return CheckpointRow(
-            size=size,
-            root_hash=signed.checkpoint.root_hash,
-            note=signed.note,
-            created_at=now,
-            object_version=stored.version_id,
-            tsr=tsr,
-            tsa_time=tsa_time,
-        )
-
-    def _timestamp(
-        self, store: ObjectStore, note: bytes, size: int, until: datetime
-    ) -> tuple[bytes | None, datetime | None]:
-        if self.tsa_config is None:
-            return None, None
-        # rfc3161-client is imported only where a TSA is configured (it costs every command).
-        from ingest.tsa_client import request_timestamp
-        from integrity import tsa
-
-        cfg = self.tsa_config
-        try:
-            tsr = request_timestamp(cfg.url, note, timeout=cfg.timeout_s)
-            when = tsa.verify_timestamp(tsr, note, roots=list(cfg.roots))
-        except TimestampError as e:
-            # A checkpoint without trusted time is still a valid checkpoint; say so loudly.
-            log.warning("checkpoint %d not time-stamped: %s", size, e)
-            return None, None
-        store.put_bytes(
-            keys.timestamp_key(size),
-            tsr,
-            content_type="application/timestamp-reply",
-            retain_until=until,
-        )
-        return tsr, when
-
 
 def _covers(signed: SignedCheckpoint | None, size: int) -> bool:
     return signed is not None and signed.checkpoint.size >= size
-
-
-def load_tsa_config(url: str | None, roots: list[Path], timeout_s: float) -> TsaConfig | None:
-    if not url:
-        return None
-    return TsaConfig(url=url, roots=tuple(p.read_bytes() for p in roots), timeout_s=timeout_s)

@@ -20,8 +20,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from configs.settings import Settings
-from ingest.ledger import Ledger, load_tsa_config
+from ingest.ledger import Ledger
 from ingest.logkey import load_log_key
+from ingest.signing import load_tsa_config
 from storage.db import make_engine, make_read_sessionmaker, make_sessionmaker, migrate_if_needed
 from storage.objects import ObjectStore, S3Endpoint
 from storage.seaweed import EmbeddedSeaweed

@@ -46,13 +46,12 @@ from ingest.errors import (
 )
 from ingest.intake import Vouched, seal_file, seal_stored
 from ingest.runtime import Runtime
-from ingest.sniff import sniff, sniff_file
+from ingest.sniff import sniff_file
+from ingest.upload_stream import StoreStream
 from storage import keys
 from storage import repository as repo
 from storage.db import transaction
-from storage.errors import ObjectStoreError
 from storage.ids import new_id
-from storage.objects import PartWriter, StoredObject
 from storage.tables import Device, Upload
 
 log = logging.getLogger(__name__)
@@ -66,7 +65,6 @@ RECEIVING, SEALED, FAILED, TERMINATED, EXPIRED = (
 )
 CHECKSUM_ALGORITHMS = ("sha256", "sha1")
 """``Upload-Checksum`` algorithms (tus requires sha1; DESIGN.md asks for sha256)."""
-STREAM_PART = 8 << 20
 """Part size when streaming an upload to the store as it arrives (S3: at least 5 MiB)."""
 LOCK_WAIT_S = 5.0
 """How long a request waits for another writer of the same upload (a dropped connection
@@ -266,7 +264,14 @@ class Uploads:
                 return
         with self._guard:
             if state.id not in self._streams:
-                self._streams[state.id] = StoreStream(self, state, sha256=sha256)
+                self._streams[state.id] = StoreStream(
+                    self.rt.store,
+                    self.spool_path(state.id),
+                    upload_id=state.id,
+                    length=state.length,
+                    key=keys.original_key(sha256),
+                    idle_s=self.settings.upload_expiry_s,
+                )
 
     def _advance(self, upload_id: str, offset: int) -> None:
         with self._guard:
@@ -473,94 +478,6 @@ class Uploads:
                 path.unlink()
                 removed += 1
         return removed
-
-
-class StoreStream:
-    """Copies an upload's spool to its content address while it is received (S3 multipart, one
-    part per ``STREAM_PART`` acknowledged bytes, hashed as sent), so the seal after the last
-    byte only sends the tail. Only ever reads below the fsynced offset. An optimisation: when
-    it fails or is missing (a restart), the seal copies the spool after the last byte."""
-
-    def __init__(self, uploads: Uploads, state: UploadState, *, sha256: str) -> None:
-        self.uploads, self.state = uploads, state
-        self.key = keys.original_key(sha256)
-        self._cond = threading.Condition()
-        self._durable = 0
-        self._abandoned = False
-        self.result: StoredObject | None = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"stream-{state.id}", daemon=True)
-        self._thread.start()
-
-    def advance(self, offset: int) -> None:
-        """``offset`` bytes are fsynced and recorded: they may be sent."""
-        with self._cond:
-            self._durable = max(self._durable, offset)
-            self._cond.notify()
-
-    def abandon(self) -> None:
-        with self._cond:
-            self._abandoned = True
-            self._cond.notify()
-
-    def wait(self) -> StoredObject | None:
-        """After the last byte: the stored version, or None (then seal from the spool)."""
-        self._thread.join()
-        return self.result
-
-    def _next_end(self, pos: int) -> int | None:
-        """Where the next part ends, once enough is durable; None when abandoned."""
-        length = self.state.length
-        with self._cond:
-            while True:
-                if self._abandoned:
-                    return None
-                if self._durable == length:
-                    return min(length, pos + STREAM_PART)
-                if self._durable - pos >= STREAM_PART:
-                    return pos + STREAM_PART
-                if not self._cond.wait(timeout=self.uploads.settings.upload_expiry_s):
-                    return None  # idle for as long as an upload lives: give up
-
-    def _run(self) -> None:
-        writer: PartWriter | None = None
-        try:
-            fd = os.open(self.uploads.spool_path(self.state.id), os.O_RDONLY)
-        except OSError as e:
-            self.error = e
-            return
-        try:
-            pos = 0
-            while pos < self.state.length:
-                end = self._next_end(pos)
-                if end is None:
-                    raise ObjectStoreError("abandoned")
-                data = _pread_exactly(fd, pos, end - pos)
-                if writer is None:
-                    writer = PartWriter(self.uploads.rt.store, self.key, content_type=sniff(data))
-                writer.put(data)
-                pos = end
-            if writer is not None:
-                self.result = writer.complete()
-        except BaseException as e:
-            self.error = e
-            if writer is not None:
-                writer.abort()
-            if not isinstance(e, ObjectStoreError) or str(e) != "abandoned":
-                log.warning("upload %s: streaming to the store stopped: %s", self.state.id, e)
-        finally:
-            os.close(fd)
-
-
-def _pread_exactly(fd: int, offset: int, size: int) -> bytes:
-    chunks, done = [], 0
-    while done < size:
-        block = os.pread(fd, size - done, offset + done)
-        if not block:
-            raise ObjectStoreError(f"the spool ended at {offset + done}, below its offset")
-        chunks.append(block)
-        done += len(block)
-    return b"".join(chunks)
 
 
 class Writer:

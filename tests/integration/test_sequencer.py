@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from ingest import ledger as ledger_module
+from ingest import signing
 from ingest.errors import CheckpointPending, SignerRace
-from ingest.ledger import Ledger, LogCorrupt, SignerLock
+from ingest.ledger import Ledger, LogCorrupt
 from ingest.runtime import Runtime, runtime
+from ingest.signing import CheckpointSigner, SignerLock
 from integrity.log import SignedCheckpoint
 from integrity.merkle import TILE_WIDTH, MerkleTree, leaf_hash, verify_consistency
 from integrity.verify import verify_receipt
@@ -172,17 +173,17 @@ def test_a_signer_that_got_past_the_lock_cannot_store_a_second_head(
 
     monkeypatch.setattr(SignerLock, "hold", always)
     both_signed = threading.Barrier(2)
-    real_mirror = Ledger._mirror
+    real_mirror = CheckpointSigner._mirror
 
-    def mirror_after_both(self: Ledger, *args: Any, **kw: Any) -> Any:
+    def mirror_after_both(self: CheckpointSigner, *args: Any, **kw: Any) -> Any:
         both_signed.wait(30)
         return real_mirror(self, *args, **kw)
 
-    monkeypatch.setattr(Ledger, "_mirror", mirror_after_both)
+    monkeypatch.setattr(CheckpointSigner, "_mirror", mirror_after_both)
 
     def sign(own: Runtime) -> SignedCheckpoint | Exception:
         try:
-            return own.ledger._sign(own.store)
+            return own.ledger.signer.sign(own.store)
         except SignerRace as e:
             return e
 
@@ -204,7 +205,7 @@ def test_the_signer_lock_excludes_another_process(rt: Runtime) -> None:
         f"""
         import sys, time
         from storage.db import make_engine
-        from ingest.ledger import SignerLock
+        from ingest.signing import SignerLock
         with SignerLock(make_engine({url!r})).hold() as held:
             print("held" if held else "busy", flush=True)
             sys.stdin.readline()
@@ -215,7 +216,7 @@ def test_the_signer_lock_excludes_another_process(rt: Runtime) -> None:
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        with rt.ledger.signer_lock.hold() as held:
+        with rt.ledger.signer.lock.hold() as held:
             assert not held
         rt.ledger.receipt_wait_s = 0.5
         _append(rt)
@@ -225,7 +226,7 @@ def test_the_signer_lock_excludes_another_process(rt: Runtime) -> None:
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(30)
-    with rt.ledger.signer_lock.hold() as held:
+    with rt.ledger.signer.lock.hold() as held:
         assert held  # it went away with the process
     assert rt.ledger.publish().checkpoint.size == 1
 
@@ -272,7 +273,7 @@ def test_the_receipts_of_one_round_read_the_head_once_not_each(
 def test_a_new_process_reads_no_old_leaves(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """Opening, proving and signing read the tiles and the new rows, plus the fixed scrub
     window: never the whole log."""
-    size = 3 * ledger_module.SCRUB_ROWS
+    size = 3 * signing.SCRUB_ROWS
     _append(rt, size)
     rt.ledger.publish()
     data = leaf_rows(rt)[size - 5].data.encode()
@@ -294,7 +295,7 @@ def test_a_new_process_reads_no_old_leaves(rt: Runtime, monkeypatch: pytest.Monk
         _append(fresh, 2)
         assert fresh.ledger.publish().checkpoint.size == size + 2
     # 2 new leaves: the scrub reads its smallest window, not SCRUB_ROWS
-    assert sum(stop - start for start, stop in read) <= ledger_module.SCRUB_MIN + 2
+    assert sum(stop - start for start, stop in read) <= signing.SCRUB_MIN + 2
 
 
 def test_full_tiles_are_mirrored(rt: Runtime) -> None:
