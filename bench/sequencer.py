@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/sequencer.py [--leaves 1000000] [--sealers 16] [--seals 160]
                                         [--interval-ms 100] [--database-url URL]
+                                        [--rounds 15] [--leaves-per-checkpoint 300]
+                                        [--skip-start] [--skip-seals] [--skip-mirror]
 
 1. Process start with a big log vs a 1-leaf log (goal <= 1.2): a fresh ``python`` process
    opens the runtime (index migrated, object store, key), hands out a receipt for the last
@@ -12,6 +14,12 @@
    checkpoint per ``--interval-ms``) vs one checkpoint per seal (each sealer signs its own
    under a lock) and, on PostgreSQL, vs one per seal with the sequencer row locked while
    signing (what ``Ledger.publish`` did before this sequencer).
+3. One checkpoint's wall time with its mirror puts (leaf bundle, full tiles, checkpoint) and
+   TSA request in flight together vs one after another (``CheckpointSigner.mirror_at_once``
+   = 1, the old way), interleaved, median of ``--rounds``: ``--leaves-per-checkpoint`` new
+   leaves each, without a TSA and with a local one (``openssl ts`` behind HTTP, the tests'
+   ``tests/tsa_server.py``). Every receipt waits for a checkpoint, so this is latency a
+   device sees; against a remote store and TSA the round trips it saves are longer.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from configs.settings import Settings
 from ingest.intake import seal_file
 from ingest.manifest import Manifest
 from ingest.runtime import Runtime, open_runtime
+from ingest.signing import MIRROR_AT_ONCE
 from integrity.leaves import custody_leaf
 from storage import repository as repo
 from storage.db import transaction
@@ -216,6 +225,43 @@ def bench_seals(
         line("shared / per-seal with the sequencer held", results["shared"] / results["held"], "x")
 
 
+def bench_mirror(root: Path, s3: EmbeddedS3, rounds: int, per_checkpoint: int) -> None:
+    from tests.tsa_server import local_tsa
+
+    (root / "tsa").mkdir()
+    with local_tsa(root / "tsa") as tsa:
+        for label, log_settings in (
+            ("no TSA", {}),
+            ("local TSA", {"tsa_url": tsa.url, "tsa_roots": [tsa.dir / "ca.pem"]}),
+        ):
+            settings = home_settings(
+                root, s3, f"mirror-{len(log_settings)}", None, bucket="bench-seq"
+            )
+            settings = settings.model_copy(
+                update={"log": settings.log.model_copy(update=log_settings)}
+            )
+            rt = open_runtime(settings)
+            try:
+                rt.ledger.interval = 0
+                times: dict[int, list[float]] = {1: [], MIRROR_AT_ONCE: []}
+                for _ in range(rounds):  # interleaved, so that a busy machine hits both alike
+                    for at_once in times:
+                        _fill(rt, per_checkpoint)
+                        rt.ledger.signer.mirror_at_once = at_once
+                        t0 = time.perf_counter()
+                        rt.ledger.publish()
+                        times[at_once].append(time.perf_counter() - t0)
+                with rt.sessions() as session:
+                    stamped = sum(cp.tsr is not None for cp in repo.checkpoints(session))
+            finally:
+                rt.close()
+            together, apart = (statistics.median(times[k]) for k in (MIRROR_AT_ONCE, 1))
+            note = f"{per_checkpoint} new leaves each, {stamped} time-stamped"
+            line(f"checkpoint, {label}, puts one after another", apart * 1000, "ms", note)
+            line(f"checkpoint, {label}, {MIRROR_AT_ONCE} at once", together * 1000, "ms")
+            line(f"  {label}: at once / one after another", together / apart, "x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--leaves", type=int, default=1_000_000)
@@ -225,6 +271,9 @@ def main() -> None:
     ap.add_argument("--database-url", help="PostgreSQL for the seal benchmark (default SQLite)")
     ap.add_argument("--skip-start", action="store_true")
     ap.add_argument("--skip-seals", action="store_true")
+    ap.add_argument("--rounds", type=int, default=15, help="checkpoints of each kind (part 3)")
+    ap.add_argument("--leaves-per-checkpoint", type=int, default=300)
+    ap.add_argument("--skip-mirror", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="liuhen-bench-seq-") as tmp:
         root = Path(tmp)
@@ -233,6 +282,8 @@ def main() -> None:
         try:
             if not args.skip_seals:
                 bench_seals(root, s3, args.sealers, args.seals, args.interval_ms, args.database_url)
+            if not args.skip_mirror:
+                bench_mirror(root, s3, args.rounds, args.leaves_per_checkpoint)
             if not args.skip_start:
                 bench_start(root, s3, args.leaves, None)
         finally:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +49,8 @@ costs in proportion to what arrives, at most SCRUB_ROWS per checkpoint."""
 SCRUB_MIN = 256
 READ_BATCH = 10_000
 """Leaf rows read per query while extending the tree."""
+MIRROR_AT_ONCE = 4
+"""Mirror puts (and the TSA request) of one checkpoint in flight at once."""
 SIGNER_LOCK_ID = 7310852
 """The PostgreSQL advisory lock of the signer (7310851 guards migrations)."""
 
@@ -157,6 +161,7 @@ class CheckpointSigner:
         if not isinstance(bind, Engine):
             raise TypeError("the signer needs a sessionmaker bound to an engine")
         self.lock = SignerLock(bind)
+        self.mirror_at_once = MIRROR_AT_ONCE
         self._scrub_from = 0
 
     def open(self, row: CheckpointRow) -> SignedCheckpoint:
@@ -314,30 +319,45 @@ class CheckpointSigner:
         now: datetime,
     ) -> CheckpointRow:
         """Put the leaf bundle, the tiles that filled up, the checkpoint and its time-stamp
-        under Object Lock; the checkpoint row to store."""
+        under Object Lock; the checkpoint row to store.
+
+        None of them depends on another, so they go ``mirror_at_once`` at a time, the TSA
+        request among them: a checkpoint costs about one store round trip (or the TSA's),
+        not the sum of all, and every receipt waits for it. All have ended when this returns
+        or raises; what got through before a failure is an orphan (the row is not stored).
+        """
         size = signed.checkpoint.size
         until = retain_until(self.retention, now=now)
-        store.put_bytes(
-            keys.leaf_bundle_key(first, size - 1),
-            "".join(line + "\n" for line in bundle).encode(),
-            content_type="application/jsonl",
-            retain_until=until,
-        )
-        for (level, index), hashes in sorted(tree.changed().items()):
-            if len(hashes) == TILE_WIDTH * 32:
-                store.put_bytes(
-                    keys.tile_key(level, index),
-                    hashes,
-                    content_type="application/octet-stream",
-                    retain_until=until,
-                )
-        stored = store.put_bytes(
-            keys.checkpoint_key(size),
-            signed.note.encode(),
-            content_type="text/plain; charset=utf-8",
-            retain_until=until,
-        )
-        tsr, tsa_time = self._timestamp(store, signed.note.encode(), size, until)
+        note = signed.note.encode()
+        objects = [
+            (
+                keys.leaf_bundle_key(first, size - 1),
+                "".join(line + "\n" for line in bundle).encode(),
+                "application/jsonl",
+            ),
+            *(
+                (keys.tile_key(level, index), hashes, "application/octet-stream")
+                for (level, index), hashes in sorted(tree.changed().items())
+                if len(hashes) == TILE_WIDTH * 32
+            ),
+            (keys.checkpoint_key(size), note, "text/plain; charset=utf-8"),
+        ]
+        puts = [
+            functools.partial(
+                store.put_bytes, key, data, content_type=content_type, retain_until=until
+            )
+            for key, data, content_type in objects
+        ]
+        if self.mirror_at_once <= 1:
+            stored = [put() for put in puts][-1]
+            tsr, tsa_time = self._timestamp(store, note, size, until)
+        else:
+            with ThreadPoolExecutor(
+                self.mirror_at_once, thread_name_prefix="liuhen-mirror"
+            ) as pool:
+                stamping = pool.submit(self._timestamp, store, note, size, until)
+                stored = [f.result() for f in [pool.submit(put) for put in puts]][-1]
+                tsr, tsa_time = stamping.result()
         return CheckpointRow(
             size=size,
             root_hash=signed.checkpoint.root_hash,

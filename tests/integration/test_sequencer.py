@@ -29,6 +29,7 @@ from integrity.verify import verify_receipt
 from storage import keys
 from storage import repository as repo
 from storage.db import transaction
+from storage.errors import ObjectStoreError
 from tests.integration.logkit import leaf_rows, sql
 
 
@@ -306,6 +307,53 @@ def test_full_tiles_are_mirrored(rt: Runtime) -> None:
     key = keys.tile_key(0, 0)
     assert rt.store.read_bytes(key, rt.store.latest_version(key)) == tile
     assert tile == b"".join(bytes(r.leaf_hash) for r in leaf_rows(rt)[:TILE_WIDTH])
+
+
+def test_a_checkpoints_mirror_puts_are_in_flight_together(rt: Runtime) -> None:
+    """The leaf bundle, a full tile and the checkpoint go to the store at once: each put
+    waits at a barrier that only all three together pass (one after another, it breaks)."""
+    _append(rt, TILE_WIDTH + 3)
+    together = threading.Barrier(3, timeout=30)
+    real_put = rt.store.put_bytes
+    keys_put: list[str] = []
+
+    def meeting_put(key: str, data: bytes, **kw: Any) -> Any:
+        keys_put.append(key)
+        together.wait()
+        return real_put(key, data, **kw)
+
+    rt.store.put_bytes = meeting_put  # type: ignore[method-assign]
+    signed = rt.ledger.publish()
+    assert signed.checkpoint.size == TILE_WIDTH + 3
+    assert sorted(keys_put) == sorted(
+        [
+            keys.leaf_bundle_key(0, TILE_WIDTH + 2),
+            keys.tile_key(0, 0),
+            keys.checkpoint_key(TILE_WIDTH + 3),
+        ]
+    )
+    _assert_checkpoints_extend_each_other(rt)
+
+
+def test_a_mirror_put_that_fails_stores_no_checkpoint(rt: Runtime) -> None:
+    """One failed put among those in flight: the others end, no checkpoint row is stored,
+    and the next signing covers the same leaves."""
+    _append(rt, 5)
+    real_put = rt.store.put_bytes
+
+    def failing_put(key: str, data: bytes, **kw: Any) -> Any:
+        if key.startswith("log/leaves/"):
+            raise ObjectStoreError("the store refused the bundle")
+        return real_put(key, data, **kw)
+
+    rt.store.put_bytes = failing_put  # type: ignore[method-assign]
+    with pytest.raises(ObjectStoreError, match="refused the bundle"):
+        rt.ledger.signer.sign(rt.store)
+    assert _checkpoint_sizes(rt) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("liuhen-mirror")]
+    rt.store.put_bytes = real_put  # type: ignore[method-assign]
+    assert rt.ledger.publish().checkpoint.size == 5
+    _assert_checkpoints_extend_each_other(rt)
 
 
 def test_an_index_only_ledger_hands_out_receipts_and_waits_bounded(rt: Runtime) -> None:
