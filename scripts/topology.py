@@ -454,6 +454,13 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("dir", type=Path)
         if name == "status":
             p.add_argument("--json", action="store_true")
+    for name, what in (
+        ("kill", "SIGKILL one process (volume-1, worker-2, api-1, ...): a fault, by hand"),
+        ("restart", "start one process again on its ports and data"),
+    ):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("dir", type=Path)
+        p.add_argument("process")
     args = parser.parse_args(argv)
     out = sys.stdout
     if args.command == "start":
@@ -480,6 +487,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "env":
         for key, value in topo.env().items():
             out.write(f"export {key}={shlex.quote(value)}\n")
+        return 0
+    if args.command in ("kill", "restart"):
+        if args.process not in topo.state.procs:
+            names = ", ".join(topo.state.procs)
+            raise SystemExit(f"no process {args.process!r} in this topology (one of: {names})")
+        if args.command == "kill":
+            topo.kill(args.process)
+        else:
+            topo.restart(args.process)
         return 0
     topo.stop()
     return 0

@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from scripts.topology import Topology
+from scripts.topology import main as topology_cli
 from tests.cli import LIUHEN
 from tests.conftest import TESTDATA
 from tests.integration import mediagen as gen
@@ -50,7 +51,7 @@ def topology(tmp_path: Path) -> Iterator[Topology]:
         topo.start()
         yield topo
     finally:
-        topo.stop()
+        Topology(topo.root).stop()  # as saved: a restart by the script changes a pid
 
 
 def batch(directory: Path) -> list[tuple[Path, str]]:
@@ -140,9 +141,11 @@ def test_topology_survives_a_dead_volume_server_and_a_killed_worker(
         assert time.monotonic() < deadline, "no worker ever transcoded"
         time.sleep(0.05)
     topo.kill(victim)  # SIGKILL to its process group: the worker and its ffmpeg
-    topo.kill("volume-2")
+    assert topology_cli(["kill", str(topo.root), "volume-2"]) == 0  # as a person would
     time.sleep(4)  # writes fail meanwhile: jobs wait for the store
-    topo.restart("volume-2")
+    assert topology_cli(["status", str(topo.root)]) == 1  # volume-2 is down
+    assert topology_cli(["restart", str(topo.root), "volume-2"]) == 0
+    assert topology_cli(["status", str(topo.root)]) == 1  # the killed worker still is
 
     deadline = time.monotonic() + 150
     while True:
