@@ -288,6 +288,7 @@ def main() -> None:
                 bench_start(root, s3, args.leaves, None)
         finally:
             weed.release()
+            weed.stop()  # its directory goes with the temporary one
 
 
 if __name__ == "__main__":
