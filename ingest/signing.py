@@ -3,10 +3,11 @@ sequencer.
 
 The signer (a PostgreSQL advisory lock; on SQLite a file lock beside the database) reads the
 new leaf rows in short transactions, extends the tiles, signs, mirrors the leaf bundle, full
-tiles and checkpoint, asks the TSA, and only then stores the checkpoint and tiles in one short
-transaction that moves ``log_tree`` from the size it started from (compare-and-set): a second
-signer, even one that got past the lock, can only fail, never publish a checkpoint that does
-not extend the last. ``ingest.ledger`` decides when to sign; this module signs.
+tiles and checkpoint while it asks the TSA (all at once), and only then stores the checkpoint
+and tiles in one short transaction that moves ``log_tree`` from the size it started from
+(compare-and-set): a second signer, even one that got past the lock, can only fail, never
+publish a checkpoint that does not extend the last. ``ingest.ledger`` decides when to sign;
+this module signs.
 """
 
 from __future__ import annotations
