@@ -100,6 +100,7 @@ class Ledger:
             raise TypeError("the ledger needs a sessionmaker bound to an engine")
         self.reads = make_read_sessionmaker(bind)  # the ledger's reads never write
         self.signer = CheckpointSigner(
+            engine=bind,
             sessions=sessions,
             reads=self.reads,
             key=key,

@@ -142,6 +142,7 @@ class CheckpointSigner:
     def __init__(
         self,
         *,
+        engine: Engine,
         sessions: sessionmaker[Session],
         reads: sessionmaker[Session],
         key: LogKey,
@@ -158,10 +159,7 @@ class CheckpointSigner:
         self.tsa_config = tsa_config
         self.interval = interval
         """Seconds: at most one checkpoint per interval (``log.checkpoint_interval_ms``)."""
-        bind = sessions.kw.get("bind")
-        if not isinstance(bind, Engine):
-            raise TypeError("the signer needs a sessionmaker bound to an engine")
-        self.lock = SignerLock(bind)
+        self.lock = SignerLock(engine)
         self.mirror_at_once = MIRROR_AT_ONCE
         self._scrub_from = 0
 
