@@ -261,16 +261,8 @@ class Ledger:
         return [base64.b64encode(h).decode() for h in proof]
 
     def _head(self) -> _Head:
-        with self.reads() as session:
-            size = repo.log_size(session)
-            tree_size, _ = repo.log_tree_state(session)
-            latest = repo.latest_checkpoint(session)
-        signed_size = latest.size if latest else 0
-        if size < max(tree_size, signed_size):
-            raise LogCorrupt(
-                f"the log shrank: it has {size} leaves, but checkpoint {signed_size} was "
-                f"signed and the tiles cover {tree_size}"
-            )
+        state = self.signer.state()
+        size, tree_size, latest = state.size, state.tree_size, state.latest
         if latest is None or latest.size > tree_size:
             return _Head(None, tree_size, size)  # an index from before the tiles: sign to build
         return _Head(self.signer.open(latest), tree_size, size)

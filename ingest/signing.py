@@ -69,6 +69,17 @@ class TsaConfig:
     timeout_s: float
 
 
+@dataclass(frozen=True)
+class LogState:
+    size: int
+    """Leaves committed."""
+    tree_size: int
+    """Leaves the stored tiles cover, with ``tree_root`` their root."""
+    tree_root: bytes
+    latest: CheckpointRow | None
+    """The newest checkpoint row."""
+
+
 class SignerLock:
     """Exactly one signer across processes: a session-level PostgreSQL advisory lock on its
     own connection, or on SQLite an exclusive ``flock`` on ``<database>.signer.lock``. Both go
@@ -163,6 +174,21 @@ class CheckpointSigner:
         self.mirror_at_once = MIRROR_AT_ONCE
         self._scrub_from = 0
 
+    def state(self) -> LogState:
+        """How far the leaves, the tiles and the checkpoints go, read together; a log with
+        fewer leaves than were signed or tiled is corrupt."""
+        with self.reads() as session:
+            size = repo.log_size(session)
+            tree_size, tree_root = repo.log_tree_state(session)
+            latest = repo.latest_checkpoint(session)
+        signed_size = latest.size if latest else 0
+        if size < max(tree_size, signed_size):
+            raise LogCorrupt(
+                f"the log shrank: it has {size} leaves, but checkpoint {signed_size} was "
+                f"signed and the tiles cover {tree_size}"
+            )
+        return LogState(size, tree_size, tree_root, latest)
+
     def open(self, row: CheckpointRow) -> SignedCheckpoint:
         try:
             return SignedCheckpoint(open_checkpoint(row.note, self.key.verifier), row.note)
@@ -202,16 +228,14 @@ class CheckpointSigner:
 
         Holds the signer lock, never the sequencer: appends go on meanwhile.
         """
-        with self.reads() as session:
-            size = repo.log_size(session)
-            tree_size, tree_root = repo.log_tree_state(session)
-            latest = repo.latest_checkpoint(session)
+        state = self.state()
+        size, tree_size, tree_root, latest = (
+            state.size,
+            state.tree_size,
+            state.tree_root,
+            state.latest,
+        )
         signed_size = latest.size if latest else 0
-        if size < max(tree_size, signed_size):
-            raise LogCorrupt(
-                f"the log shrank: it has {size} leaves, but checkpoint {signed_size} was "
-                f"signed and the tiles cover {tree_size}"
-            )
         if tree_size > signed_size:
             raise LogCorrupt(f"the tiles cover {tree_size} leaves, the checkpoints {signed_size}")
         if latest is not None and size == signed_size == tree_size:
