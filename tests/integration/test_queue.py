@@ -211,6 +211,9 @@ def store_settings(make_settings: SettingsFactory, s3: EmbeddedS3, **queue: Any)
             "access_key": s3.access_key,
             "secret_key": s3.secret_key,
             "bucket": "outage",
+            # what these tests watch is the queue's wait; the store's own retries (20 s by
+            # default) would only be waited out first
+            "retry_s": 1.0,
         },
         pipeline={"max_attempts": 1, "thumbnails": 3},
         queue={"store_retry_cap_s": 1.0, **queue},
