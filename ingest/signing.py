@@ -35,7 +35,7 @@ from integrity.log import LogKey, SignedCheckpoint, next_checkpoint, open_checkp
 from integrity.merkle import TILE_WIDTH, TiledTree, TileKey, leaf_hash
 from storage import keys
 from storage import repository as repo
-from storage.db import transaction
+from storage.db import one_moment, transaction
 from storage.objects import ObjectStore, retain_until
 from storage.tables import Checkpoint as CheckpointRow
 
@@ -175,9 +175,11 @@ class CheckpointSigner:
         self._scrub_from = 0
 
     def state(self) -> LogState:
-        """How far the leaves, the tiles and the checkpoints go, read together; a log with
-        fewer leaves than were signed or tiled is corrupt."""
+        """How far the leaves, the tiles and the checkpoints go, read in one moment (another
+        process may append and sign between the three reads); a log with fewer leaves than
+        were signed or tiled is corrupt."""
         with self.reads() as session:
+            one_moment(session)
             size = repo.log_size(session)
             tree_size, tree_root = repo.log_tree_state(session)
             latest = repo.latest_checkpoint(session)

@@ -113,6 +113,14 @@ def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(reading, expire_on_commit=False)
 
 
+def one_moment(session: Session) -> None:
+    """Let every read of ``session`` see the same moment (call it before the first one).
+    PostgreSQL's default, READ COMMITTED, gives each statement a moment of its own; a SQLite
+    transaction is one snapshot already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error (on SQLite, after this

@@ -200,6 +200,39 @@ def test_a_signer_that_got_past_the_lock_cannot_store_a_second_head(
     _assert_checkpoints_extend_each_other(rt)
 
 
+def test_the_log_state_is_read_in_one_moment(
+    rt: Runtime, second: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process appends and signs between the first of the state's three reads and the
+    others: on PostgreSQL each statement would see its own moment, and the leaves read before
+    the new checkpoint would look like a log that shrank."""
+    _append(rt, 2)
+    rt.ledger.publish()
+    meddled: list[str] = []
+
+    def then_another_signs(name: str) -> Any:
+        real = getattr(repo, name)
+
+        def read(session: Any) -> Any:
+            got = real(session)
+            if not meddled:
+                meddled.append(name)
+                _append(second, 3)
+                second.ledger.signer.sign(second.store)
+            return got
+
+        return read
+
+    for name in ("log_size", "log_tree_state", "latest_checkpoint"):
+        monkeypatch.setattr(repo, name, then_another_signs(name))
+    state = rt.ledger.signer.state()
+    monkeypatch.undo()
+    assert meddled and _checkpoint_sizes(rt) == [2, 5]
+    assert state.latest is not None
+    assert (state.latest.size, state.tree_size, state.size) == (2, 2, 2)
+    assert rt.ledger.publish().checkpoint.size == 5
+
+
 def test_the_signer_lock_excludes_another_process(rt: Runtime) -> None:
     url = rt.engine.url.render_as_string(hide_password=False)
     holder = textwrap.dedent(
