@@ -17,6 +17,15 @@
 * **A database that goes away** (restart, failover, connections killed) ends procrastinate's
   worker with an error; ``run_worker`` starts it again after a back-off, on a new pool. Jobs it
   was running are put back by the stalled-job looker once its heartbeat is old.
+* **Beats that outlive a failure and a stop.** procrastinate beats from a side task that ends
+  at its first failed update, unnoticed (nothing watches it once the periodic deferrer, idle
+  here, has returned), and that it cancels before waiting for a stopping worker's jobs: either
+  way those jobs would look stalled while they run, and run a second time beside themselves.
+  ``run_worker`` beats every worker it registered itself, until the worker is gone.
+* **Job ends written until they are.** procrastinate leaves a failed status write in its job's
+  task, unseen: the job would stay ``doing`` under a live worker, never to run again.
+  Writes that meet an unreachable database are tried again until it answers (or the worker
+  stops: then its jobs are put back once its beats are old).
 * **Round trips per job**: pooled connections are in autocommit (procrastinate's calls are one
   statement each; no ``COMMIT`` after every one) and a connection is pinged before use only
   when it has been idle for a while, not before every statement as procrastinate's default
@@ -29,13 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,7 +54,9 @@ import procrastinate
 import psycopg
 import psycopg_pool
 from procrastinate import exceptions as pexc
+from procrastinate import manager as pmanager
 from procrastinate.jobs import Job as PJob
+from procrastinate.jobs import Status
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -102,6 +114,58 @@ class _Retry(procrastinate.BaseRetryStrategy):
         return procrastinate.RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=delay))
 
 
+class _JobManager(pmanager.JobManager):
+    """procrastinate's, knowing the workers it registered (``run_worker`` beats them) and
+    writing job ends until the database takes them."""
+
+    def __init__(self, connector: procrastinate.BaseConnector, stopping: threading.Event) -> None:
+        super().__init__(connector)
+        self.stopping = stopping
+        self.worker_ids: set[int] = set()
+
+    async def register_worker(self) -> int:
+        worker_id = await super().register_worker()
+        self.worker_ids.add(worker_id)
+        return worker_id
+
+    async def unregister_worker(self, worker_id: int) -> None:
+        self.worker_ids.discard(worker_id)
+        await super().unregister_worker(worker_id)
+
+    async def finish_job(self, job: PJob, status: Status, delete_job: bool) -> None:
+        write = functools.partial(super().finish_job, job, status, delete_job)
+        await self._until_written(job, write)
+
+    async def retry_job(
+        self,
+        job: PJob,
+        retry_at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        lock: str | None = None,
+    ) -> None:
+        write = functools.partial(super().retry_job, job, retry_at, priority, queue, lock)
+        await self._until_written(job, write)
+
+    async def _until_written(self, job: PJob, write: Callable[[], Awaitable[None]]) -> None:
+        failures = 0
+        while True:
+            try:
+                await write()
+                return
+            except pexc.ConnectorException as e:
+                unreachable = isinstance(e.__cause__, psycopg.OperationalError)
+                if not unreachable or self.stopping.is_set():
+                    raise
+                failures += 1
+                delay = policy.backoff(failures, base_s=RESTART_S[0], cap_s=RESTART_S[1])
+                log.warning(
+                    "job %s: the database did not take its end (%s); again in %.1f s",
+                    job.id, e.__cause__, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+
+
 def libpq_url(engine: Engine) -> str:
     """The engine's URL as libpq reads it (no ``+psycopg`` driver part)."""
     url = make_url(engine.url.render_as_string(hide_password=False)).set(drivername="postgresql")
@@ -147,7 +211,9 @@ class ProcrastinateQueue:
 
     # --- working ---------------------------------------------------------------------------
 
-    def _app(self, concurrency: int, stopping: threading.Event) -> procrastinate.App:
+    def _app(
+        self, concurrency: int, stopping: threading.Event
+    ) -> tuple[procrastinate.App, _JobManager]:
         app = procrastinate.App(
             connector=procrastinate.PsycopgConnector(
                 conninfo=libpq_url(self.engine),
@@ -158,6 +224,7 @@ class ProcrastinateQueue:
                 pool_factory=_pool,
             )
         )
+        app.job_manager = manager = _JobManager(app.connector, stopping)
         handler, sessions = self.handler, self.sessions
 
         def pipeline(context: procrastinate.JobContext, item_id: str) -> None:
@@ -176,14 +243,14 @@ class ProcrastinateQueue:
         app.task(name=TASK, queue=self.queue, pass_context=True, retry=_Retry(self.settings))(
             pipeline
         )
-        return app
+        return app, manager
 
     def run_worker(self, *, concurrency: int, stop: threading.Event) -> None:
         from ingest.queue.task import remove_stale_scratch
 
         remove_stale_scratch(self.settings)
         qs = self.settings.queue
-        app = self._app(concurrency, stop)
+        app, manager = self._app(concurrency, stop)
         name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_native_id()}"
 
         async def main() -> None:
@@ -204,12 +271,18 @@ class ProcrastinateQueue:
                         delete_jobs="never",
                     )
                 )
-                while not stop.is_set() and not worker.done():
-                    await asyncio.sleep(0.1)
-                if not worker.done():
-                    worker.cancel()  # procrastinate then stops gracefully: current jobs finish
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
+                beats = asyncio.create_task(self._beat(manager))
+                try:
+                    while not stop.is_set() and not worker.done():
+                        await asyncio.sleep(0.1)
+                    if not worker.done():
+                        worker.cancel()  # procrastinate stops gracefully: current jobs finish
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await worker
+                finally:
+                    beats.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await beats
 
         recovery = threading.Thread(target=self._recover_loop, args=(stop,), daemon=True)
         recovery.start()
@@ -233,10 +306,20 @@ class ProcrastinateQueue:
                 delay = policy.backoff(failures, base_s=RESTART_S[0], cap_s=RESTART_S[1])
                 if stop.wait(delay):
                     break
-                app = self._app(concurrency, stop)  # a new pool: the old one's sockets are dead
+                app, manager = self._app(concurrency, stop)  # a new pool: old sockets are dead
         finally:
             stop.set()
             recovery.join()
+
+    async def _beat(self, manager: _JobManager) -> None:
+        """Beat for the manager's workers every heartbeat, whatever fails (module docstring)."""
+        while True:
+            await asyncio.sleep(self.settings.queue.heartbeat_s)
+            for worker_id in list(manager.worker_ids):
+                try:
+                    await manager.update_heartbeat(worker_id)
+                except Exception as e:  # the database away: the next beat tries again
+                    log.warning("worker %s: no heartbeat this time (%s)", worker_id, e)
 
     def _recover_loop(self, stop: threading.Event) -> None:
         while True:

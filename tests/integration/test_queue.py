@@ -11,7 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from procrastinate import exceptions as pexc
+from procrastinate import manager as pmanager
 from sqlalchemy import func, select, text
 
 from configs.settings import Settings
@@ -102,6 +105,126 @@ def test_stalled_worker_jobs_are_put_back_by_database_time(rt: Runtime, tmp_path
     assert back is not None and (back.state, back.attempts) == (JobState.QUEUED, 1)
     assert running is not None and running.state == JobState.RUNNING
     assert queue.recover_stalled() == 0
+
+
+def _blocked_worker(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> tuple[Runtime, ProcrastinateQueue, str, threading.Event, threading.Event, list[str]]:
+    """A runtime with fast beats (0.5 s, stalled after 1.5 s), one sealed item, and a queue
+    whose handler says it started and then waits to be released; its runs are listed."""
+    rt = open_runtime(make_settings(queue={"heartbeat_s": 0.5, "stalled_s": 1.5}))
+    item_id = seal(rt, gen.wav(tmp_path))
+    started, release, runs = threading.Event(), threading.Event(), []
+
+    def handler(run: JobRun) -> Outcome:
+        runs.append(run.item_id)
+        started.set()
+        assert release.wait(60)
+        return Outcome.DONE
+
+    queue = open_queue(rt.settings, rt.engine, rt.sessions, handler)
+    assert isinstance(queue, ProcrastinateQueue)
+    return rt, queue, item_id, started, release, runs
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_stopping_worker_beats_until_its_job_ends(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """A stopping worker lets its running job finish and beats meanwhile: the job is not put
+    back (to run a second time beside itself) however long it takes."""
+    rt, queue, item_id, started, release, runs = _blocked_worker(make_settings, tmp_path)
+    stop = threading.Event()
+    worker = threading.Thread(target=queue.run_worker, kwargs={"concurrency": 1, "stop": stop})
+    worker.start()
+    try:
+        assert started.wait(60), "the job did not start"
+        stop.set()
+        time.sleep(3 * rt.settings.queue.stalled_s)
+        assert queue.recover_stalled() == 0
+        assert worker.is_alive()  # still waiting for its job
+    finally:
+        release.set()
+        worker.join(60)
+    try:
+        assert not worker.is_alive()
+        job = queue.job(item_id)
+        assert job is not None and (job.state, job.attempts) == (JobState.DONE, 0)
+        assert runs == [item_id]
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_failed_heartbeat_is_not_the_last(
+    make_settings: SettingsFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One heartbeat fails (the database away for a moment): the worker beats again at the
+    next one, so its running job is not taken for stalled."""
+    rt, queue, item_id, started, release, runs = _blocked_worker(make_settings, tmp_path)
+    real_beat = pmanager.JobManager.update_heartbeat
+    failed: list[int] = []
+
+    async def beat_failing_once(self: pmanager.JobManager, worker_id: int) -> None:
+        if not failed:
+            failed.append(worker_id)
+            raise pexc.ConnectorException("the database went away (test)")
+        await real_beat(self, worker_id)
+
+    monkeypatch.setattr(pmanager.JobManager, "update_heartbeat", beat_failing_once)
+    workers = BackgroundWorkers(queue, 1)
+    workers.start()
+    try:
+        assert started.wait(60), "the job did not start"
+        time.sleep(3 * rt.settings.queue.stalled_s)
+        assert failed, "no heartbeat was tried"
+        with rt.engine.connect() as conn:
+            ages = conn.execute(
+                text("SELECT EXTRACT(EPOCH FROM now() - last_heartbeat) FROM procrastinate_workers")
+            ).scalars()
+            assert [float(a) < rt.settings.queue.stalled_s for a in ages] == [True]
+        assert queue.recover_stalled() == 0
+        release.set()
+        assert queue.wait_for([item_id], timeout_s=60) == set()
+    finally:
+        release.set()
+        workers.stop(timeout=60)
+    try:
+        job = queue.job(item_id)
+        assert job is not None and (job.state, job.attempts) == (JobState.DONE, 0)
+        assert runs == [item_id]
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_job_end_the_database_missed_is_written_again(
+    rt: Runtime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The database is away at the moment a job ends: the end is written once it answers,
+    instead of leaving the job ``doing`` under a live worker for ever."""
+    item_id = seal(rt, gen.wav(tmp_path))
+    real_finish = pmanager.JobManager.finish_job
+    refused: list[int | None] = []
+
+    async def finish_failing_once(self: pmanager.JobManager, job: Any, *a: Any) -> None:
+        if not refused:
+            refused.append(job.id)
+            gone = psycopg.OperationalError("the connection was closed (test)")
+            raise pexc.ConnectorException("finish_job failed") from gone
+        await real_finish(self, job, *a)
+
+    monkeypatch.setattr(pmanager.JobManager, "finish_job", finish_failing_once)
+    queue = open_queue(rt.settings, rt.engine, rt.sessions, lambda _run: Outcome.DONE)
+    with caplog.at_level(logging.WARNING, logger="ingest.queue.procrastinate"):
+        assert queue.wait_for([item_id], timeout_s=30) == set()
+    assert refused
+    job = queue.job(item_id)
+    assert job is not None and (job.state, job.attempts) == (JobState.DONE, 0)
+    assert "the database did not take its end" in caplog.text
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
