@@ -1,7 +1,10 @@
 """The embedded queue: a small in-process runner on the ``jobs`` table (SQLite).
 
 One row per item: ``queued`` → ``running`` (claimed: ``locked_by`` names the worker thread,
-``attempts`` counts the runs since the last success) → ``done`` | ``failed``. A claim is kept
+``attempts`` counts the runs since the last success) → ``done`` | ``failed``. A job asked for
+again while it runs (``link_track`` after the item's run started) becomes ``again``: still
+held by its worker, so no other worker runs the item beside it, and queued afresh (due at
+once, no attempt counted) when that run ends, however it ends. A claim is kept
 alive by a heartbeat: every ``queue.heartbeat_s`` a thread of each process pushes
 ``locked_until`` of its running jobs to the database's ``now + queue.stalled_s``. A job whose
 heartbeat stopped (its process hung or was killed) is claimable again once that time passed;
@@ -9,8 +12,8 @@ one whose process is gone from this host is put back at the next heartbeat (the 
 Retries wait with jittered back-off; every time is the database's clock (``strftime('now')``).
 
 A run's end is written in the transaction that claims the worker's next job (one commit per
-job). A worker settles only a job it still holds: one re-queued while it ran (``link_track`` after
-the item's first run started) is left queued for the next run.
+job). A worker settles only a job it still holds (not one put back after its heartbeat
+stopped).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sqlalchemy import (
     Engine,
     ScalarSelect,
     bindparam,
+    case,
     func,
     select,
     text,
@@ -57,11 +61,10 @@ def db_now(conn: Connection | Session) -> datetime:
 
 # The runner's statements, built once: a job's claim and its end are the runner's whole cost
 # per job (bench/scale.py), each one indexed UPDATE.
-_HELD = (
-    (JOBS.c.item_id == bindparam("id"))
-    & (JOBS.c.state == "running")
-    & (JOBS.c.locked_by == bindparam("name"))
-)
+CLAIMED = ("running", "again")
+"""The states of a job a worker holds (``again``: asked for once more meanwhile)."""
+_HELD = (JOBS.c.item_id == bindparam("id")) & (JOBS.c.locked_by == bindparam("name"))
+_HELD_RUNNING = _HELD & (JOBS.c.state == "running")
 
 
 def _first_due(*where: ColumnElement[bool]) -> ScalarSelect[Any]:
@@ -71,7 +74,7 @@ def _first_due(*where: ColumnElement[bool]) -> ScalarSelect[Any]:
 
 # a job whose heartbeat stopped (at most as many run as there are workers), else the oldest
 # queued one due (an index range on (state, due_at), not a sort)
-_STALE = _first_due(JOBS.c.state == "running", JOBS.c.locked_until < bindparam("now"))
+_STALE = _first_due(JOBS.c.state.in_(CLAIMED), JOBS.c.locked_until < bindparam("now"))
 _OLDEST_DUE = _first_due(JOBS.c.state == "queued", JOBS.c.due_at <= bindparam("now"))
 _CLAIM = (
     update(JOBS)
@@ -85,7 +88,8 @@ _CLAIM = (
     )
     .returning(JOBS.c.item_id, JOBS.c.attempts)
 )
-_DEFER = (  # a new job, or the item's job due again now (unless it is queued already)
+_RUNNING = JOBS.c.state.in_(CLAIMED)
+_DEFER = (  # a new job, or the item's job due again now (a running one: once it ends)
     sqlite_insert(JOBS)
     .values(
         item_id=bindparam("id"),
@@ -97,17 +101,29 @@ _DEFER = (  # a new job, or the item's job due again now (unless it is queued al
     .on_conflict_do_update(
         index_elements=[JOBS.c.item_id],
         set_={
-            "state": "queued",
+            "state": case((_RUNNING, "again"), else_="queued"),
             "due_at": bindparam("now"),
             "updated_at": bindparam("now"),
-            "locked_by": None,
+            "locked_by": case((_RUNNING, JOBS.c.locked_by), else_=None),
         },
         where=(JOBS.c.state != "queued") | (JOBS.c.due_at > bindparam("now")),
     )
 )
+_AGAIN = (  # the run of a job asked for again meanwhile ended: the new request is due now
+    update(JOBS)
+    .where(_HELD, JOBS.c.state == "again")
+    .values(
+        state="queued",
+        locked_by=None,
+        locked_until=None,
+        due_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        attempts=0,
+    )
+)
 _DONE = (
     update(JOBS)
-    .where(_HELD)
+    .where(_HELD_RUNNING)
     .values(
         state="done",
         locked_by=None,
@@ -117,19 +133,19 @@ _DONE = (
         last_error=None,
     )
 )
-_DONE_WHILE_REQUEUED = (  # re-queued while it ran: a new request, and this run succeeded
+_DONE_WHILE_PUT_BACK = (  # put back as stalled while it ran, and this run succeeded
     update(JOBS)
     .where(JOBS.c.item_id == bindparam("id"), JOBS.c.state == "queued")
     .values(attempts=0)
 )
 _FAILED = (
     update(JOBS)
-    .where(_HELD)
+    .where(_HELD_RUNNING)
     .values(state="failed", locked_by=None, locked_until=None, updated_at=bindparam("now"))
 )
 _RETRY = (
     update(JOBS)
-    .where(_HELD)
+    .where(_HELD_RUNNING)
     .values(
         state="queued",
         locked_by=None,
@@ -180,7 +196,7 @@ class SqliteQueue:
     # --- deferring -------------------------------------------------------------------------
 
     def defer(self, session: Session, item_id: str, *, new: bool = False) -> None:  # noqa: ARG002 - one upsert serves both
-        # A running job is not settled by its worker once re-queued (see module doc).
+        # A running job stays with its worker, and is queued again when that run ends.
         session.execute(_DEFER, {"id": item_id, "now": db_now(session)})
 
     # --- claiming and settling -------------------------------------------------------------
@@ -193,9 +209,11 @@ class SqliteQueue:
     def _settle(self, conn: Connection, done: _Settled, now: datetime) -> None:
         """Write what a run ended with, if its worker still holds the job."""
         held = {"id": done.item_id, "name": done.name, "now": now}
+        if conn.execute(_AGAIN, held).rowcount:
+            return
         if done.outcome is Outcome.DONE:
             if conn.execute(_DONE, held).rowcount == 0:
-                conn.execute(_DONE_WHILE_REQUEUED, held)
+                conn.execute(_DONE_WHILE_PUT_BACK, held)
         elif done.outcome is Outcome.FAILED:
             conn.execute(_FAILED, held)
         else:
@@ -260,7 +278,7 @@ class SqliteQueue:
                     conn.execute(
                         update(JOBS)
                         .where(
-                            JOBS.c.state == "running",
+                            JOBS.c.state.in_(CLAIMED),
                             JOBS.c.locked_by.startswith(self._prefix, autoescape=True),
                         )
                         .values(locked_until=until)
@@ -282,7 +300,7 @@ class SqliteQueue:
         # claimed again meanwhile must not be taken from its new, live holder.
         with writer_turn(self._engine), self._engine.begin() as conn:
             holders = conn.execute(
-                select(JOBS.c.item_id, JOBS.c.locked_by).where(JOBS.c.state == "running")
+                select(JOBS.c.item_id, JOBS.c.locked_by).where(JOBS.c.state.in_(CLAIMED))
             ).all()
             dead = [item_id for item_id, by in holders if self._gone(by)]
             if not dead:
@@ -290,7 +308,7 @@ class SqliteQueue:
             now = db_now(conn)
             count = conn.execute(
                 update(JOBS)
-                .where(JOBS.c.item_id.in_(dead), JOBS.c.state == "running")
+                .where(JOBS.c.item_id.in_(dead), JOBS.c.state.in_(CLAIMED))
                 .values(state="queued", locked_by=None, locked_until=None, due_at=now)
             ).rowcount
         if count:
@@ -349,7 +367,7 @@ class SqliteQueue:
                     job.item_id: job.state
                     for job in session.scalars(select(Job).where(Job.item_id.in_(pending)))
                 }
-            pending = {i for i in pending if states.get(i) in {"queued", "running"}}
+            pending = {i for i in pending if states.get(i) in {"queued", *CLAIMED}}
             if not pending or time.monotonic() >= deadline:
                 break
             busy, settled = self.step(name, None)
@@ -365,9 +383,7 @@ class SqliteQueue:
         with self.sessions() as session:
             return int(
                 session.execute(
-                    select(func.count())
-                    .select_from(Job)
-                    .where(Job.state.in_(("queued", "running")))
+                    select(func.count()).select_from(Job).where(Job.state.in_(("queued", *CLAIMED)))
                 ).scalar_one()
             )
 
@@ -382,7 +398,10 @@ class SqliteQueue:
     def job(self, item_id: str) -> JobInfo | None:
         with self.sessions() as session:
             job = session.get(Job, item_id)
-            return None if job is None else JobInfo(JobState(job.state), job.attempts)
+            if job is None:
+                return None
+            state = JobState.RUNNING if job.state == "again" else JobState(job.state)
+            return JobInfo(state, job.attempts)
 
     def close(self) -> None:
         self._closed.set()

@@ -2,7 +2,7 @@
 storage and their log leaves.
 
 SQLite by default; the queue tests (a worker killed mid-transcode, concurrent claimers, a job
-re-queued while it runs, a job that raises) run on PostgreSQL. Expected values come from the
+that raises) run on PostgreSQL, a job re-queued while it runs on both. Expected values come from the
 inputs: mediagen's tags, ExifTool's answers in photos/exiftool.json, the track files read here
 with code independent of ``ingest.timeplace``.
 """
@@ -641,7 +641,7 @@ def test_concurrent_workers_process_each_item_once(
         assert len(derivative_leaves(rt, item_id)) == len(VIDEO_ROLES)
 
 
-@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("settings", [{"max_attempts": 1}], indirect=True)
 def test_job_requeued_while_running_runs_again(
     rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

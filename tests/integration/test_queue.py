@@ -74,6 +74,53 @@ def test_defer_twice_while_waiting_queues_one_job(rt: Runtime, tmp_path: Path) -
     assert rt.queue.oldest_age() >= 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_job_asked_for_while_it_runs_waits_for_that_run(rt: Runtime, tmp_path: Path) -> None:
+    """The item's job is deferred again while it runs (a track linked meanwhile): an idle
+    worker beside it must not run the item at the same time; it runs once more afterwards."""
+    item_id = seal(rt, gen.wav(tmp_path))
+    started, release, guard = threading.Event(), threading.Event(), threading.Lock()
+    runs: list[int] = []
+    running = [0, 0]  # now, most at once
+
+    def handler(run: JobRun) -> Outcome:
+        with guard:
+            runs.append(run.attempts)
+            running[0] += 1
+            running[1] = max(running)
+        started.set()
+        try:
+            assert release.wait(60)
+        finally:
+            with guard:
+                running[0] -= 1
+        return Outcome.DONE
+
+    queue = open_queue(rt.settings, rt.engine, rt.sessions, handler)
+    workers = BackgroundWorkers(queue, 2)
+    workers.start()
+    try:
+        assert started.wait(60), "the job did not start"
+        with rt.sessions() as session, session.begin():
+            queue.defer(session, item_id)
+        job = queue.job(item_id)  # SQLite: the running job; procrastinate: a new one waits
+        assert job is not None and job.state in {JobState.RUNNING, JobState.QUEUED}
+        time.sleep(3 * rt.settings.queue.poll_s)  # the idle worker looks a few times
+        assert runs == [0]
+        release.set()
+        deadline = time.monotonic() + 60
+        while len(runs) < 2 or queue.depth():
+            assert time.monotonic() < deadline, f"runs {runs}, depth {queue.depth()}"
+            time.sleep(0.1)
+    finally:
+        release.set()
+        workers.stop(timeout=60)
+    assert runs == [0, 0]
+    assert running[1] == 1
+    job = queue.job(item_id)
+    assert job is not None and (job.state, job.attempts) == (JobState.DONE, 0)
+
+
 @pytest.mark.parametrize("backend", ["postgresql"])
 def test_stalled_worker_jobs_are_put_back_by_database_time(rt: Runtime, tmp_path: Path) -> None:
     queue = rt.queue
