@@ -3,6 +3,7 @@ hand the reply to ``integrity.tsa`` to check. ``integrity/`` stays free of netwo
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,7 +38,8 @@ def request_timestamp(url: str, data: bytes, timeout: float = DEFAULT_TIMEOUT) -
     try:
         with urllib.request.urlopen(http_request, timeout=timeout) as reply:  # noqa: S310
             tsr: bytes = reply.read(MAX_RESPONSE_BYTES + 1)
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        # HTTPException: a reply that is not HTTP (a bad status line, a body cut short)
         raise TimestampError(f"TSA {url} failed: {e}") from None
     try:
         check_reply(tsr, data=data, query=query)
