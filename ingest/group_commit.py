@@ -7,10 +7,11 @@ arriving in that process queue here; the next transaction takes all of them: one
 update, one insert per table, one commit. The first seal to find no transaction running leads
 (it runs the batch for everyone in it), so a lone seal commits at once, as before.
 
-A batch is all or nothing, and it is only a shortcut: when it fails for any reason (two seals
-of the same new bytes, a case's hold changed since the versions were locked, a database
-error), it rolls back and each seal of it is committed on its own by ``commit_one``, which
-gives each its own answer (``Conflict``, a changed hold, its error) exactly as without batching.
+A batch is all or nothing, and it is only a shortcut: when it fails (two seals of the same
+new bytes, a case's hold changed since the versions were locked, a database error), it rolls
+back and each seal of it is committed on its own by ``commit_one``, which gives each its own
+answer (``Conflict``, a changed hold, its error) exactly as without batching. Only an index
+that is unavailable (busy past its timeout, unreachable) is every seal's answer at once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ingest.runtime import Runtime
 from storage import new_item, people
 from storage import repository as repo
 from storage.db import transaction
+from storage.errors import IndexUnavailable
 from storage.tables import Case, Device, Person
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,13 @@ def _run(
     if len(batch) > 1:
         try:
             results = many(rt, batch)
+        except IndexUnavailable as e:
+            # The index said "not now" (busy past its timeout, unreachable): one by one, each
+            # would wait as long again, the last seal of 64 for an hour. Each gets the answer
+            # its seal would have had alone (503, try again).
+            for plan in batch:
+                plan.error, plan.done = e, True
+            return
         except Exception as e:  # rolled back: each on its own, for its own answer
             log.debug("a batch of %d seals rolled back (%s): committing each alone", len(batch), e)
         else:

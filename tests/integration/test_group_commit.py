@@ -20,6 +20,7 @@ from ingest.runtime import Runtime
 from ingest.verify import verify_all
 from storage import people
 from storage import repository as repo
+from storage.errors import IndexUnavailable
 from tests.integration.logkit import distinct_files
 
 
@@ -105,4 +106,34 @@ def test_a_batch_with_the_same_bytes_twice_falls_back_to_one_by_one(
         assert [leaf.idx for leaf in repo.leaves_between(s, start=0, stop=size)] == list(
             range(size)
         )  # dense: the rolled-back batch gave its indexes back
+    assert verify_all(rt, actor="test").ok
+
+
+def test_an_unavailable_index_is_every_seal_of_the_batch_at_once(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The index answers "not now" to a batch (busy past its timeout, say): each of its seals
+    gets that answer at once, instead of trying alone and waiting out the timeout again."""
+    files = distinct_files(tmp_path, 5)
+    batches = _hold_first_until_queued(rt, monkeypatch, waiting=4)
+    held_many = intake._commit_many
+
+    def busy(rt_: Runtime, plans: list[group_commit.Plan]) -> Any:
+        if len(plans) > 1:
+            batches.append(len(plans))
+            raise IndexUnavailable("the index is busy: no write lock after 60 s (test)")
+        return held_many(rt_, plans)
+
+    monkeypatch.setattr(intake, "_commit_many", busy)
+    with ThreadPoolExecutor(len(files)) as pool:
+        futures = [pool.submit(seal_file, rt, p, Manifest(), actor="test") for p in files]
+        outcomes = [f.exception(timeout=120) for f in futures]
+    assert batches == [1, 4]  # the first alone, then the four together: none tried alone
+    assert sum(o is None for o in outcomes) == 1
+    assert [str(o) for o in outcomes if o is not None] == [
+        "the index is busy: no write lock after 60 s (test)"
+    ] * 4
+    monkeypatch.undo()
+    again = _seal_at_once(rt, [(p, Manifest()) for p in files])  # the devices try again
+    assert sum(not r.duplicate for r in again) == 4
     assert verify_all(rt, actor="test").ok
