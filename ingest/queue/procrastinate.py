@@ -12,8 +12,9 @@
   worker table, ``now()`` of the database). Every worker looks every heartbeat for jobs
   ``doing`` under a worker not heard of for ``queue.stalled_s`` and puts them back (one looker
   at a time: an advisory lock); that run counts as an attempt.
-* **Retries** go back to procrastinate with a ``retry_at`` computed by the database
-  (``now() + delay``), so a worker's clock never decides when a job is due.
+* **Retries** are written due at the database's ``now() + delay``, in the statement that
+  puts the job back (procrastinate's own would take the worker's clock), so a worker's clock
+  never decides when a job is due, even when the database was away at the moment it failed.
 * **A database that goes away** (restart, failover, connections killed) ends procrastinate's
   worker with an error; ``run_worker`` starts it again after a back-off, on a new pool. Jobs it
   was running are put back by the stalled-job looker once its heartbeat is old.
@@ -47,7 +48,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import procrastinate
@@ -70,6 +71,10 @@ TASK = "liuhen.pipeline"
 QUEUE = "pipeline"
 RECOVERY_LOCK = 7310852  # pg advisory lock: one stalled-job looker at a time
 IDLE_CHECK_S = 1.0  # a pooled connection idle for longer is pinged before it is used
+RETRY_BY_DATABASE_TIME = (  # procrastinate's retry_job query, due by the database's clock
+    "SELECT procrastinate_retry_job_v2(%(job_id)s, now() + make_interval(secs => %(delay_s)s),"
+    " %(new_priority)s, %(new_queue_name)s, %(new_lock)s)"
+)
 RESTART_S = (0.5, 10.0)  # back-off of a worker restart after a database error (first, cap)
 _STATES = {
     "todo": JobState.QUEUED,
@@ -85,33 +90,36 @@ class _GaveUp(Exception):
     pass
 
 
-class _RetryAt(Exception):
-    def __init__(self, at: datetime | None, delay_s: float, error: str) -> None:
+class _RetryIn(Exception):
+    def __init__(self, delay_s: float, error: str) -> None:
         super().__init__(error)
-        self.at, self.delay_s = at, delay_s
+        self.delay_s = delay_s
 
 
 class _Retry(procrastinate.BaseRetryStrategy):
-    """Retry when the handler asked (at the database's time); give up when it gave up; an
-    unexpected error outside the handler (the index unreachable) is retried with back-off."""
+    """Retry when the handler asked, after the delay it asked for; give up when it gave up; an
+    unexpected error outside the handler (the index unreachable) is retried with back-off.
 
-    def __init__(self, settings: Settings) -> None:
+    procrastinate wants a time, which would be this worker's: the delay is left for the job
+    manager (``delays``), which makes the retry due at the database's ``now()`` plus it."""
+
+    def __init__(self, settings: Settings, delays: dict[int, float]) -> None:
         self.settings = settings
+        self.delays = delays
 
     def get_retry_decision(
         self, *, exception: BaseException, job: PJob
     ) -> procrastinate.RetryDecision | None:
         if isinstance(exception, _GaveUp):
             return None
-        if isinstance(exception, _RetryAt) and exception.at is not None:
-            return procrastinate.RetryDecision(retry_at=exception.at)
         delay = (
             exception.delay_s
-            if isinstance(exception, _RetryAt)
+            if isinstance(exception, _RetryIn)
             else policy.retry_delay(self.settings.queue, job.attempts)
         )
-        # The database could not be asked: this worker's clock, for this one retry.
-        return procrastinate.RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=delay))
+        if job.id is not None:
+            self.delays[job.id] = delay
+        return procrastinate.RetryDecision()  # when: the job manager's (see above)
 
 
 class _JobManager(pmanager.JobManager):
@@ -122,6 +130,8 @@ class _JobManager(pmanager.JobManager):
         super().__init__(connector)
         self.stopping = stopping
         self.worker_ids: set[int] = set()
+        self.delays: dict[int, float] = {}
+        """Job ID → seconds its retry waits (``_Retry``), from the database's ``now()``."""
 
     async def register_worker(self) -> int:
         worker_id = await super().register_worker()
@@ -144,7 +154,19 @@ class _JobManager(pmanager.JobManager):
         queue: str | None = None,
         lock: str | None = None,
     ) -> None:
-        write = functools.partial(super().retry_job, job, retry_at, priority, queue, lock)
+        delay = self.delays.pop(job.id, None) if job.id is not None else None
+        if delay is None:
+            write = functools.partial(super().retry_job, job, retry_at, priority, queue, lock)
+        else:
+            write = functools.partial(
+                self.connector.execute_query_async,
+                query=RETRY_BY_DATABASE_TIME,
+                job_id=job.id,
+                delay_s=delay,
+                new_priority=priority,
+                new_queue_name=queue,
+                new_lock=lock,
+            )
         await self._until_written(job, write)
 
     async def _until_written(self, job: PJob, write: Callable[[], Awaitable[None]]) -> None:
@@ -225,7 +247,7 @@ class ProcrastinateQueue:
             )
         )
         app.job_manager = manager = _JobManager(app.connector, stopping)
-        handler, sessions = self.handler, self.sessions
+        handler = self.handler
 
         def pipeline(context: procrastinate.JobContext, item_id: str) -> None:
             run = JobRun(
@@ -236,13 +258,16 @@ class ProcrastinateQueue:
             try:
                 outcome = handler(run)
             except RetryLater as e:
-                raise _RetryAt(_db_time_after(sessions, e.delay_s), e.delay_s, e.error) from e
+                raise _RetryIn(e.delay_s, e.error) from e
             if outcome is Outcome.FAILED:
                 raise _GaveUp(item_id)
 
-        app.task(name=TASK, queue=self.queue, pass_context=True, retry=_Retry(self.settings))(
-            pipeline
-        )
+        app.task(
+            name=TASK,
+            queue=self.queue,
+            pass_context=True,
+            retry=_Retry(self.settings, manager.delays),
+        )(pipeline)
         return app, manager
 
     def run_worker(self, *, concurrency: int, stop: threading.Event) -> None:
@@ -472,16 +497,3 @@ async def _returned(conn: psycopg.AsyncConnection[Any]) -> None:
 async def _check_if_idle(conn: psycopg.AsyncConnection[Any]) -> None:
     if time.monotonic() - _given_back.get(conn, 0.0) > IDLE_CHECK_S:
         await psycopg_pool.AsyncConnectionPool.check_connection(conn)
-
-
-def _db_time_after(sessions: sessionmaker[Session], delay_s: float) -> datetime | None:
-    """``now() + delay`` by the database's clock; None when it cannot be asked."""
-    try:
-        with sessions() as session:
-            at: Any = session.execute(
-                text("SELECT now() + make_interval(secs => :d)"), {"d": delay_s}
-            ).scalar_one()
-            return at if isinstance(at, datetime) else None
-    except Exception:
-        log.warning("could not read the database clock; retrying by this worker's clock")
-        return None
