@@ -176,7 +176,7 @@ def _check_version(request: Request) -> None:
 
 def _int_header(request: Request, name: str) -> int:
     value = request.headers.get(name)
-    if value is None or not value.isdigit() or len(value) > 19:
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 19:
         raise BadUploadRequest(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
 

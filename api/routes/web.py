@@ -60,6 +60,19 @@ def login_form(w: WebDep, next: str | None = None) -> Response:
     return w.render("login.html", next=safe_next(next), error=None, username="")
 
 
+def _come_back(w: WebDep, target: str, username: str, wait: float) -> Response:
+    """429: the login form again, saying when to try."""
+    response = w.render(
+        "login.html",
+        status=429,
+        next=target,
+        username=username,
+        error=f"{w.t('login_wait')} {int(wait) + 1}",
+    )
+    response.headers["Retry-After"] = str(int(wait) + 1)
+    return response
+
+
 @router.post("/login")
 def login(
     w: WebDep,
@@ -73,26 +86,22 @@ def login(
     if not w.session.check_csrf(csrf):
         return w.csrf_refused()
     limiter = limiter_of(w.request, w.rt)
-    wait = limiter.wait_s(username=username, address=address)
+    wait = limiter.attempt(username=username, address=address)
     if wait > 0:
         log.warning("login refused (rate limit): user=%r address=%s", username, address)
-        response = w.render(
-            "login.html",
-            status=429,
-            next=target,
-            username=username,
-            error=f"{w.t('login_wait')} {int(wait) + 1}",
-        )
-        response.headers["Retry-After"] = str(int(wait) + 1)
-        return response
-    user = w.directory.authenticate(w.rt, username=username, password=password, source=address)
-    if user is None:
-        limiter.failed(username=username, address=address)
+        return _come_back(w, target, username, wait)
+    with limiter.turn() as turn:
+        if not turn:
+            limiter.not_checked(username=username, address=address)
+            log.warning("login refused (busy): user=%r address=%s", username, address)
+            return _come_back(w, target, username, 1)
+        user = w.directory.authenticate(w.rt, username=username, password=password, source=address)
+    if user is None:  # the try stays counted
         log.warning("login failed: user=%r address=%s", username, address)
         return w.render(
             "login.html", status=401, next=target, username=username, error=w.t("login_failed")
         )
-    limiter.succeeded(username=username)
+    limiter.succeeded(username=username, address=address)
     log.info("login: user=%s role=%s address=%s", user.name, user.role, address)
     response = RedirectResponse(target, 303)
     write_session(w.request, w.rt, response, new_session(user.name))  # new ID, new token

@@ -22,7 +22,9 @@ compares it (constant time) before doing anything.
 **Login attempts** are logged (logger ``liuhen.web``; a wrong password is also a
 ``login_failed`` event of the people service) and limited: past
 ``web.login_failures_per_user`` failures for one user name, or ``login_failures_per_address``
-from one address, within ``web.login_window_s``, logins wait (429 with Retry-After).
+from one address, within ``web.login_window_s``, logins wait (429 with Retry-After). A try
+counts from before its password is checked (tries sent at once cannot all slip through), and
+at most ``LOGINS_AT_ONCE`` checks run together.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -215,43 +219,76 @@ def clear_session(request: Request, response: Response) -> None:
 # --- login attempts --------------------------------------------------------------------------
 
 
-class LoginLimiter:
-    """Failed logins per user name and per address over a sliding window (in this process)."""
+LOGINS_AT_ONCE = 4
+"""Password checks running together at most (each takes Argon2's memory, 64 MiB)."""
+CHECK_WAIT_S = 10.0
+"""How long a login waits for a turn to check its password before it is told to come back."""
 
-    def __init__(self, *, per_user: int, per_address: int, window_s: float) -> None:
+
+class LoginLimiter:
+    """Login tries per user name and per address over a sliding window (in this process).
+
+    A try is counted before its password is checked and taken back when it succeeds, so tries
+    sent at once cannot all pass before the first failure is counted; and at most
+    ``at_once`` checks run together."""
+
+    def __init__(
+        self, *, per_user: int, per_address: int, window_s: float, at_once: int = LOGINS_AT_ONCE
+    ) -> None:
         self.per_user, self.per_address, self.window_s = per_user, per_address, window_s
-        self._failures: dict[str, deque[float]] = {}
+        self._tries: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
+        self._checks = threading.BoundedSemaphore(at_once)
 
     def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._failures.setdefault(key, deque())
+        q = self._tries.setdefault(key, deque())
         while q and q[0] <= now - self.window_s:
             q.popleft()
         return q
 
-    def wait_s(self, *, username: str, address: str, now: float | None = None) -> float:
-        """Seconds until a login may be tried again; 0 when it may be tried now."""
+    def attempt(self, *, username: str, address: str, now: float | None = None) -> float:
+        """Count a try: 0 when it may go ahead, else the seconds until one may (not counted)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            waits = []
-            for key, limit in (
-                (f"u:{username}", self.per_user),
-                (f"a:{address}", self.per_address),
-            ):
-                q = self._recent(key, now)
-                if len(q) >= limit:
-                    waits.append(q[len(q) - limit] + self.window_s - now)
-            return max(waits, default=0.0)
+            queues = [
+                (self._recent(f"u:{username}", now), self.per_user),
+                (self._recent(f"a:{address}", now), self.per_address),
+            ]
+            waits = [
+                q[len(q) - limit] + self.window_s - now for q, limit in queues if len(q) >= limit
+            ]
+            if waits:
+                return max(waits)
+            for q, _ in queues:
+                q.append(now)
+            return 0.0
 
-    def failed(self, *, username: str, address: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+    def succeeded(self, *, username: str, address: str) -> None:
+        """The try was good: the name starts afresh, and the address gets its try back."""
         with self._lock:
-            self._recent(f"u:{username}", now).append(now)
-            self._recent(f"a:{address}", now).append(now)
+            self._tries.pop(f"u:{username}", None)
+            self._take_back(f"a:{address}")
 
-    def succeeded(self, *, username: str) -> None:
+    def not_checked(self, *, username: str, address: str) -> None:
+        """The try never reached the password: both get it back."""
         with self._lock:
-            self._failures.pop(f"u:{username}", None)
+            self._take_back(f"u:{username}")
+            self._take_back(f"a:{address}")
+
+    def _take_back(self, key: str) -> None:
+        q = self._tries.get(key)
+        if q:
+            q.pop()
+
+    @contextmanager
+    def turn(self) -> Iterator[bool]:
+        """A turn to check a password; False when none came free within ``CHECK_WAIT_S``."""
+        got = self._checks.acquire(timeout=CHECK_WAIT_S)
+        try:
+            yield got
+        finally:
+            if got:
+                self._checks.release()
 
 
 def limiter_of(request: Request, rt: Runtime) -> LoginLimiter:

@@ -761,6 +761,11 @@ def test_protocol_errors(client: TestClient, runtime: Runtime) -> None:
         url, content=data, headers={**auth, "Content-Type": OCTETS, "Upload-Offset": "-1"}
     )
     _problem(r, 400, "bad_upload_request")
+    for digit in (b"\xb2", b"\xd9\xa3"):  # a latin-1 "²", UTF-8 Arabic-Indic "3": digits to str
+        r = client.patch(
+            url, content=data, headers={**auth, "Content-Type": OCTETS, "Upload-Offset": digit}
+        )
+        _problem(r, 400, "bad_upload_request")
     r = client.patch(
         url,
         content=data,

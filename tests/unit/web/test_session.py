@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from api.web import session as session_module
 from api.web.session import LoginLimiter, NoDirectory, SessionCodec, new_session, session_key
 
 
@@ -40,18 +43,43 @@ def test_the_key_file_is_made_once_and_private(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
 
 
-def test_the_limiter_counts_failures_per_user_and_address_over_a_window() -> None:
+def test_the_limiter_counts_tries_per_user_and_address_over_a_window() -> None:
     lim = LoginLimiter(per_user=2, per_address=3, window_s=60)
-    lim.failed(username="a", address="1", now=0)
-    assert lim.wait_s(username="a", address="1", now=1) == 0
-    lim.failed(username="a", address="1", now=10)
-    assert lim.wait_s(username="a", address="9", now=11) == pytest.approx(49)  # the user
-    assert lim.wait_s(username="b", address="1", now=11) == 0
-    lim.failed(username="b", address="1", now=12)
-    assert lim.wait_s(username="c", address="1", now=13) == pytest.approx(47)  # the address
-    assert lim.wait_s(username="a", address="9", now=61) == 0  # the window moved on
-    lim.succeeded(username="b")
-    assert lim.wait_s(username="b", address="2", now=13) == 0
+    assert lim.attempt(username="a", address="1", now=0) == 0
+    assert lim.attempt(username="a", address="1", now=10) == 0
+    assert lim.attempt(username="a", address="9", now=11) == pytest.approx(49)  # the user
+    assert lim.attempt(username="b", address="1", now=12) == 0
+    assert lim.attempt(username="c", address="1", now=13) == pytest.approx(47)  # the address
+    lim.succeeded(username="b", address="1")  # b's try was good: the address gets it back
+    assert lim.attempt(username="c", address="1", now=14) == 0
+    assert lim.attempt(username="d", address="1", now=15) == pytest.approx(45)
+    lim.not_checked(username="c", address="1")  # c's never reached the password
+    assert lim.attempt(username="d", address="1", now=16) == 0
+    assert lim.attempt(username="a", address="9", now=61) == 0  # the window moved on
+
+
+def test_tries_at_once_are_each_counted_before_any_is_checked() -> None:
+    lim = LoginLimiter(per_user=3, per_address=100, window_s=60)
+    start = threading.Barrier(40)
+
+    def one() -> float:
+        start.wait()
+        return lim.attempt(username="alice", address="10.0.0.1")
+
+    with ThreadPoolExecutor(40) as pool:
+        waits = list(pool.map(lambda _: one(), range(40)))
+    assert sum(w == 0 for w in waits) == 3
+
+
+def test_password_checks_take_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session_module, "CHECK_WAIT_S", 0.2)
+    lim = LoginLimiter(per_user=3, per_address=3, window_s=60, at_once=1)
+    with lim.turn() as first:
+        assert first
+        with lim.turn() as second:  # the one turn is taken
+            assert not second
+    with lim.turn() as again:
+        assert again
 
 
 def test_without_a_user_store_nobody_gets_in() -> None:
