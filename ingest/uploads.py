@@ -378,6 +378,21 @@ class Uploads:
             row.state, row.item_id, row.error = state, item_id, error
             row.updated_at = datetime.now(UTC)
             result = _state(row)
+        self._release(upload_id)
+        return result
+
+    def _end_unfinished(self, upload_id: str, *, state: str) -> bool:
+        """Terminate or expire the upload if it is still receiving, read under the write lock
+        (the caller holds its spool's lock): a seal that finished meanwhile stays sealed."""
+        with transaction(self.rt.sessions) as session:
+            row = session.get(Upload, upload_id)
+            if row is None or row.state != RECEIVING:
+                return False
+            row.state, row.updated_at = state, datetime.now(UTC)
+        self._release(upload_id)
+        return True
+
+    def _release(self, upload_id: str) -> None:
         with self._guard:
             self._hashes.pop(upload_id, None)
             stream = self._streams.pop(upload_id, None)
@@ -385,7 +400,6 @@ class Uploads:
             stream.abandon()
         with contextlib.suppress(FileNotFoundError):
             self.spool_path(upload_id).unlink()
-        return result
 
     def sealed_document(self, state: UploadState) -> dict[str, Any]:
         """``GET /v1/uploads/{id}`` of a sealed upload: the ingest shape, the receipt, the item."""
@@ -423,7 +437,9 @@ class Uploads:
         fd = self._open_spool(upload_id, device_id=device_id)
         try:
             _lock(fd, upload_id)
-            self._close(upload_id, state=TERMINATED)
+            if not self._end_unfinished(upload_id, state=TERMINATED):  # sealed while we waited
+                now = self.get(upload_id, device_id=device_id).state
+                raise OffsetConflict(f"upload {upload_id} is {now}; nothing to terminate")
         finally:
             os.close(fd)
 
@@ -445,8 +461,7 @@ class Uploads:
             try:
                 fd = os.open(self.spool_path(upload_id), os.O_RDWR)
             except FileNotFoundError:
-                self._close(upload_id, state=EXPIRED)
-                swept += 1
+                swept += self._end_unfinished(upload_id, state=EXPIRED)
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -454,8 +469,7 @@ class Uploads:
                 os.close(fd)
                 continue  # being written right now: not idle, not expired
             try:
-                self._close(upload_id, state=EXPIRED)
-                swept += 1
+                swept += self._end_unfinished(upload_id, state=EXPIRED)
             finally:
                 os.close(fd)
         swept += self._sweep_orphans(now)

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -387,6 +388,50 @@ def test_wrong_checksum_keeps_nothing_of_the_chunk(client: TestClient, runtime: 
     r = client.patch(url, content=data[50_000:], headers={**auth, "Upload-Offset": "50000"})
     assert r.status_code == 204
     _sealed(client, cred, url, data)
+
+
+def test_a_delete_that_waited_for_the_seal_leaves_it_sealed(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device gives up (DELETE) while its last PATCH is being sealed: the DELETE waits
+    for the upload's lock, and then finds it sealed (409); the seal and its receipt stay."""
+    from ingest.uploads import Uploads
+
+    cred = enroll(runtime, "DEV-RACE")
+    data = clip(5000)
+    meta = metadata(cred, manifest_for(cred, data, seq=1))
+    r = client.post("/v1/uploads", headers=creation_headers(cred, len(data), meta))
+    url = r.headers["location"]
+    sealing, go = threading.Event(), threading.Event()
+    real_seal = Uploads._seal
+
+    def held_seal(self: Uploads, upload_id: str, sha256: str) -> Any:
+        sealing.set()
+        assert go.wait(30)
+        return real_seal(self, upload_id, sha256)
+
+    monkeypatch.setattr(Uploads, "_seal", held_seal)
+    auth = {**TUS, "Authorization": f"Bearer {cred.token}"}
+    answers: dict[str, int] = {}
+
+    def patch() -> None:
+        headers = {**auth, "Content-Type": OCTETS, "Upload-Offset": "0"}
+        answers["patch"] = client.patch(url, content=data, headers=headers).status_code
+
+    def delete() -> None:
+        answers["delete"] = client.delete(url, headers=auth).status_code
+
+    last = threading.Thread(target=patch)
+    last.start()
+    assert sealing.wait(30), "the seal did not start"
+    giving_up = threading.Thread(target=delete)
+    giving_up.start()
+    time.sleep(1)  # the DELETE is waiting for the upload's lock
+    go.set()
+    last.join(60)
+    giving_up.join(60)
+    assert answers == {"patch": 204, "delete": 409}
+    _sealed(client, cred, url, data)  # still sealed, with its receipt
 
 
 def test_bytes_that_differ_from_the_manifest(client: TestClient, runtime: Runtime) -> None:
