@@ -58,9 +58,18 @@ class StoreStream:
             self._cond.notify()
 
     def abandon(self) -> None:
+        """Stop, and delete what was stored: once the last byte is durable the copy may well
+        be complete before it is refused (wrong bytes) or its upload is ended."""
         with self._cond:
             self._abandoned = True
             self._cond.notify()
+        self._thread.join()
+        if self.result is not None:
+            stored, self.result = self.result, None
+            try:  # never retained: nothing but a failing store keeps it
+                self.store.remove_version(stored.key, stored.version_id)
+            except ObjectStoreError as e:
+                log.warning("upload %s: its refused copy stays, unseen: %s", self.upload_id, e)
 
     def wait(self) -> StoredObject | None:
         """After the last byte: the stored version, or None (then seal from the spool)."""

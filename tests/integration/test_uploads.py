@@ -28,6 +28,7 @@ from ingest.devices import Credential
 from ingest.runtime import Runtime
 from integrity.leaves import canonical_json
 from integrity.verify import verify_receipt
+from storage import keys
 from storage.db import transaction
 from storage.tables import CustodyEvent, DeviceEvent, Item, Upload
 from tests.conftest import SettingsFactory
@@ -448,6 +449,10 @@ def test_bytes_that_differ_from_the_manifest(client: TestClient, runtime: Runtim
     _problem(r, 422, "integrity_mismatch")
     _refused_cleanly(runtime, "DEV-HASH", before, "integrity_mismatch")
     _problem(client.get(url, headers=auth), 422, "integrity_mismatch")
+    # The copy streamed to the store while the bytes arrived is gone too (never retained).
+    key = keys.original_key(manifest["sha256"])
+    store = runtime.store
+    assert list(store.client.list_objects(store.bucket, prefix=key, include_version=True)) == []
 
 
 def test_oversize(client: TestClient, runtime: Runtime) -> None:
