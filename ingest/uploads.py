@@ -129,6 +129,9 @@ class Uploads:
             raise TooLarge(
                 f"Upload-Length {length} exceeds the maximum of {self.settings.max_upload_bytes}"
             )
+        again = self._created_already(device.id, manifest_text, signature, length, now)
+        if again is not None:
+            return again
         upload_id = new_id()
         with transaction(self.rt.sessions) as session:
             manifest = check_manifest(
@@ -181,6 +184,31 @@ class Uploads:
             os.close(fd)
             _fsync_dir(self.dir)
         return _state(row)
+
+    def _created_already(
+        self, device_id: str, manifest_text: bytes, signature: str, length: int, now: datetime
+    ) -> UploadState | None:
+        """The upload this very request made before, when its answer was lost on the way (a
+        bad network): the same device, the same signed manifest, still receiving or sealed.
+        Answering it again creates nothing; refusing it as a replayed ``seq`` would leave
+        the first one holding one of the device's few concurrent uploads for a day."""
+        with self.rt.sessions() as session:
+            row = session.scalars(
+                select(Upload).where(
+                    Upload.device_id == device_id,
+                    Upload.signature == signature,
+                    Upload.state.in_((RECEIVING, SEALED)),
+                )
+            ).first()
+            if (
+                row is None
+                or row.length != length
+                or row.manifest != manifest_text.decode("utf-8", "replace")
+                or (row.state == RECEIVING and row.expires_at <= now)
+            ):
+                return None
+            log.info("upload %s asked for again by %s (its answer was lost)", row.id, device_id)
+            return _state(row)
 
     # --- reading state -----------------------------------------------------------------
 

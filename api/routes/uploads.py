@@ -263,11 +263,11 @@ async def create(request: Request, device: DeviceDep, uploads: UploadsDep) -> Re
         )
     )
     headers = {"Location": f"{router.prefix}/{state.id}"}
-    offset = 0
+    offset = state.offset  # above 0: made by this request before, its answer lost; resume
     has_body = request.headers.get("content-length", "0") != "0" or request.headers.get(
         "transfer-encoding"
     )
-    if has_body:
+    if has_body and offset == 0 and state.state == RECEIVING:
         if request.headers.get("content-type") != OCTETS:
             raise WrongContentType(f"an upload body must be {OCTETS}")
         offset, state = await _receive(request, uploads, state.id, device.id, 0)

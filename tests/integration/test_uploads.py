@@ -315,6 +315,36 @@ def test_replayed_seq(client: TestClient, runtime: Runtime) -> None:
     _refused_cleanly(runtime, "DEV-SEQ", before, "seq_replayed")
 
 
+def test_a_creation_whose_answer_was_lost_is_answered_again(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """The 201 never reached the device (a bad network): the very same POST again gets the
+    same upload, not a replayed-seq refusal and an orphan holding one of its few slots; after
+    the seal it still points to the sealed upload, whose receipt the device can fetch."""
+    cred = enroll(runtime, "DEV-LOST")
+    data = clip(3000)
+    headers = creation_headers(cred, len(data), metadata(cred, manifest_for(cred, data, seq=1)))
+    first = client.post("/v1/uploads", headers=headers)
+    assert first.status_code == 201
+    for _ in range(runtime.settings.intake.max_concurrent_per_device + 1):
+        again = client.post("/v1/uploads", headers=headers)
+        assert again.status_code == 201, again.text
+        assert again.headers["location"] == first.headers["location"]
+        assert again.headers["upload-offset"] == "0"
+    with runtime.sessions() as s:
+        rows = s.scalars(select(Upload).where(Upload.device_id == "DEV-LOST")).all()
+        assert [r.state for r in rows] == ["receiving"]
+    url = first.headers["location"]
+    auth = {**TUS, "Authorization": f"Bearer {cred.token}", "Content-Type": OCTETS}
+    r = client.patch(url, content=data, headers={**auth, "Upload-Offset": "0"})
+    assert r.status_code == 204
+    after = client.post("/v1/uploads", headers=headers)  # the last answer lost too
+    assert (after.status_code, after.headers["location"]) == (201, url)
+    assert after.headers["upload-offset"] == str(len(data))
+    _sealed(client, cred, url, data)
+    assert _refusals(runtime, "DEV-LOST") == []
+
+
 def test_disabled_device(client: TestClient, runtime: Runtime) -> None:
     cred = enroll(runtime, "DEV-OFF")
     data = clip(1000)
