@@ -46,6 +46,7 @@ from ingest.errors import (
     Unauthenticated,
 )
 from ingest.manifest import _PARTY_ID, DeviceManifest, parse_device_manifest
+from ingest.people import UNIT
 from storage import repository as repo
 from storage.db import transaction
 from storage.errors import Conflict, NotFound
@@ -158,8 +159,10 @@ def enroll(
 ) -> Enrolled:
     """Enroll a device (a known but unenrolled row is taken over); Conflict if enrolled."""
     now = now or datetime.now(UTC)
-    for what, value in (("device ID", device_id), ("officer ID", officer_id), ("unit", unit)):
+    for what, value in (("device ID", device_id), ("officer ID", officer_id)):
         _check_id(what, value)
+    if not UNIT.fullmatch(unit):  # as for people: a unit's name is often Chinese (一中队)
+        raise ManifestError(f"unit {unit!r} must be 1-100 characters without surrounding blanks")
     device = session.get(Device, device_id)
     if device is not None and device.enrolled_at is not None:
         raise Conflict(f"device {device_id} is already enrolled; use rotate-key for a new key")

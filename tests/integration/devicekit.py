@@ -33,13 +33,15 @@ def clip(size: int) -> bytes:
     return MP4_HEAD + os.urandom(size - len(MP4_HEAD))
 
 
-def enroll(rt: Runtime, device_id: str, officer_id: str = "100001") -> Credential:
+def enroll(
+    rt: Runtime, device_id: str, officer_id: str = "100001", unit: str = "unit-1"
+) -> Credential:
     with transaction(rt.sessions) as session:
         return devices.enroll(
             session,
             device_id=device_id,
             officer_id=officer_id,
-            unit="unit-1",
+            unit=unit,
             model="DSJ-X1",
             actor="test",
             log_key=rt.ledger.key.verifier_key,

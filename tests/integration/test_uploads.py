@@ -25,10 +25,12 @@ from api.app import create_app
 from configs.settings import Settings
 from ingest import devices
 from ingest.devices import Credential
+from ingest.errors import ManifestError
 from ingest.runtime import Runtime
 from integrity.leaves import canonical_json
 from integrity.verify import verify_receipt
 from storage import keys
+from storage import people as pstore
 from storage.db import transaction
 from storage.tables import CustodyEvent, DeviceEvent, Item, Upload
 from tests.conftest import SettingsFactory
@@ -164,6 +166,25 @@ def test_the_longest_device_id_uploads(client: TestClient, runtime: Runtime) -> 
     with runtime.sessions() as s:
         actors = s.scalars(select(CustodyEvent.actor).where(CustodyEvent.item_id == doc["id"]))
         assert f"device:{device_id}" in set(actors)
+
+
+def test_a_unit_named_in_chinese_enrolls_and_owns_its_uploads(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """Units are named as people's are (一中队, 城关所), for devices as for officers."""
+    cred = enroll(runtime, "DEV-UNIT", unit="城关所一中队")
+    data = clip(2000)
+    doc = _sealed(
+        client,
+        cred,
+        _upload_all(client, cred, data, metadata(cred, manifest_for(cred, data, seq=1))),
+        data,
+    )
+    with runtime.sessions() as s:
+        assert pstore.item_unit(s, item_id=doc["id"]) == "城关所一中队"
+    for bad in (" 一中队", "", "x" * 101):
+        with pytest.raises(ManifestError, match="unit"):
+            enroll(runtime, f"DEV-BAD-{len(bad)}", unit=bad)
 
 
 def test_clock_offset_is_recorded(client: TestClient, runtime: Runtime) -> None:
