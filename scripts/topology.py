@@ -474,6 +474,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         out.write(json.dumps(topo.status(), indent=2) + "\n")
         return 0
+    if not (args.dir / "topology.json").exists():
+        stopped = (args.dir / "topology.stopped.json").exists()
+        raise SystemExit(
+            f"no running topology under {args.dir}{' (it was stopped)' if stopped else ''}: "
+            f"python scripts/topology.py start {args.dir}"
+        )
     topo = Topology(args.dir)
     if args.command == "status":
         doc = topo.status()
