@@ -364,6 +364,11 @@ class Uploads:
                     f"SHA-256 mismatch: the manifest says {declared}, the received bytes "
                     f"hash to {sha256}"
                 )
+            sealed_before = self._sealed_by_this(sha256, signature)
+            if sealed_before is not None:  # committed, then the process died before _close
+                if stream is not None:
+                    stream.abandon()
+                return self._close(upload_id, state=SEALED, item_id=sealed_before)
             started = time.perf_counter()
             intake = manifest.to_intake(signature=signature)
             vouched = Vouched(text, signature, key, offset_ms)
@@ -391,6 +396,17 @@ class Uploads:
             time.perf_counter() - started,
         )
         return self._close(upload_id, state=SEALED, item_id=sealed.item_id)
+
+    def _sealed_by_this(self, sha256: str, signature: str) -> str | None:
+        """The item this upload's own signed manifest sealed, if a seal of it committed before
+        (its process killed before the upload was marked sealed): sealing again would log a
+        ``received_again`` that never happened."""
+        with self.rt.sessions() as session:
+            item = repo.find_item_by_sha256(session, sha256=sha256)
+            if item is None:
+                return None
+            signed = (item.manifest or {}).get("signed") or {}
+            return item.id if signed.get("signature") == signature else None
 
     def _close(
         self,

@@ -31,6 +31,7 @@ from integrity.leaves import canonical_json
 from integrity.verify import verify_receipt
 from storage import keys
 from storage import people as pstore
+from storage import repository as repo
 from storage.db import transaction
 from storage.tables import CustodyEvent, DeviceEvent, Item, Upload
 from tests.conftest import SettingsFactory
@@ -484,6 +485,38 @@ def test_a_delete_that_waited_for_the_seal_leaves_it_sealed(
     giving_up.join(60)
     assert answers == {"patch": 204, "delete": 409}
     _sealed(client, cred, url, data)  # still sealed, with its receipt
+
+
+def test_a_seal_committed_before_a_crash_is_not_received_again(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies after the seal's commit, before the upload is marked sealed: the next
+    GET finds the item this very manifest sealed and marks the upload, logging nothing more
+    (sealing again would log a ``received_again`` that never happened)."""
+    from ingest.uploads import Uploads
+
+    cred = enroll(runtime, "DEV-CRASH")
+    data = clip(4000)
+    meta = metadata(cred, manifest_for(cred, data, seq=1))
+    real_close = Uploads._close
+
+    def killed_before_marking(self: Uploads, upload_id: str, *, state: str, **kw: Any) -> Any:
+        if state == "sealed":
+            raise RuntimeError("killed (test)")
+        return real_close(self, upload_id, state=state, **kw)
+
+    monkeypatch.setattr(Uploads, "_close", killed_before_marking)
+    with pytest.raises(RuntimeError, match="killed"):
+        _upload_all(client, cred, data, meta)
+    monkeypatch.undo()
+    with runtime.sessions() as s:
+        (row,) = s.scalars(select(Upload).where(Upload.device_id == "DEV-CRASH")).all()
+        assert row.state == "receiving" and row.offset == len(data)
+        url = f"/v1/uploads/{row.id}"
+    doc = _sealed(client, cred, url, data)
+    with runtime.sessions() as s:
+        actions = [e.action for e in repo.custody_of(s, item_id=doc["id"])]
+    assert actions == ["sealed"]
 
 
 def test_bytes_that_differ_from_the_manifest(client: TestClient, runtime: Runtime) -> None:
