@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -173,6 +175,7 @@ def verify_package(path: Path, *, verifier_key: str | None = None) -> PackageRep
         if len(tops) != 1:
             raise PackageError(f"{path}: expected one top-level folder, found {sorted(tops)}")
         run = _Run(zf, tops.pop())
+        _check_names(run)
         files = _check_bag(run)
         verifier = _check_key(run, given)
         checkpoint = _check_checkpoint(run, verifier)
@@ -187,6 +190,36 @@ def verify_package(path: Path, *, verifier_key: str | None = None) -> PackageRep
         key="given" if given else "package",
         warning=None if given else UNTRUSTED_KEY,
     )
+
+
+# --- the zip's entry names ----------------------------------------------------------------------
+
+
+def _check_names(run: _Run) -> None:
+    """Every entry has one plain name, its own. Otherwise what is checked need not be what a
+    person opens: of two entries with one name the check reads one and an unzip may write
+    the other; ``data//items/X/original.mp4`` or ``data/./items/...`` is another entry that
+    unzips over the real file, and so are names that differ only in case (on case-insensitive
+    disks) or in Unicode normalisation, or that use ``\\``."""
+    counts = Counter(run.zf.namelist())
+    by_folded: dict[str, str] = {}
+    for name, count in counts.items():
+        rel = name.removeprefix(f"{run.top}/")
+        if count > 1:
+            run.fail(rel, "duplicate_entry", f"the zip holds {count} entries of this name")
+        parts = name.rstrip("/").split("/")
+        if (
+            "\\" in name
+            or any(p in ("", ".", "..") for p in parts)
+            or unicodedata.normalize("NFC", name) != name
+            or any(ord(c) < 0x20 for c in name)
+        ):
+            run.fail(rel, "bad_name", "not a plain path: an unzip may write it elsewhere")
+        other = by_folded.setdefault(unicodedata.normalize("NFC", name).casefold(), name)
+        if other != name:
+            run.fail(rel, "bad_name", f"the same file as {other!r} on a case-insensitive disk")
+        if rel.startswith(ITEMS + "/") and not name.endswith("/") and len(parts) != 5:
+            run.fail(rel, "unexpected_file", f"an item's files lie directly in {ITEMS}/<id>/")
 
 
 # --- the bag: RFC 8493 manifests ---------------------------------------------------------------
@@ -293,6 +326,12 @@ def _check_checkpoint(run: _Run, verifier: Verifier | None) -> Checkpoint | None
         run.fail(BAG_INFO, "checkpoint_size", f"the checkpoint has size {checkpoint.size}")
     if info.get("Liuhen-Log-Origin") != checkpoint.origin:
         run.fail(BAG_INFO, "checkpoint_origin", f"the checkpoint is for {checkpoint.origin!r}")
+    if checkpoint.origin != verifier.name:  # a log's key is named after its origin
+        run.fail(
+            CHECKPOINT,
+            "checkpoint_origin",
+            f"the checkpoint is for {checkpoint.origin!r}, the key for {verifier.name!r}",
+        )
     if run.exists(TIMESTAMP):
         tsr = run.read(TIMESTAMP)
         try:

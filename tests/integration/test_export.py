@@ -24,7 +24,7 @@ from ingest.export import ExportResult, export_to_file
 from ingest.runtime import Runtime, open_runtime
 from ingest.verify import verify_all
 from integrity.errors import HashMismatch
-from integrity.note import generate_signer_key
+from integrity.note import Checkpoint, generate_signer_key, sign_note, split_note
 from integrity.package import PackageReport, verify_package
 from storage import keys
 from storage import repository as repo
@@ -313,6 +313,79 @@ def test_a_derivative_left_out_by_a_careful_forger_is_named(
     report = verify_package(forged, verifier_key=exported.key)
     folder = member.split("/", 1)[1].rsplit("/", 1)[0]
     assert [(f.file, f.code) for f in report.failures] == [(folder, "derivative_missing")]
+
+
+@SQLITE
+@pytest.mark.parametrize(
+    "alias",
+    ["data//items/{id}/{name}", "data/./items/{id}/{name}", "Data/items/{id}/{name}",
+     "data\\items\\{id}\\{name}", "data/items/{id}/extra/{name}"],
+)  # fmt: skip
+def test_an_entry_that_unzips_over_another_is_named(
+    exported: Exported, tmp_path: Path, alias: str
+) -> None:
+    """A careful forger adds a second entry for the original under another spelling of its
+    path, listed in the new manifests: the check would read the real one, an unzip (or a
+    case-insensitive disk) would put the fake one in its place."""
+    member = _member(exported, r"data/items/\w+/original\.\w+")
+    _, _, item_id, name = member.split("/", 1)[1].split("/")
+    fake = alias.format(id=item_id, name=name)
+
+    def change(files: dict[str, bytes]) -> None:
+        files[f"{exported.top}/{fake}"] = b"FAKE VIDEO"
+
+    forged = tmp_path / "forged.zip"
+    _forge(exported, forged, change)
+    report = verify_package(forged, verifier_key=exported.key)
+    assert not report.ok
+    assert (fake, "unexpected_file" if "extra" in alias else "bad_name") in {
+        (f.file, f.code) for f in report.failures
+    }
+
+
+@SQLITE
+def test_two_entries_of_one_name_are_named(exported: Exported, tmp_path: Path) -> None:
+    """A fake thumbnail first, the real package after it: a check that opens entries by name
+    reads the last; ``unzip -n`` keeps the first."""
+    member = _member(exported, r"data/items/\w+/thumb-\d+\.jpg")
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(exported.path) as src, zipfile.ZipFile(forged, "w") as out:
+        out.writestr(member, b"FAKE")
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            for n in src.namelist():
+                out.writestr(n, src.read(n))
+    report = verify_package(forged, verifier_key=exported.key)
+    assert (member.split("/", 1)[1], "duplicate_entry") in {
+        (f.file, f.code) for f in report.failures
+    }
+
+
+@SQLITE
+def test_a_checkpoint_of_another_log_signed_with_this_key_fails(
+    rt: Runtime, exported: Exported, tmp_path: Path
+) -> None:
+    """The same key signing a checkpoint under another origin (a key used for two logs) is
+    not this log's checkpoint, whatever the package's bag-info says."""
+    top = exported.top
+
+    def change(files: dict[str, bytes]) -> None:
+        note = files[f"{top}/data/log/checkpoint"]
+        real = Checkpoint.parse(split_note(note.decode())[0])
+        other = Checkpoint(origin="some-other-log", size=real.size, root_hash=real.root_hash)
+        forged_note = sign_note(other.to_text(), [rt.ledger.key.signer]).encode()
+        for n in files:  # the checkpoint, and the copy of it in every proof
+            files[n] = files[n].replace(note, forged_note)
+        info = files[f"{top}/bag-info.txt"].decode()
+        files[f"{top}/bag-info.txt"] = re.sub(
+            r"Liuhen-Log-Origin: .*", "Liuhen-Log-Origin: some-other-log", info
+        ).encode()
+
+    forged = tmp_path / "forged.zip"
+    _forge(exported, forged, change)
+    report = verify_package(forged, verifier_key=exported.key)
+    assert [(f.file, f.code) for f in report.failures] == [
+        ("data/log/checkpoint", "checkpoint_origin")
+    ]
 
 
 @SQLITE
