@@ -63,6 +63,7 @@ def db_now(conn: Connection | Session) -> datetime:
 # per job (bench/scale.py), each one indexed UPDATE.
 CLAIMED = ("running", "again")
 """The states of a job a worker holds (``again``: asked for once more meanwhile)."""
+_IS_CLAIMED = JOBS.c.state.in_(CLAIMED)
 _HELD = (JOBS.c.item_id == bindparam("id")) & (JOBS.c.locked_by == bindparam("name"))
 _HELD_RUNNING = _HELD & (JOBS.c.state == "running")
 
@@ -74,7 +75,7 @@ def _first_due(*where: ColumnElement[bool]) -> ScalarSelect[Any]:
 
 # a job whose heartbeat stopped (at most as many run as there are workers), else the oldest
 # queued one due (an index range on (state, due_at), not a sort)
-_STALE = _first_due(JOBS.c.state.in_(CLAIMED), JOBS.c.locked_until < bindparam("now"))
+_STALE = _first_due(_IS_CLAIMED, JOBS.c.locked_until < bindparam("now"))
 _OLDEST_DUE = _first_due(JOBS.c.state == "queued", JOBS.c.due_at <= bindparam("now"))
 _CLAIM = (
     update(JOBS)
@@ -88,7 +89,6 @@ _CLAIM = (
     )
     .returning(JOBS.c.item_id, JOBS.c.attempts)
 )
-_RUNNING = JOBS.c.state.in_(CLAIMED)
 _DEFER = (  # a new job, or the item's job due again now (a running one: once it ends)
     sqlite_insert(JOBS)
     .values(
@@ -101,10 +101,10 @@ _DEFER = (  # a new job, or the item's job due again now (a running one: once it
     .on_conflict_do_update(
         index_elements=[JOBS.c.item_id],
         set_={
-            "state": case((_RUNNING, "again"), else_="queued"),
+            "state": case((_IS_CLAIMED, "again"), else_="queued"),
             "due_at": bindparam("now"),
             "updated_at": bindparam("now"),
-            "locked_by": case((_RUNNING, JOBS.c.locked_by), else_=None),
+            "locked_by": case((_IS_CLAIMED, JOBS.c.locked_by), else_=None),
         },
         where=(JOBS.c.state != "queued") | (JOBS.c.due_at > bindparam("now")),
     )
@@ -278,7 +278,7 @@ class SqliteQueue:
                     conn.execute(
                         update(JOBS)
                         .where(
-                            JOBS.c.state.in_(CLAIMED),
+                            _IS_CLAIMED,
                             JOBS.c.locked_by.startswith(self._prefix, autoescape=True),
                         )
                         .values(locked_until=until)
@@ -300,7 +300,7 @@ class SqliteQueue:
         # claimed again meanwhile must not be taken from its new, live holder.
         with writer_turn(self._engine), self._engine.begin() as conn:
             holders = conn.execute(
-                select(JOBS.c.item_id, JOBS.c.locked_by).where(JOBS.c.state.in_(CLAIMED))
+                select(JOBS.c.item_id, JOBS.c.locked_by).where(_IS_CLAIMED)
             ).all()
             dead = [item_id for item_id, by in holders if self._gone(by)]
             if not dead:
@@ -308,7 +308,7 @@ class SqliteQueue:
             now = db_now(conn)
             count = conn.execute(
                 update(JOBS)
-                .where(JOBS.c.item_id.in_(dead), JOBS.c.state.in_(CLAIMED))
+                .where(JOBS.c.item_id.in_(dead), _IS_CLAIMED)
                 .values(state="queued", locked_by=None, locked_until=None, due_at=now)
             ).rowcount
         if count:
