@@ -174,6 +174,18 @@ def _blocked_worker(
     return rt, queue, item_id, started, release, runs
 
 
+def _ran_once_then_close(
+    rt: Runtime, queue: ProcrastinateQueue, item_id: str, runs: list[str]
+) -> None:
+    """The blocked worker's job ended done, after one run and no attempt used."""
+    try:
+        job = queue.job(item_id)
+        assert job is not None and (job.state, job.attempts) == (JobState.DONE, 0)
+        assert runs == [item_id]
+    finally:
+        rt.close()
+
+
 @pytest.mark.parametrize("backend", ["postgresql"])
 def test_a_stopping_worker_beats_until_its_job_ends(
     make_settings: SettingsFactory, tmp_path: Path
@@ -193,13 +205,8 @@ def test_a_stopping_worker_beats_until_its_job_ends(
     finally:
         release.set()
         worker.join(60)
-    try:
-        assert not worker.is_alive()
-        job = queue.job(item_id)
-        assert job is not None and (job.state, job.attempts) == (JobState.DONE, 0)
-        assert runs == [item_id]
-    finally:
-        rt.close()
+    assert not worker.is_alive()
+    _ran_once_then_close(rt, queue, item_id, runs)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
@@ -236,12 +243,7 @@ def test_a_failed_heartbeat_is_not_the_last(
     finally:
         release.set()
         workers.stop(timeout=60)
-    try:
-        job = queue.job(item_id)
-        assert job is not None and (job.state, job.attempts) == (JobState.DONE, 0)
-        assert runs == [item_id]
-    finally:
-        rt.close()
+    _ran_once_then_close(rt, queue, item_id, runs)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
