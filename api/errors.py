@@ -15,10 +15,12 @@ from ingest.errors import (
     ChecksumMismatch,
     DeviceRefused,
     Forbidden,
+    HoldsChanging,
     IngestError,
     IntakeRefused,
     IntegrityMismatch,
     InvalidInput,
+    ItemDeleted,
     LogKeyExists,
     LogKeyMissing,
     MediaError,
@@ -68,6 +70,8 @@ STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (Forbidden, 403, "Forbidden"),
     (AccessError, 403, "Forbidden"),
     (StillHeld, 409, "Held: not deleted"),
+    (ItemDeleted, 409, "Deleted when its retention ended"),
+    (HoldsChanging, 409, "Legal hold changing: try again"),
     (RetentionError, 500, "Retention failure"),
     (RangeNotSatisfiable, 416, "Range Not Satisfiable"),
     (NotFound, 404, "Not found"),
@@ -121,7 +125,7 @@ def exit_code(error: LiuhenError) -> int:
     unavailable now, 1 otherwise."""
     if isinstance(error, StoreUnavailable | IndexUnavailable | ServerUnavailable):
         return EX_TEMPFAIL
-    if isinstance(error, IntakeRefused | InvalidInput):
+    if isinstance(error, IntakeRefused | InvalidInput | ItemDeleted):
         return 3
     if isinstance(error, NotFound | ObjectNotFound):
         return 4

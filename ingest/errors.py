@@ -34,7 +34,10 @@ LiuhenError
       │    └── Forbidden       known, but not allowed (the denial is logged)
       │         └── DeviceDisabled, OfficerNotAssigned, BadSignature (device intake)
       ├── RetentionError       a hold or a deletion could not be carried out
-      │    └── StillHeld       the item is under legal hold or retention: not deleted
+      │    ├── StillHeld       the item is under legal hold or retention: not deleted
+      │    ├── ItemDeleted     the item was deleted when its retention ended: its bytes
+      │    │                   cannot be sealed again, nor the item linked (409)
+      │    └── HoldsChanging   a hold change kept meeting changed objects: try again (409)
       └── ServerUnavailable    liuhen push: the server did not answer through every retry
 """
 
@@ -197,6 +200,20 @@ class BadSignature(Forbidden):
 
 class RetentionError(IngestError):
     code = "retention_error"
+
+
+class ItemDeleted(RetentionError):
+    """The item was deleted when its retention ended. Its row, leaves and custody stay, so the
+    same bytes are the same item: they are refused, never answered as a duplicate whose
+    original is gone (a dock would then erase the last copy on the camera)."""
+
+    code = "item_deleted"
+
+
+class HoldsChanging(RetentionError):
+    """A legal-hold change kept finding its items' objects changed: nothing was committed."""
+
+    code = "holds_changing"
 
 
 class StillHeld(RetentionError):

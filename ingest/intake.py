@@ -35,7 +35,13 @@ from ingest.ledger import AppendedLeaf
 from ingest.links import settle_case_units
 from ingest.manifest import Manifest, check_case_id
 from ingest.problems import ItemStatus, Problem, ProblemCode
-from ingest.retention import HoldPlan, category_retention, sync_item_hold, with_holds
+from ingest.retention import (
+    HoldPlan,
+    category_retention,
+    refuse_deleted,
+    sync_item_hold,
+    with_holds,
+)
 from ingest.runtime import Runtime
 from ingest.sniff import sniff_file
 from integrity.hashing import sha256_file, sha256_stream
@@ -214,9 +220,11 @@ def _look(rt: Runtime, sha256: str, manifest: Manifest, *, now: datetime) -> tup
     until = retain_until(category_retention(rt.settings, important=important), now=now)
     case_ids = sorted(set(manifest.case_ids))
     with rt.reads() as session:
-        sealed = repo.find_item_by_sha256(session, sha256=sha256) is not None
+        item = repo.find_item_by_sha256(session, sha256=sha256)
+        if item is not None:
+            refuse_deleted(item)  # before anything is stored
         held = bool(people.open_cases(session, case_ids=case_ids)) if case_ids else False
-    return sealed, _Lock(until, held)
+    return item is not None, _Lock(until, held)
 
 
 def seal_stored(
@@ -241,7 +249,11 @@ def seal_stored(
     if stored.sha256 != expected or (manifest.size is not None and stored.size != manifest.size):
         _discard(rt, stored)
         _check(expected, stored.sha256, manifest.size or stored.size, stored.size)
-    sealed_before, lock = _look(rt, expected, manifest, now=now)
+    try:
+        sealed_before, lock = _look(rt, expected, manifest, now=now)
+    except BaseException:
+        _discard(rt, stored)
+        raise
     if sealed_before:
         _discard(rt, stored)
         return _link_existing(
@@ -460,9 +472,11 @@ def _link_existing(
     vouched: Vouched | None = None,
 ) -> SealResult:
     def work(session: Session, plan: HoldPlan) -> SealResult:
+        repo.reserve_log_indexes(session, 0)  # a purge cannot delete it between look and link
         item = repo.find_item_by_sha256(session, sha256=sha256)
         if item is None:  # pragma: no cover - the constraint said it exists
             raise Conflict(f"item {sha256} vanished")
+        refuse_deleted(item)
         new_links = []
         for case_id in sorted(set(manifest.case_ids)):
             if repo.link_case(session, item_id=item.id, case_id=case_id, actor=actor, now=now):

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ingest import custody
 from ingest.manifest import check_case_id
-from ingest.retention import HoldPlan, check_reason, sync_item_hold, with_holds
+from ingest.retention import HoldPlan, check_reason, refuse_deleted, sync_item_hold, with_holds
 from ingest.runtime import Runtime
 from storage import people as store
 from storage import repository as repo
@@ -46,7 +46,11 @@ def link(
     check_case_id(case_id, rt.settings.case_id_pattern)
 
     def work(session: Session, plan: HoldPlan) -> dict[str, Any]:
+        # The sequencer before the item is read: a purge deciding under it that the item is
+        # in no case is then never followed by this link committing (``retention``).
+        repo.reserve_log_indexes(session, 0)
         item = repo.get_item(session, item_id=item_id)
+        refuse_deleted(item)
         changed = repo.link_case(session, item_id=item_id, case_id=case_id, actor=actor, now=now)
         if changed:
             custody.record(

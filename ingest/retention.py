@@ -8,7 +8,8 @@
   (``liuhen release``), and can be held again (``liuhen hold``). An item linked to at least
   one open case has the S3 legal hold on its original and every derivative; the index
   records the state last applied (``item_holds``), each change is a ``legal_hold`` custody
-  event, and re-applying is harmless (a failed change is re-done by the next sync).
+  event, and re-applying is harmless: holding or releasing a case writes every flag its
+  items want again, which repairs what a failed or interrupted change left.
 * **Deletion**: only :func:`purge` (an admin command with a reason) deletes, and only items
   whose retention has ended, that are in no case, not held, and whose every object the store
   itself says is neither held nor retained. Each deletion is a ``deleted`` custody event; the
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from configs.settings import Settings
 from ingest import custody
-from ingest.errors import IngestError, InvalidInput, StillHeld
+from ingest.errors import HoldsChanging, InvalidInput, ItemDeleted, StillHeld
 from ingest.ledger import Ledger
 from ingest.manifest import check_case_id
 from ingest.runtime import Runtime
@@ -76,6 +77,15 @@ def retention_document(session: Session, item: Item) -> dict[str, Any]:
 
 def _ts(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
+
+
+def refuse_deleted(item: Item) -> None:
+    """:class:`ItemDeleted` when the item was deleted: call it under the sequencer."""
+    if item.status == DELETED:
+        raise ItemDeleted(
+            f"item {item.id} (SHA-256 {item.sha256}) was deleted when its retention ended; "
+            "its record and custody stay, but it cannot be sealed again or linked to a case"
+        )
 
 
 # --- legal hold ----------------------------------------------------------------------------
@@ -129,7 +139,7 @@ def with_holds(rt: Runtime, work: Callable[[Session, HoldPlan], T]) -> T:
         for (key, version), on in plan.needed.items():  # no transaction is open here
             rt.store.legal_hold(key, version, on)
             plan.applied[(key, version)] = on
-    raise IngestError(
+    raise HoldsChanging(
         "the items' objects kept changing while their legal hold was set; nothing was "
         "committed: try again"
     )
@@ -144,10 +154,18 @@ def sync_item_hold(
     actor: str,
     now: datetime,
     log_it: bool = True,
+    reassert: bool = False,
 ) -> bool:
     """Make the item's recorded legal hold match its cases, inside a :func:`with_holds`
     transaction: when the store's flags are not set yet, note them in ``plan`` (the
     transaction is then run again) and change nothing. True when it changed.
+
+    The recorded state is what the store was last told, but the store's flags may differ:
+    this plan may have set them the other way in an earlier round (a link committed in
+    between), or a change that failed or was cut off after its store calls never committed.
+    So flags this plan set are always brought back in line, and ``reassert`` (a case held or
+    released) writes every flag the item wants, which also repairs what an earlier failure
+    left.
 
     A change is a ``legal_hold`` custody event, except at intake (``log_it=False``), where
     the ``sealed`` / ``link`` leaf already names the case that holds it."""
@@ -158,9 +176,12 @@ def sync_item_hold(
     repo.reserve_log_indexes(session, 0)
     held_by = store.held_cases_of(session, item_id=item.id)
     want = bool(held_by)
+    objects = _objects(session, item)
     if want == store.item_hold_state(session, item_id=item.id):
+        if reassert or any(plan.applied.get(o, want) is not want for o in objects):
+            plan.ready(objects, want)
         return False
-    if not plan.ready(_objects(session, item), want):
+    if not plan.ready(objects, want):
         return False
     store.set_item_hold_state(session, item_id=item.id, held=want, now=now)
     if not log_it:
@@ -200,7 +221,9 @@ def set_case_hold(
         )
         items = []
         for item in repo.items_of_case(session, case_id=case_id):
-            sync_item_hold(session, item, plan, ledger=rt.ledger, actor=actor, now=now)
+            sync_item_hold(
+                session, item, plan, ledger=rt.ledger, actor=actor, now=now, reassert=True
+            )
             items.append({"id": item.id, "held": store.item_hold_state(session, item_id=item.id)})
         return items
 
@@ -261,6 +284,10 @@ def delete_item(
     if why is not None:
         raise StillHeld(f"item {item_id} not deleted: {why}")
     with transaction(rt.sessions) as session:
+        # The sequencer first: a link takes it before it reads the item (``ingest.links``),
+        # so a link committed after the check below finds the item deleted, and one committed
+        # before it is seen by the check (on PostgreSQL each statement sees its own moment).
+        repo.reserve_log_indexes(session, 0)
         item = repo.get_item(session, item_id=item_id)
         objects = _objects(session, item)
         why = _why_kept_by_index(session, item, now)

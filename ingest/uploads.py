@@ -37,6 +37,7 @@ from ingest.devices import check_manifest
 from ingest.errors import (
     ChecksumMismatch,
     IntegrityMismatch,
+    ItemDeleted,
     ManifestError,
     OffsetConflict,
     TooLarge,
@@ -386,7 +387,7 @@ class Uploads:
                 sealed = seal_file(
                     self.rt, path, intake, actor=f"device:{device_id}", vouched=vouched
                 )
-        except IntegrityMismatch as e:
+        except (IntegrityMismatch, ItemDeleted) as e:  # final: sending it again cannot help
             self._close(upload_id, state=FAILED, error={"code": e.code, "detail": str(e)})
             raise
         log.info(

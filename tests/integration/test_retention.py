@@ -6,20 +6,25 @@ one is deleted by the purge, each deletion a custody event, and the log still ve
 from __future__ import annotations
 
 import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
 
+from api.errors import status_for
 from ingest import catalog, jobs, links, retention
-from ingest.errors import InvalidInput, StillHeld
+from ingest.errors import InvalidInput, ItemDeleted, StillHeld
 from ingest.intake import SealResult, seal_file
 from ingest.manifest import Manifest
 from ingest.runtime import Runtime
 from ingest.verify import verify_all
+from storage import keys
 from storage import repository as repo
 from storage.errors import ObjectLocked, ObjectNotFound, StoreUnavailable
+from storage.tables import Item
 from tests.integration.logkit import store_calls_under_the_sequencer
 from tests.integration.mediagen import small_h264
 
@@ -203,3 +208,125 @@ def test_a_purge_removes_objects_after_its_commit_and_lists_what_stayed(
     for item_id in (free.item_id, stuck.item_id):
         assert _custody(rt, item_id)[-1] == ("deleted", "retention ended")
     assert verify_all(rt, actor="cli:test").ok
+
+
+def test_the_bytes_of_a_deleted_item_are_refused_not_taken_for_a_duplicate(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """The row stays after a purge, so the same bytes are the same item: answering them as a
+    duplicate would hand out a receipt for an original that is gone (and a dock would erase
+    the camera's copy). They are refused, nothing is linked, nothing is stored."""
+    path = tmp_path / "found-again.mp4"
+    path.write_bytes(MP4_HEAD + os.urandom(2048))
+    gone = seal_file(rt, path, Manifest(), actor="cli:test", now=_aged(rt, 2))
+    time.sleep(3)
+    assert [d["id"] for d in retention.purge(rt, reason="ended", actor="cli:a")["deleted"]] == [
+        gone.item_id
+    ]
+    before = _custody(rt, gone.item_id)
+    versions = rt.store.list_versions(keys.original_key(gone.sha256))
+    with pytest.raises(ItemDeleted, match="deleted when its retention ended"):
+        seal_file(rt, path, Manifest(case_ids=("NEW-1",)), actor="cli:test")
+    with pytest.raises(ItemDeleted):
+        links.link(rt, item_id=gone.item_id, case_id="NEW-1", reason="evidence", actor="cli:o")
+    with rt.sessions() as s:
+        assert repo.case_ids_of(s, item_id=gone.item_id) == []
+        assert repo.get_item(s, item_id=gone.item_id).status == "deleted"
+    assert _custody(rt, gone.item_id) == before  # no received_again, no link
+    assert rt.store.list_versions(keys.original_key(gone.sha256)) == versions
+    assert status_for(ItemDeleted("x")) == (409, "Deleted when its retention ended")
+    assert verify_all(rt, actor="cli:test").ok
+
+
+def test_a_link_while_a_purge_checks_the_item_waits_and_then_finds_it_deleted(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge checks what keeps the item under the sequencer, which a link takes before it
+    reads the item: never an item deleted while in a case (on PostgreSQL the link used to
+    commit in between: the bytes went while the case listed them)."""
+    free = _seal(rt, tmp_path, now=_aged(rt, 2))
+    time.sleep(3)
+    real = retention._why_kept_by_index
+    linker: list[threading.Thread] = []
+    outcome: list[BaseException | dict[str, object]] = []
+
+    def link() -> None:
+        try:
+            outcome.append(
+                links.link(rt, item_id=free.item_id, case_id="R-1", reason="evid.", actor="cli:o")
+            )
+        except BaseException as e:
+            outcome.append(e)
+
+    calls: list[str | None] = []
+
+    def why_kept(session: Session, item: Item, now: datetime) -> str | None:
+        why = real(session, item, now)
+        calls.append(why)
+        if len(calls) == 2:  # the check under the sequencer: an officer links the item now
+            linker.append(threading.Thread(target=link))
+            linker[0].start()
+            time.sleep(0.5)  # long enough for the link to reach (and wait at) the sequencer
+        return why
+
+    monkeypatch.setattr(retention, "_why_kept_by_index", why_kept)
+    out = retention.delete_item(rt, item_id=free.item_id, reason="expired", actor="cli:admin")
+    linker[0].join(30)
+    assert out["objects"] == 1
+    (result,) = outcome
+    assert isinstance(result, ItemDeleted), result
+    with rt.sessions() as s:
+        assert repo.case_ids_of(s, item_id=free.item_id) == []
+
+
+def test_a_release_with_a_link_meanwhile_leaves_the_store_holding_what_the_index_holds(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release lifts the flag in its first round; an officer then links the item to
+    another open case, which finds the recorded hold already on and calls no store. The
+    release's next round must put the flag back, not only leave the recorded state alone."""
+    item = _seal(rt, tmp_path, "A-1")
+    real = rt.store.legal_hold
+    linked: list[str] = []
+
+    def legal_hold(key: str, version: str, on: bool) -> None:
+        real(key, version, on)
+        if not on and not linked:
+            linked.append(key)
+            links.link(rt, item_id=item.item_id, case_id="B-1", reason="same", actor="cli:o")
+
+    monkeypatch.setattr(rt.store, "legal_hold", legal_hold)
+    retention.set_case_hold(rt, case_id="A-1", held=False, reason="closed", actor="cli:admin")
+    assert linked
+    with rt.sessions() as s:
+        doc = retention.retention_document(s, repo.get_item(s, item_id=item.item_id))
+    assert doc["held"] and doc["held_by"] == ["B-1"]
+    assert _flags(rt, item.item_id) == [True]
+
+
+def test_holding_a_case_again_repairs_flags_a_failed_release_left_off(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release that failed after lifting some flags committed nothing: the index still says
+    held. Holding the case writes every flag its items want, not only those it thinks moved."""
+    a = _seal(rt, tmp_path, "P-1")
+    b = _seal(rt, tmp_path, "P-1")
+    real = rt.store.legal_hold
+    calls: list[bool] = []
+
+    def legal_hold(key: str, version: str, on: bool) -> None:
+        calls.append(on)
+        if len(calls) == 2:
+            raise StoreUnavailable("the store went away (test)")
+        real(key, version, on)
+
+    monkeypatch.setattr(rt.store, "legal_hold", legal_hold)
+    with pytest.raises(StoreUnavailable):
+        retention.set_case_hold(rt, case_id="P-1", held=False, reason="closed", actor="cli:a")
+    monkeypatch.setattr(rt.store, "legal_hold", real)
+    assert sorted(_flags(rt, a.item_id) + _flags(rt, b.item_id)) == [False, True]  # half done
+    retention.set_case_hold(rt, case_id="P-1", held=True, reason="make sure", actor="cli:a")
+    assert _flags(rt, a.item_id) + _flags(rt, b.item_id) == [True, True]
+    # And a release done again lifts them all.
+    retention.set_case_hold(rt, case_id="P-1", held=False, reason="closed", actor="cli:a")
+    assert _flags(rt, a.item_id) + _flags(rt, b.item_id) == [False, False]
