@@ -29,14 +29,17 @@ import os
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from ingest.errors import IngestError, InvalidInput
 from ingest.intake import seal_file
 from ingest.manifest import Manifest
+from ingest.retention import DELETED
 from ingest.runtime import Runtime
 from ingest.timeplace import parse_capture_filename
 from integrity.errors import LiuhenError
@@ -78,13 +81,16 @@ class DockState:
             self.files: dict[str, dict[str, Any]] = json.loads(path.read_text())["files"]
         except FileNotFoundError:
             self.files = {}
+        except (ValueError, KeyError, TypeError) as e:
+            # Starting afresh would seal every file again as if it were new: a person decides.
+            raise IngestError(f"the dock state {path} is unreadable ({e}): move it aside") from e
 
-    @classmethod
-    def for_folder(cls, rt: Runtime, folder: Path) -> DockState:
-        digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    @staticmethod
+    def path_for(rt: Runtime, folder: Path) -> Path:
+        digest = hashlib.sha256(os.fsencode(folder.resolve())).hexdigest()[:16]
         directory = rt.settings.home_dir / "dock"
         directory.mkdir(parents=True, exist_ok=True)
-        return cls(directory / f"{digest}.json")
+        return directory / f"{digest}.json"
 
     def save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -135,8 +141,9 @@ def import_folder(
     stop: threading.Event | None = None,
 ) -> DockReport:
     """One pass over ``folder``: seal what is new and stable, finish what a kill interrupted."""
-    state = DockState.for_folder(rt, folder)
-    with _exclusive(state.path.with_suffix(".lock"), folder):
+    state_path = DockState.path_for(rt, folder)
+    with _exclusive(state_path.with_suffix(".lock"), folder):
+        state = DockState(state_path)  # read under the lock: another run may just have saved
         return _import(rt, folder, state, receipts=receipts, erase=erase, actor=actor,
                        case_ids=case_ids, progress=progress, stop=stop)  # fmt: skip
 
@@ -170,23 +177,31 @@ def _import(
     report = DockReport()
     stable = rt.settings.intake.dock_stable_s
     files = candidates(folder)
+    receipts_inside: Path | None = None
     if receipts is not None:
-        receipts.mkdir(parents=True, exist_ok=True)
+        try:
+            receipts.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InvalidInput(f"--receipts {receipts}: not a folder that can be made ({e})") from e
+        # Receipts kept inside the camera folder are not media to import; a receipts folder
+        # around the camera folder holds it (and its receipts land beside it, not in it).
+        inner, outer = receipts.resolve(), folder.resolve()
+        receipts_inside = inner if outer in inner.parents else None
     for n, path in enumerate(files, 1):
         if stop is not None and stop.is_set():
             break
         if progress:
             progress(path.name, n - 1, len(files))
-        name = str(path)
+        name = shown(path)
         if path.suffix.lower() not in MEDIA_SUFFIXES:
             report.skipped.append({"file": name, "reason": "not a media file"})
             continue
-        if receipts is not None and receipts.resolve() in path.resolve().parents:
+        if receipts_inside is not None and receipts_inside in path.resolve().parents:
             continue
         try:
             outcome = _one(rt, state, folder, path, receipts=receipts, erase=erase, actor=actor,
-                           case_ids=case_ids, stable_s=stable)  # fmt: skip
-        except (LiuhenError, OSError) as e:
+                           case_ids=case_ids, stable_s=stable, stop=stop)  # fmt: skip
+        except (LiuhenError, OSError, ValueError) as e:  # ValueError: a manifest it made
             log.warning("dock: %s failed: %s", path, e)
             report.failed.append({"file": name, "error": f"{type(e).__name__}: {e}"})
             continue
@@ -210,21 +225,31 @@ def _one(
     actor: str,
     case_ids: tuple[str, ...],
     stable_s: float,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any] | str:
     """Take one file as far as it goes; a dict when this run sealed or completed it, else the
     reason it was skipped."""
-    key = str(path.resolve())
+    key = shown(path.resolve())
     entry = state.files.get(key)
-    if entry is not None and entry["phase"] == "erased":
-        return "already imported"  # pragma: no cover - an erased file is not listed again
     st = path.stat()
     if entry is not None and entry["identity"] != _identity(st):
-        entry = None  # other bytes under the name (rewritten, or reused by the camera)
+        # Other bytes under the name: rewritten, or the name reused by the camera after an
+        # erase (cameras number afresh after a wipe); an erased entry is not the end of a name.
+        entry = None
+    if entry is not None and entry["phase"] == "erased":
+        return "already imported"
     if entry is None:
-        if time.time() - st.st_mtime < stable_s:
-            time.sleep(max(0.0, stable_s - (time.time() - st.st_mtime)))
+        age = time.time() - st.st_mtime
+        if age < stable_s:
+            # A camera clock ahead of this one (FAT keeps local time) makes a file look newer
+            # than now: then only an identity unchanged over the wait says it is complete.
+            wait = stable_s if age < 0 else stable_s - age
+            if stop is not None and stop.wait(wait):
+                return "not imported: stopping"
+            if stop is None:
+                time.sleep(wait)
             again = path.stat()
-            if _identity(again) != _identity(st) or time.time() - again.st_mtime < stable_s:
+            if _identity(again) != _identity(st) or 0 <= time.time() - again.st_mtime < stable_s:
                 return "still being written"
             st = again
         digest, size = sha256_file(path)
@@ -240,7 +265,8 @@ def _one(
         # A seal that a kill cut short may have committed before its phase was saved: adopt
         # that item. Bytes that reached liuhen by another path are sealed (and so logged as
         # ``received_again`` with their new case links) like any other.
-        item_id = _adopt(rt, entry["sha256"]) if entry.get("sealing") else None
+        sealing = entry.get("sealing")
+        item_id = _adopt(rt, entry["sha256"], path.name, actor, case_ids) if sealing else None
         if item_id is None:
             entry["sealing"] = True
             state.save()
@@ -262,6 +288,8 @@ def _one(
         # The camera's folder structure, mirrored: two folders may hold the same file name.
         target = receipts / path.relative_to(folder).parent / f"{path.name}.receipt.json"
         target.parent.mkdir(parents=True, exist_ok=True)
+        if _receipt_of_other_item(target, item.id):  # the name reused: keep both receipts
+            target = target.with_name(f"{path.name}.{item.id}.receipt.json")
         _write_durably(target, {**doc, "file": str(path), "log_index": item.log_index,
                                 "leaf": leaf})  # fmt: skip
         entry["receipt_file"] = str(target)
@@ -279,16 +307,63 @@ def _one(
     return doc
 
 
-def _adopt(rt: Runtime, sha256: str) -> str | None:
+def _adopt(
+    rt: Runtime, sha256: str, name: str, actor: str, case_ids: tuple[str, ...]
+) -> str | None:
+    """The item an interrupted seal of this file committed, if one did: sealed first by this
+    importer under this name, already in every case asked for. Anything else (the seal
+    failed, and the bytes came by another way) is sealed again, which links the cases and
+    logs ``received_again``; adopting it would leave the cases out."""
     with rt.sessions() as session:
         item = repo.find_item_by_sha256(session, sha256=sha256)
-        return item.id if item is not None else None
+        if item is None or item.status == DELETED or item.original_name != kept_name(name):
+            return None
+        first = repo.custody_of(session, item_id=item.id)[:1]
+        if not first or first[0].action != "sealed" or first[0].actor != actor:
+            return None
+        if not set(case_ids) <= set(repo.case_ids_of(session, item_id=item.id)):
+            return None
+        return item.id
+
+
+def _receipt_of_other_item(target: Path, item_id: str) -> bool:
+    try:
+        return bool(json.loads(target.read_text()).get("id") != item_id)
+    except FileNotFoundError:
+        return False
+    except (ValueError, AttributeError, OSError):
+        return True  # not a receipt we can read: leave it as it is
+
+
+def shown(path: Path) -> str:
+    """The path as text that JSON can carry: bytes that are not UTF-8 (a card mounted with
+    another character set) are written as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def kept_name(name: str) -> str:
+    """The file name as the item keeps it: characters a manifest refuses (control and format
+    characters, undecodable bytes) written as ``<U+XXXX>`` / ``<0xNN>``, the rest as it is."""
+    out = []
+    for c in name:
+        category = unicodedata.category(c)
+        if category == "Cs" and 0xDC80 <= ord(c) <= 0xDCFF:  # surrogateescape: one raw byte
+            out.append(f"<0x{ord(c) - 0xDC00:02X}>")
+        elif category in {"Cc", "Cf", "Zl", "Zp", "Cs"}:
+            out.append(f"<U+{ord(c):04X}>")
+        else:
+            out.append(c)
+    return "".join(out)[:255]
 
 
 def _manifest(rt: Runtime, path: Path, entry: dict[str, Any], cases: tuple[str, ...]) -> Manifest:
     hint = parse_capture_filename(path.name)
-    device = hint.device_id if hint and hint.device_id and _PARTY.match(hint.device_id) else None
-    officer = hint.officer_id if hint and hint.officer_id else None
+    device = (
+        hint.device_id if hint and hint.device_id and _PARTY.fullmatch(hint.device_id) else None
+    )
+    officer = (
+        hint.officer_id if hint and hint.officer_id and _PARTY.fullmatch(hint.officer_id) else None
+    )
     started = hint.started_at if hint else None
     if started is not None and started.tzinfo is None:
         zone = timezone(timedelta(minutes=rt.settings.pipeline.local_utc_offset_minutes))
@@ -299,11 +374,15 @@ def _manifest(rt: Runtime, path: Path, entry: dict[str, Any], cases: tuple[str, 
         device_id=device,
         officer_id=officer,
         case_ids=cases,
-        file_name=path.name,
+        file_name=kept_name(path.name),
         sha256=entry["sha256"],
         size=entry["identity"]["size"],
         capture_start=started,
     )
+
+
+def _party(hint: str | None) -> str | None:
+    return hint if hint and _PARTY.fullmatch(hint) else None
 
 
 def _write_durably(target: Path, doc: dict[str, Any]) -> None:

@@ -1,5 +1,7 @@
 """The collection station in-process on real services: bytes that came by another path, two
-folders with the same file name, one importer per folder, the file-name hints."""
+folders with the same file name, one importer per folder, the file-name hints, a name the
+camera reuses after an erase, a failed seal retried, names a manifest refuses, a camera clock
+ahead of the station's, a receipts folder around the camera folder."""
 
 from __future__ import annotations
 
@@ -63,10 +65,111 @@ def test_bytes_from_another_path_are_logged_as_received_again(rt: Runtime, tmp_p
 def test_one_importer_per_folder(rt: Runtime, tmp_path: Path) -> None:
     camera = tmp_path / "cam"
     camera.mkdir()
-    state = DockState.for_folder(rt, camera)
     with (
-        _exclusive(state.path.with_suffix(".lock"), camera),
+        _exclusive(DockState.path_for(rt, camera).with_suffix(".lock"), camera),
         pytest.raises(Conflict, match="another liuhen dock"),
     ):
         import_folder(rt, camera, receipts=None, erase=False, actor="dock:test")
     assert import_folder(rt, camera, receipts=None, erase=False, actor="x").sealed == []
+
+
+def _photo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(4000))
+    _old(path)
+    return path
+
+
+def test_a_name_the_camera_numbers_again_after_an_erase_is_imported(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """Cameras number afresh after a wipe: the next IMG_0001.JPG is other bytes, not a file
+    already imported (it used to be skipped for ever, and left on the card), and the first
+    one's receipt stays beside the second's."""
+    camera, receipts = tmp_path / "cam", tmp_path / "receipts"
+    first = _photo(camera / "IMG_0001.JPG")
+    one = import_folder(rt, camera, receipts=receipts, erase=True, actor="dock:test")
+    assert len(one.sealed) == 1 and not first.exists()
+    _photo(camera / "IMG_0001.JPG")
+    two = import_folder(rt, camera, receipts=receipts, erase=True, actor="dock:test")
+    assert two.failed == [] and len(two.sealed) == 1, two.as_dict()
+    assert two.sealed[0]["id"] != one.sealed[0]["id"] and not first.exists()
+    kept = {json.loads(p.read_text())["id"] for p in receipts.glob("*.receipt.json")}
+    assert kept == {one.sealed[0]["id"], two.sealed[0]["id"]}
+
+
+def test_a_seal_that_failed_is_sealed_again_with_its_cases_not_adopted(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """The first run's seal fails (here a case ID the profile refuses) after the importer noted
+    it was sealing; the bytes are already an item (a device pushed them). The retry must link
+    the case and log ``received_again``, not adopt the item as it is and then erase the file."""
+    camera = tmp_path / "cam"
+    photo = _photo(camera / "IMG_0002.JPG")
+    pushed = tmp_path / "pushed.jpg"
+    pushed.write_bytes(photo.read_bytes())
+    earlier = seal_file(rt, pushed, Manifest(file_name="pushed.jpg"), actor="device:D1")
+    bad = import_folder(
+        rt, camera, receipts=None, erase=True, actor="dock:t", case_ids=("bad id!",)
+    )
+    assert len(bad.failed) == 1 and photo.exists()
+    good = import_folder(
+        rt, camera, receipts=None, erase=True, actor="dock:t", case_ids=("CASE-7",)
+    )
+    assert [s["id"] for s in good.sealed] == [earlier.item_id] and not photo.exists()
+    with rt.sessions() as s:
+        assert repo.case_ids_of(s, item_id=earlier.item_id) == ["CASE-7"]
+        actions = [e.action for e in repo.custody_of(s, item_id=earlier.item_id)]
+    assert actions[-1] == "received_again" and "link" in actions
+
+
+def test_names_a_manifest_refuses_are_imported_and_reported_as_text(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """A newline, a zero-width space, bytes that are not UTF-8 (a card mounted with another
+    character set), full-width digits where the officer's number goes: each file is sealed,
+    its name kept readably, and the report stays one JSON document (it used to stop the whole
+    import with a traceback at the first such name)."""
+    camera = tmp_path / "cam"
+    names = ["a.jpg", "b\nx.jpg", "c\u200b.jpg", os.fsdecode(b"\xd6\xd0.jpg"), "z.jpg"]
+    for name in names:
+        _photo(camera / name)
+    wide = "20260301080000_\uff11\uff12\uff13\uff14\uff15\uff16_0001.MP4"
+    (camera / wide).write_bytes(clip(20_000))
+    _old(camera / wide)
+    report = import_folder(rt, camera, receipts=tmp_path / "r", erase=False, actor="dock:t")
+    assert report.failed == [] and len(report.sealed) == len(names) + 1, report.as_dict()
+    text = json.dumps(report.as_dict(), ensure_ascii=False)
+    files = [x["file"] for x in json.loads(text.encode("utf-8"))["sealed"]]
+    assert any(f.endswith("/\\xd6\\xd0.jpg") for f in files), files
+    with rt.sessions() as s:
+        kept = {repo.get_item(s, item_id=x["id"]).original_name for x in report.sealed}
+        officers = {repo.get_item(s, item_id=x["id"]).officer_id for x in report.sealed}
+    assert {"b<U+000A>x.jpg", "c<U+200B>.jpg", "<0xD6><0xD0>.jpg", wide} <= kept
+    assert officers == {None}
+
+
+def test_a_camera_clock_ahead_of_the_station_does_not_stall_the_import(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """FAT keeps local time: a file can look an hour newer than now. The import waits one
+    stability interval for it (its identity unchanged), not the hour."""
+    camera = tmp_path / "cam"
+    photo = _photo(camera / "IMG_0003.JPG")
+    ahead = time.time() + 3600
+    os.utime(photo, (ahead, ahead))
+    t0 = time.monotonic()
+    report = import_folder(rt, camera, receipts=None, erase=False, actor="dock:t")
+    took = time.monotonic() - t0
+    assert len(report.sealed) == 1, report.as_dict()
+    assert rt.settings.intake.dock_stable_s <= took < rt.settings.intake.dock_stable_s + 20
+
+
+def test_a_receipts_folder_around_the_camera_folder_leaves_its_files_to_import(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    station = tmp_path / "station"
+    _photo(station / "cam1" / "DCIM" / "IMG_0004.JPG")
+    report = import_folder(rt, station / "cam1", receipts=station, erase=False, actor="dock:t")
+    assert len(report.sealed) == 1, report.as_dict()
+    assert (station / "DCIM" / "IMG_0004.JPG.receipt.json").is_file()
