@@ -6,7 +6,10 @@ import re
 
 from integrity.errors import LiuhenError
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$", re.ASCII)
+_BEYOND = 10**19
+"""What a position of 19 digits or more counts as: beyond any object (and ``int()`` refuses
+4,300 digits and more)."""
 
 
 class RangeNotSatisfiable(LiuhenError):
@@ -30,12 +33,16 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first_s and not last_s:
         return None
     if not first_s:  # suffix: the last N bytes
-        n = int(last_s)
+        n = _position(last_s)
         if n == 0 or size == 0:  # nothing to give (RFC 9110 §14.1.2)
             raise RangeNotSatisfiable(header, size)
         return max(0, size - n), size - 1
-    first = int(first_s)
-    last = min(int(last_s), size - 1) if last_s else size - 1
-    if first >= size or (last_s and int(last_s) < first):
+    first = _position(first_s)
+    last = min(_position(last_s), size - 1) if last_s else size - 1
+    if first >= size or (last_s and _position(last_s) < first):
         raise RangeNotSatisfiable(header, size)
     return first, last
+
+
+def _position(digits: str) -> int:
+    return int(digits) if len(digits) < 19 else _BEYOND

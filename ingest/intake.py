@@ -44,6 +44,7 @@ from ingest.retention import (
 )
 from ingest.runtime import Runtime
 from ingest.sniff import sniff_file
+from ingest.timeplace.clock import plausible
 from integrity.hashing import sha256_file, sha256_stream
 from integrity.leaves import canonical_json, custody_leaf, item_leaf
 from integrity.merkle import leaf_hash
@@ -112,7 +113,7 @@ def late_upload_problem(
 ) -> Problem | None:
     """``late_upload`` when the item arrives more than ``limit`` after its capture ended (the
     capture start when no end is known)."""
-    ended = manifest.capture_end or manifest.capture_start
+    ended = _plausible(manifest.capture_end) or _plausible(manifest.capture_start)
     if ended is None or received_at - ended <= limit:
         return None
     hours = (received_at - ended).total_seconds() / 3600
@@ -122,6 +123,12 @@ def late_upload_problem(
         f"received {hours:.1f} h after the capture ended; uploads are due within "
         f"{limit.total_seconds() / 3600:g} h",
     )
+
+
+def _plausible(value: datetime | None) -> datetime | None:
+    """The device's time when it could be one (``timeplace.plausible``): a clock reset to
+    year 1 or 9999 is kept in the manifest, not taken for when or how late it was."""
+    return value if value is not None and plausible(value) else None
 
 
 @metrics.seal_observed
@@ -413,9 +420,9 @@ def _commit_new(
             "problems": [late.as_dict()] if late else [],
             "received_at": now,
             # The device's word until the pipeline finds better (DESIGN.md order of trust).
-            "captured_at": manifest.capture_start,
-            "captured_at_source": "manifest" if manifest.capture_start else None,
-            "captured_end": manifest.capture_end,
+            "captured_at": _plausible(manifest.capture_start),
+            "captured_at_source": "manifest" if _plausible(manifest.capture_start) else None,
+            "captured_end": _plausible(manifest.capture_end),
             "device_clock_offset_ms": offset_ms,
             "manifest": kept,
         },

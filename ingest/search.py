@@ -57,6 +57,8 @@ def parse_bbox(text: str | None) -> tuple[Decimal, Decimal, Decimal, Decimal] | 
         w, s, e, n = (Decimal(p.strip()) for p in text.split(","))
     except (ValueError, InvalidOperation):
         raise InvalidInput(f"bbox {text!r} is not W,S,E,N in decimal degrees") from None
+    if not all(v.is_finite() for v in (w, s, e, n)):  # NaN does not even compare
+        raise InvalidInput(f"bbox {text!r}: every value must be a number")
     if not (-180 <= w <= 180 and -180 <= e <= 180 and -90 <= s <= n <= 90 and w <= e):
         raise InvalidInput(f"bbox {text!r}: need -180 <= W <= E <= 180 and -90 <= S <= N <= 90")
     return w, s, e, n
@@ -71,7 +73,10 @@ def parse_time(text: str | None, what: str) -> datetime | None:
         raise InvalidInput(f"{what} {text!r} is not an ISO 8601 time") from None
     if value.tzinfo is None:
         raise InvalidInput(f"{what} {text!r} has no time zone (add Z or +08:00)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+08:00 is before the calendar's first UTC day
+        raise InvalidInput(f"{what} {text!r} is outside the calendar") from None
 
 
 def encode_cursor(at: datetime, item_id: str) -> str:
@@ -86,7 +91,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         moment = datetime.fromisoformat(at)
         if moment.tzinfo is None or not isinstance(item_id, str):
             raise ValueError(cursor)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidInput("the cursor is not one this server handed out") from None
     return moment, item_id
 

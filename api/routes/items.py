@@ -126,7 +126,10 @@ def _bytes_response(rt: RuntimeDep, actor: str, request: Request, target: Target
     length = last - first + 1
     headers["Content-Range"] = f"bytes {first}-{last}/{target.size}"
     headers["Content-Length"] = str(length)
-    body = rt.store.iter_bytes(target.key, target.version_id, offset=first, length=length)
+    if length == target.size:  # all of it (``bytes=0-``): a complete copy is re-hashed too
+        body = verified_stream(rt, target)
+    else:
+        body = rt.store.iter_bytes(target.key, target.version_id, offset=first, length=length)
     return StreamingResponse(
         _primed(body), status_code=206, media_type=target.media_type, headers=headers
     )

@@ -247,7 +247,7 @@ def case_page(w: WebDep, case_id: str, gap: str | None = None, done: str | None 
         return refused
     settings = w.rt.settings
     gap_s = settings.web.gap_threshold_s
-    if gap and gap.isdigit() and 0 < int(gap) <= 7 * 86400:
+    if gap and _digits(gap) and 0 < int(gap) <= 7 * 86400:
         gap_s = int(gap)
     try:
         with w.rt.sessions() as session:
@@ -415,6 +415,11 @@ def _midnight(w: Web, day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=w.tz).astimezone(UTC)
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits, few enough for ``int()`` (``'²'.isdigit()`` is true, ``int('²')`` fails)."""
+    return text.isascii() and text.isdigit() and len(text) <= 12
+
+
 def _local_day(w: Web, text: str | None, *, after: bool = False) -> datetime | None:
     """Midnight (local zone) starting that day, or the next day with ``after``."""
     if not text:
@@ -423,7 +428,10 @@ def _local_day(w: Web, text: str | None, *, after: bool = False) -> datetime | N
         day = date.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"{text!r} is not a date (YYYY-MM-DD)") from None
-    return _midnight(w, day + timedelta(days=1 if after else 0))
+    try:
+        return _midnight(w, day + timedelta(days=1 if after else 0))
+    except OverflowError:
+        raise InvalidInput(f"{text!r} is outside the calendar") from None
 
 
 @router.get("/search")
@@ -437,7 +445,7 @@ def search_page(w: WebDep, request: Request) -> Response:
     form = {k: (q.get(k) or "").strip() or None for k in SEARCH_FIELDS}
     cursor = q.get("cursor") or None
     asked = q.get("limit") or ""
-    limit = int(asked) if asked.isdigit() and 1 <= int(asked) <= search.MAX_LIMIT else PAGE_SIZE
+    limit = int(asked) if _digits(asked) and 1 <= int(asked) <= search.MAX_LIMIT else PAGE_SIZE
     shown = {**form, "date_from": form["from"], "date_to": form["to"]}
     searched = cursor is not None or any(k in q for k in SEARCH_FIELDS)
     page: dict[str, Any] = {"items": [], "next": None}
@@ -491,11 +499,12 @@ def _supervision(w: Web, request: Request) -> tuple[Any, str, str, str | None, s
         last = date.fromisoformat(q.get("to") or today.isoformat())
         if last < first:
             raise ValueError("to < from")
-    except ValueError as e:
+        start, end = _midnight(w, first), _midnight(w, last + timedelta(days=1))
+    except (ValueError, OverflowError) as e:  # OverflowError: a day at the calendar's edge
         error = f"{w.t('bad_input')}: {e}"
         first, last = today - timedelta(days=29), today
+        start, end = _midnight(w, first), _midnight(w, last + timedelta(days=1))
     unit = (q.get("unit") or "").strip() or None
-    start, end = _midnight(w, first), _midnight(w, last + timedelta(days=1))
     s = w.rt.settings
     with w.rt.sessions() as session:
         report = supervision_report(

@@ -73,7 +73,8 @@ _TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 
 def nice_step_s(span_s: float, *, target_ticks: int = 6) -> int:
     """A round tick interval giving about ``target_ticks`` ticks over ``span_s`` seconds."""
     want = span_s / max(target_ticks, 1)
-    return next((s for s in _TICK_STEPS_S if s >= want), _TICK_STEPS_S[-1])
+    week = _TICK_STEPS_S[-1]
+    return next((s for s in _TICK_STEPS_S if s >= want), week * math.ceil(want / week))
 
 
 def draw_timeline(
@@ -94,7 +95,10 @@ def draw_timeline(
         return None
     span_s = max((end - start).total_seconds(), 1.0)
     pad = timedelta(seconds=span_s * 0.02)
-    t0, t1 = start - pad, end + pad
+    try:
+        t0, t1 = start - pad, end + pad
+    except OverflowError:  # a time at the calendar's edge: nothing sensible to draw
+        return None
     total = (t1 - t0).total_seconds()
     inner = width - left - 10
 

@@ -149,11 +149,16 @@ class Web:
             value = parse_ts(value)
             if value is None:
                 return "—"
-        local = value.astimezone(self.tz)
+        try:
+            local = value.astimezone(self.tz)
+        except OverflowError:  # at the calendar's edge: shown as it is stored
+            return value.isoformat()
         return local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
     def clock(self, value: datetime, step_s: int) -> str:
         local = value.astimezone(self.tz)
+        if step_s > 604800:  # ticks weeks apart or more: the year matters
+            return local.strftime("%Y-%m-%d")
         if step_s >= 86400:
             return local.strftime("%m-%d")
         return local.strftime("%H:%M:%S" if step_s < 60 else "%H:%M")

@@ -135,7 +135,8 @@ class WebSession:
     """Made for this request: the response must set the cookie."""
 
     def check_csrf(self, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(token or "", self.csrf)
+        # As bytes: compare_digest refuses str with characters beyond ASCII (a TypeError).
+        return bool(token) and hmac.compare_digest((token or "").encode(), self.csrf.encode())
 
 
 def new_session(username: str | None = None) -> WebSession:

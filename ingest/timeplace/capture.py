@@ -12,6 +12,7 @@ from ingest.timeplace.clock import (
     MAX_UTC_OFFSET,
     STAGE_TIME,
     format_offset,
+    plausible,
     require_aware,
 )
 from ingest.timeplace.exif import PhotoMeta
@@ -167,7 +168,7 @@ def resolve_capture_time(
         if local_offset_hint is None:
             decision.assumed_zone(zone, "file name time")
         return _result(_as_local(started, zone), "filename", zone, decision)
-    if manifest_start is not None:
+    if manifest_start is not None and plausible(manifest_start):  # a device's word, unchecked
         return _result(manifest_start.astimezone(UTC), "manifest", None, decision)
     decision.problems.append(
         Problem(STAGE_TIME, ProblemCode.CAPTURE_TIME_UNKNOWN, "no source gave a time")

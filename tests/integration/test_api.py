@@ -446,18 +446,26 @@ def test_forged_bytes_are_never_delivered_whole(client: TestClient, runtime: Run
     version = runtime.store.put_bytes(key, forged, content_type="video/mp4").version_id
     with transaction(runtime.sessions) as s:
         repo.update_item(s, item_id=item_id, version_id=version)
-    received, error = _read_until_aborted(client, f"/v1/items/{item_id}/original")
-    assert error is not None, "the forged bytes were delivered without an error"
-    assert any(isinstance(e, HashMismatch) for e in _chain(error)), repr(error)
-    assert len(received) < len(data)
-    assert received == forged[: len(received)]
+    # All of it asked for as a range (what players and download resumers send) too.
+    for headers, status in (({}, 200), ({"Range": "bytes=0-"}, 206)):
+        url = f"/v1/items/{item_id}/original"
+        received, error = _read_until_aborted(client, url, headers=headers, status=status)
+        assert error is not None, f"the forged bytes were delivered without an error: {headers}"
+        assert any(isinstance(e, HashMismatch) for e in _chain(error)), repr(error)
+        assert len(received) < len(data)
+        assert received == forged[: len(received)]
+    # A part is not a copy: it is served as stored (nothing to compare it with).
+    part = client.get(f"/v1/items/{item_id}/original", headers={"Range": "bytes=0-299"})
+    assert part.status_code == 206 and part.content == forged[:300]
 
 
-def _read_until_aborted(client: TestClient, url: str) -> tuple[bytes, BaseException | None]:
+def _read_until_aborted(
+    client: TestClient, url: str, *, headers: dict[str, str] | None = None, status: int = 200
+) -> tuple[bytes, BaseException | None]:
     received = bytearray()
     try:
-        with client.stream("GET", url) as r:
-            assert r.status_code == 200
+        with client.stream("GET", url, headers=headers) as r:
+            assert r.status_code == status
             for chunk in r.iter_bytes():
                 received += chunk
     except Exception as e:  # the server aborting is what this looks for

@@ -15,6 +15,7 @@ import io
 import logging
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from configs.settings import Settings
 from ingest import people
+from ingest.intake import seal_file
+from ingest.manifest import Manifest
 from ingest.runtime import Runtime
 from integrity.package import verify_package
 from storage import people as pstore
@@ -33,6 +36,7 @@ from tests.webdata import (
     PASSWORD,
     Clip,
     csrf_of,
+    fake_mp4,
     login,
     make_web_users,
     post_form,
@@ -454,3 +458,48 @@ def test_supervision_figures_chart_and_csv(client: TestClient, items: list[str])
     client.cookies.clear()
     login(client, "off1")
     assert client.get("/supervision.csv").status_code == 403
+
+
+def test_a_device_clock_at_the_calendars_edge_and_odd_queries_are_no_500s(
+    client: TestClient, runtime: Runtime, items: list[str], tmp_path: Path
+) -> None:
+    """One upload whose manifest says year 9999 (a reset clock) used to make its case page,
+    its item page and every search listing it a 500 for everyone. The device's word is kept
+    in the manifest but not taken for the capture time. Queries a person can type (dates at
+    the calendar's edges, a superscript digit, a non-ASCII CSRF token) are refusals or
+    ignored, never 500s."""
+    path = fake_mp4(tmp_path, "reset-clock.mp4")
+    far = datetime(9999, 12, 31, 20, 0, tzinfo=UTC)
+    manifest = Manifest(officer_id="p1", device_id="cam-1", case_ids=(CASE,),
+                        file_name=path.name, capture_start=far, capture_end=far)  # fmt: skip
+    odd = seal_file(runtime, path, manifest, actor="test")
+    with runtime.sessions() as s:
+        item = repo.get_item(s, item_id=odd.item_id)
+        assert item.captured_at is None and item.captured_end is None
+        assert item.manifest["capture_start"].startswith("9999-12-31")
+        assert not [p for p in item.problems if p["code"] == "late_upload"]
+    login(client, "off1")
+    for url in (f"/cases/{CASE}", f"/items/{odd.item_id}", f"/search?case={CASE}"):
+        r = client.get(url)
+        assert r.status_code == 200, (url, r.status_code)
+        assert odd.item_id in r.text
+    queries = [
+        "/search?to=9999-12-31",
+        "/search?from=0001-01-01",
+        "/search?case=" + CASE + "&limit=%C2%B2",  # limit=²
+        f"/cases/{CASE}?gap=%C2%B2",
+    ]
+    for url in queries:
+        r = client.get(url)
+        assert r.status_code in {200, 422}, (url, r.status_code, r.text[:200])
+    r = post_form(client, "/me/tokens", client.get("/me").text)
+    token = r.text.split('id="new-token" class="token">')[1].split("<")[0]
+    r = client.get("/v1/items", params={"from": "0001-01-01T00:00+08:00"}, headers=bearer(token))
+    assert r.status_code == 422, r.text
+    client.cookies.clear()
+    login(client, "audit1")
+    for url in ("/supervision?from=0001-01-01&to=9999-12-31", "/supervision.csv?to=9999-12-31"):
+        r = client.get(url)
+        assert r.status_code in {200, 422}, (url, r.status_code, r.text[:200])
+    r = client.post("/login", data={"username": "off1", "password": "x", "csrf": "é" * 20})
+    assert r.status_code in {400, 403}, r.status_code

@@ -22,6 +22,8 @@ SIZE = 1000
         ("bytes=-1000", (0, 999)),
         ("bytes=-5000", (0, 999)),  # a suffix longer than the representation is all of it
         ("bytes=0-99999999999999999999999", (0, 999)),
+        ("bytes=0-" + "9" * 5000, (0, 999)),  # more digits than int() takes
+        ("bytes=-" + "9" * 5000, (0, 999)),
         ("  bytes=0-99  ", (0, 99)),
     ],
 )
@@ -41,6 +43,8 @@ def test_satisfiable(header: str, expected: tuple[int, int]) -> None:
         "bytes=0x10-20",
         "bytes 0-9",
         "bytes=1.5-2",
+        "bytes=\u0663-",  # an Arabic-Indic 3: a digit to Python, not to HTTP
+        "bytes=\uff11-\uff12",  # full-width digits
     ],
 )
 def test_ignored_means_the_whole_representation(header: str | None) -> None:
@@ -48,7 +52,15 @@ def test_ignored_means_the_whole_representation(header: str | None) -> None:
 
 
 @pytest.mark.parametrize(
-    "header", ["bytes=1000-", "bytes=1000-1001", "bytes=5000-", "bytes=5-2", "bytes=-0"]
+    "header",
+    [
+        "bytes=1000-",
+        "bytes=1000-1001",
+        "bytes=5000-",
+        "bytes=5-2",
+        "bytes=-0",
+        "bytes=" + "9" * 5000 + "-",
+    ],
 )
 def test_unsatisfiable(header: str) -> None:
     with pytest.raises(RangeNotSatisfiable):

@@ -35,6 +35,8 @@ def test_nice_lengths_and_steps() -> None:
     assert nice_length_m(7000) == 5000
     assert nice_step_s(600) == 120
     assert nice_step_s(6) == 1
+    century = 110 * 365 * 86400  # a case's items 1990 to 2100: still about six ticks, not 5,700
+    assert 5 <= century / nice_step_s(century) <= 7 and nice_step_s(century) % 604800 == 0
 
 
 def test_the_scale_bar_is_true_on_the_ground() -> None:
@@ -111,3 +113,14 @@ def test_bars_scale_to_the_largest() -> None:
     chart = draw_bars([("p1", 2.0, "2 h", True), ("p2", 1.0, "1 h", False), ("p3", 0, "0", False)])
     p1, p2, p3 = chart.bars
     assert p1.w == pytest.approx(2 * p2.w) and p3.w == 0 and p1.flagged
+
+
+def test_a_time_at_the_calendars_edge_draws_no_timeline_rather_than_failing() -> None:
+    edge = datetime(9999, 12, 31, 23, 0, tzinfo=UTC)
+    recs = [Recording("x", "p1", "cam", "video/mp4", "ready", datetime(2026, 1, 1, tzinfo=UTC),
+                      edge, "manifest")]  # fmt: skip
+    tl = CaseTimeline("C", None, None, recs, [], [], [], timedelta(minutes=1))
+    drawn = draw_timeline(
+        tl, officer_label=str, time_label=lambda t, _s: t.isoformat(), duration_label=repr
+    )
+    assert drawn is None

@@ -33,6 +33,7 @@ def test_csrf_tokens_compare_exactly() -> None:
     s = new_session()
     assert s.check_csrf(s.csrf)
     assert not s.check_csrf(None) and not s.check_csrf("") and not s.check_csrf(s.csrf + "x")
+    assert not s.check_csrf("é" + s.csrf[1:])  # beyond ASCII: a refusal, not a TypeError (500)
     assert new_session().csrf != s.csrf
 
 
