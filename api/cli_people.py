@@ -149,7 +149,7 @@ def user_revoke_tokens(
     as_json: JsonOpt = False,
     actor: ActorOpt = None,
 ) -> None:
-    """Revoke every API token of a user."""
+    """Revoke every API token of a user and end their web sessions."""
     from ingest import people
 
     sessions = _sessions(as_json)
@@ -160,9 +160,46 @@ def user_revoke_tokens(
     _emit({"user": name, "revoked": count}, as_json, lambda: typer.echo(f"revoked {count}"))
 
 
+@user_app.command("disable")
+def user_disable(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    reason: ReasonOpt,
+    as_json: JsonOpt = False,
+    actor: ActorOpt = None,
+) -> None:
+    """Disable a user at once: no sign-in, tokens revoked, web sessions ended. Their records
+    stay; ``liuhen user enable`` lets them sign in again (with a new token)."""
+    _set_disabled(name, True, reason, as_json, actor)
+
+
+@user_app.command("enable")
+def user_enable(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    reason: ReasonOpt,
+    as_json: JsonOpt = False,
+    actor: ActorOpt = None,
+) -> None:
+    """Let a disabled user sign in again (their old tokens stay revoked)."""
+    _set_disabled(name, False, reason, as_json, actor)
+
+
+def _set_disabled(name: str, disabled: bool, reason: str, as_json: bool, actor: str | None) -> None:
+    from ingest import people
+
+    sessions = _sessions(as_json)
+    try:
+        doc = people.set_disabled(
+            sessions, name=name, disabled=disabled, reason=reason, actor=_actor(actor)
+        )
+    except LiuhenError as e:
+        _fail(e, as_json)
+    word = "disabled" if disabled else "enabled"
+    _emit(doc, as_json, lambda: typer.echo(f"{name} {word}"))
+
+
 @user_app.command("list")
 def user_list(as_json: JsonOpt = False) -> None:
-    """List users, their roles, units, live tokens and grants."""
+    """List users, their roles, units, live tokens and grants, and who is disabled."""
     from ingest import people
 
     sessions = _sessions(as_json)
@@ -172,7 +209,8 @@ def user_list(as_json: JsonOpt = False) -> None:
     def human() -> None:
         for u in users:
             grants = ", ".join(g["case_id"] for g in u["grants"] if not g["expired"])
-            typer.echo(f"{u['user']:<20} {u['role']:<9} {u['unit'] or '-':<16} {grants}")
+            off = " (disabled)" if u["disabled"] else ""
+            typer.echo(f"{u['user']:<20} {u['role']:<9} {u['unit'] or '-':<16} {grants}{off}")
 
     _emit({"users": users}, as_json, human)
 

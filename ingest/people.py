@@ -197,22 +197,69 @@ def issue_token(
 
 
 def revoke_tokens(
-    sessions: sessionmaker[Session], *, name: str, actor: str, now: datetime | None = None
+    sessions: sessionmaker[Session],
+    *,
+    name: str,
+    actor: str,
+    keep_session: str | None = None,
+    now: datetime | None = None,
 ) -> int:
-    """Revoke every live token of ``name``; returns how many."""
+    """Revoke every live token of ``name`` and end their web sessions (but ``keep_session``,
+    the one asking from the web): a session left open could issue itself a new token.
+    Returns how many tokens."""
     now = now or datetime.now(UTC)
     with transaction(sessions) as session:
         store.get_user(session, name=name)
         count = store.revoke_tokens(session, user_name=name, now=now)
+        ended = store.end_web_sessions(session, now=now, user_name=name, keep=keep_session)
         store.add_case_event(
             session,
             case_id=None,
             action="tokens_revoked",
             actor=actor,
             now=now,
-            details={"user": name, "count": count},
+            details={"user": name, "count": count, "web_sessions": ended},
         )
     return count
+
+
+def set_disabled(
+    sessions: sessionmaker[Session],
+    *,
+    name: str,
+    disabled: bool,
+    reason: str,
+    actor: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """``liuhen user disable`` / ``enable``. Disabling refuses the user's password and
+    tokens and ends their web sessions at once; their tokens are revoked too, so enabling
+    again needs a new token (``liuhen user token``). Rows stay: what they did stays theirs."""
+    now = now or datetime.now(UTC)
+    reason = reason.strip()
+    if not reason:
+        raise InvalidInput("a reason is required (--reason TEXT)")
+    with transaction(sessions) as session:
+        store.set_user_disabled(session, name=name, at=now if disabled else None)
+        tokens = store.revoke_tokens(session, user_name=name, now=now) if disabled else 0
+        ended = store.end_web_sessions(session, now=now, user_name=name) if disabled else 0
+        store.add_case_event(
+            session,
+            case_id=None,
+            action="user_disabled" if disabled else "user_enabled",
+            actor=actor,
+            now=now,
+            reason=reason,
+            details={"user": name, "tokens_revoked": tokens, "web_sessions": ended},
+        )
+    log.info("user %s %s by %s: %s", name, "disabled" if disabled else "enabled", actor, reason)
+    return {
+        "user": name,
+        "disabled": disabled,
+        "reason": reason,
+        "tokens_revoked": tokens,
+        "web_sessions_ended": ended,
+    }
 
 
 def list_users(session: Session) -> list[dict[str, Any]]:
@@ -230,6 +277,7 @@ def list_users(session: Session) -> list[dict[str, Any]]:
                 "unit": user.unit,
                 "password": user.password_hash is not None,
                 "tokens": store.live_tokens(session, user_name=user.name),
+                "disabled": user.disabled_at is not None,
                 "grants": grants,
                 "created_at": _ts(user.created_at),
             }
@@ -314,7 +362,7 @@ def principal_for_token(session: Session, token: str) -> Principal:
         raise Unauthenticated("not a liuhen user token")
     user = store.user_for_token(session, token_hash=token_hash(token))
     if user is None:
-        raise Unauthenticated("unknown or revoked token")
+        raise Unauthenticated("unknown or revoked token, or a disabled user")
     return principal_of(user)
 
 
@@ -328,7 +376,8 @@ def check_password(
 
     with sessions() as session:
         user = store.find_user(session, name=username) if USER_NAME.fullmatch(username) else None
-        stored = user.password_hash if user is not None else None
+        # A disabled user's hash is checked like any other (the same time), then refused.
+        stored = user.password_hash if user is not None and user.disabled_at is None else None
     try:
         _hasher().verify(stored or _dummy_hash(), password)
         ok = stored is not None
@@ -348,3 +397,35 @@ def check_password(
             )
         raise BadPassword("wrong user name or password")
     return principal_of(user)
+
+
+# --- web sessions --------------------------------------------------------------------------
+
+
+def start_web_session(
+    sessions: sessionmaker[Session], *, sid: str, name: str, max_age_s: float
+) -> None:
+    now = datetime.now(UTC)
+    with transaction(sessions) as session:
+        store.add_web_session(
+            session,
+            sid=sid,
+            user_name=name,
+            now=now,
+            expired_before=now - timedelta(seconds=max_age_s),
+        )
+
+
+def web_session_principal(
+    session: Session, *, sid: str, name: str, max_age_s: float
+) -> Principal | None:
+    """The user of a live web session, as they are now; None once it ended (a logout, revoked
+    credentials, a disabled user) or aged out."""
+    started_after = datetime.now(UTC) - timedelta(seconds=max_age_s)
+    user = store.web_session_user(session, sid=sid, user_name=name, started_after=started_after)
+    return principal_of(user) if user is not None else None
+
+
+def end_web_session(sessions: sessionmaker[Session], *, sid: str) -> None:
+    with transaction(sessions) as session:
+        store.end_web_sessions(session, now=datetime.now(UTC), sid=sid)

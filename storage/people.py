@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from storage.tables import (
     ItemUnit,
     Person,
     User,
+    WebSession,
 )
 
 # --- users and tokens ----------------------------------------------------------------------
@@ -65,8 +66,64 @@ def user_for_token(session: Session, *, token_hash: str) -> User | None:
     return session.scalars(
         select(User)
         .join(ApiToken, ApiToken.user_name == User.name)
-        .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
+        .where(
+            ApiToken.token_hash == token_hash,
+            ApiToken.revoked_at.is_(None),
+            User.disabled_at.is_(None),
+        )
     ).one_or_none()
+
+
+def set_user_disabled(session: Session, *, name: str, at: datetime | None) -> None:
+    get_user(session, name=name).disabled_at = at
+    session.flush()
+
+
+def add_web_session(
+    session: Session, *, sid: str, user_name: str, now: datetime, expired_before: datetime
+) -> None:
+    """A login's session; sessions past their age are dropped on the way (the cookie's own
+    age check refuses them anyway)."""
+    session.execute(delete(WebSession).where(WebSession.created_at < expired_before))
+    session.add(WebSession(sid=sid, user_name=user_name, created_at=now))
+    session.flush()
+
+
+def web_session_user(
+    session: Session, *, sid: str, user_name: str, started_after: datetime
+) -> User | None:
+    """The user of a live session: not ended, young enough, its user not disabled."""
+    return session.scalars(
+        select(User)
+        .join(WebSession, WebSession.user_name == User.name)
+        .where(
+            WebSession.sid == sid,
+            User.name == user_name,
+            WebSession.ended_at.is_(None),
+            WebSession.created_at >= started_after,
+            User.disabled_at.is_(None),
+        )
+    ).one_or_none()
+
+
+def end_web_sessions(
+    session: Session,
+    *,
+    now: datetime,
+    sid: str | None = None,
+    user_name: str | None = None,
+    keep: str | None = None,
+) -> int:
+    """End one session (``sid``) or every session of ``user_name`` (but ``keep``)."""
+    conditions: list[ColumnElement[bool]] = [WebSession.ended_at.is_(None)]
+    if sid is not None:
+        conditions.append(WebSession.sid == sid)
+    if user_name is not None:
+        conditions.append(WebSession.user_name == user_name)
+    if keep is not None:
+        conditions.append(WebSession.sid != keep)
+    result = session.execute(update(WebSession).where(*conditions).values(ended_at=now))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def revoke_tokens(session: Session, *, user_name: str, now: datetime) -> int:

@@ -260,6 +260,19 @@ class User(Base):
     """Argon2id (PHC string), or None for a token-only account."""
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(64))
+    disabled_at: Mapped[datetime | None]
+    """Set by ``liuhen user disable``: no login, no token, no web session until enabled."""
+
+
+class WebSession(Base):
+    """A web login, so that logging out, revoking a user's credentials or disabling the user
+    ends it on the server (the cookie alone cannot be taken back)."""
+
+    __tablename__ = "web_sessions"
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(ForeignKey("users.name"), index=True)
+    created_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 class ApiToken(Base):

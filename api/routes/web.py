@@ -104,7 +104,9 @@ def login(
     limiter.succeeded(username=username, address=address)
     log.info("login: user=%s role=%s address=%s", user.name, user.role, address)
     response = RedirectResponse(target, 303)
-    write_session(w.request, w.rt, response, new_session(user.name))  # new ID, new token
+    fresh = new_session(user.name)  # new ID, new token
+    w.directory.start(w.rt, username=user.name, sid=fresh.sid)
+    write_session(w.request, w.rt, response, fresh)
     return response
 
 
@@ -114,6 +116,7 @@ def logout(w: WebDep, csrf: CsrfForm = None) -> Response:
         return w.csrf_refused()
     if w.user:
         log.info("logout: user=%s", w.user.name)
+    w.directory.end(w.rt, sid=w.session.sid)  # on the server too: a copied cookie is void
     response = RedirectResponse("/login", 303)
     clear_session(w.request, response)
     return response
@@ -153,7 +156,9 @@ def revoke_tokens(w: WebDep, csrf: CsrfForm = None) -> Response:
         return w.to_login()
     if not w.session.check_csrf(csrf):
         return w.csrf_refused()
-    count = people.revoke_tokens(w.rt.sessions, name=w.user.name, actor=w.user.actor)
+    count = people.revoke_tokens(
+        w.rt.sessions, name=w.user.name, actor=w.user.actor, keep_session=w.session.sid
+    )
     log.info("tokens revoked: user=%s count=%d", w.user.name, count)
     return _me(w, w.user, revoked=count)
 

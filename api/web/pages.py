@@ -266,7 +266,7 @@ def get_web(request: Request, rt: RuntimeDep) -> Web:
     directory = directory_of(request)
     user = None
     if session.username is not None:
-        user = directory.lookup(rt, username=session.username)
+        user = directory.lookup(rt, username=session.username, sid=session.sid)
     lang, chosen = pick_lang(request)
     return Web(request, rt, session, user, lang, chosen, directory)
 

@@ -4,7 +4,8 @@
 tokens give; pages decide what it may do with :mod:`ingest.access`, the one policy the API
 uses too (``api/web/pages.py``: ``Web.allow`` / ``Web.may``). The pages ask the user store
 two questions through :class:`UserDirectory`: ``authenticate(username, password, source)``
-and ``lookup(username)`` (is this session's user still there, with which role and unit).
+``lookup(username, sid)`` (is this session live and its user still there, with which role
+and unit), ``start`` and ``end`` (a login's session, a logout).
 :func:`directory_of` finds it at ``app.state.web_directory``, which ``create_app`` sets to
 :class:`PeopleDirectory` (the users table, Argon2 passwords: ``liuhen user add NAME --role R
 --password-stdin``); an app without one lets nobody in (:class:`NoDirectory`).
@@ -12,7 +13,10 @@ and ``lookup(username)`` (is this session's user still there, with which role an
 **The session** is a cookie signed with ``itsdangerous`` (HMAC-SHA1 key derivation over a
 random 32-byte key kept in ``<home>/keys/web-session.key``, mode 0600), holding a session ID,
 the CSRF token and the user's name (never a role: that is looked up on every request, so a
-changed or removed user takes effect at once). It is HttpOnly, SameSite=Lax, Secure when the
+changed or removed user takes effect at once). The session ID is also a row on the server
+(``web_sessions``): a logout ends it there, and so do ``liuhen user revoke-tokens`` and
+``liuhen user disable`` for every session of that user; a copied cookie is then worth
+nothing. It is HttpOnly, SameSite=Lax, Secure when the
 request came over https, and expires after ``web.session_hours``. Every visitor gets one, so
 the login form carries a CSRF token too; logging in issues a fresh session (new ID and token).
 
@@ -49,7 +53,6 @@ from ingest import people
 from ingest.errors import BadPassword
 from ingest.people import Principal
 from ingest.runtime import Runtime
-from storage import people as store
 
 __all__ = [
     "COOKIE",
@@ -75,8 +78,17 @@ class UserDirectory(Protocol):
         """The user, when the password is theirs; None otherwise (no reason given)."""
         ...
 
-    def lookup(self, rt: Runtime, *, username: str) -> Principal | None:
-        """The user as they are now (role, unit), or None when they no longer exist."""
+    def lookup(self, rt: Runtime, *, username: str, sid: str) -> Principal | None:
+        """The user of session ``sid`` as they are now (role, unit), or None when the session
+        ended (a logout, revoked credentials, a disabled user) or the user no longer exists."""
+        ...
+
+    def start(self, rt: Runtime, *, username: str, sid: str) -> None:
+        """Record a login's new session."""
+        ...
+
+    def end(self, rt: Runtime, *, sid: str) -> None:
+        """End a session (a logout)."""
         ...
 
 
@@ -93,10 +105,19 @@ class PeopleDirectory:
         except BadPassword:
             return None
 
-    def lookup(self, rt: Runtime, *, username: str) -> Principal | None:
+    def lookup(self, rt: Runtime, *, username: str, sid: str) -> Principal | None:
         with rt.sessions() as session:
-            user = store.find_user(session, name=username)
-            return people.principal_of(user) if user is not None else None
+            return people.web_session_principal(
+                session, sid=sid, name=username, max_age_s=rt.settings.web.session_hours * 3600
+            )
+
+    def start(self, rt: Runtime, *, username: str, sid: str) -> None:
+        people.start_web_session(
+            rt.sessions, sid=sid, name=username, max_age_s=rt.settings.web.session_hours * 3600
+        )
+
+    def end(self, rt: Runtime, *, sid: str) -> None:
+        people.end_web_session(rt.sessions, sid=sid)
 
 
 class NoDirectory:
@@ -113,7 +134,13 @@ class NoDirectory:
         log.warning("login for %r refused: no user store is configured for the web", username)
         return None
 
-    def lookup(self, rt: Runtime, *, username: str) -> Principal | None:  # noqa: ARG002
+    def lookup(self, rt: Runtime, *, username: str, sid: str) -> Principal | None:  # noqa: ARG002
+        return None
+
+    def start(self, rt: Runtime, *, username: str, sid: str) -> None:  # noqa: ARG002
+        raise RuntimeError("no user store: nobody logs in")
+
+    def end(self, rt: Runtime, *, sid: str) -> None:  # noqa: ARG002
         return None
 
 

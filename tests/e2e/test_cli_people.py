@@ -77,6 +77,14 @@ def test_user_link_search_hold_and_purge_commands(settings: Settings, tmp_path: 
         ("rev", 2, ["K-2"]),
     ]
     assert cli("user", "revoke", "rev", "--case", "K-2", "--json")["revoked"] == 1
+    off = cli("user", "disable", "rev", "--reason", "left the unit", "--json")
+    assert off == {"user": "rev", "disabled": True, "reason": "left the unit",
+                   "tokens_revoked": 2, "web_sessions_ended": 0}  # fmt: skip
+    listed = cli("user", "list", "--json")["users"]
+    assert isinstance(listed, list) and [u["disabled"] for u in listed] == [False, True]
+    assert cli("user", "enable", "rev", "--reason", "back", "--json")["disabled"] is False
+    nobody = run_cli("user", "disable", "ghost", "--reason", "x", "--json", env=env, cwd=tmp_path)
+    assert nobody.returncode == 4 and nobody.json()["error"]["code"] == "not_found", str(nobody)
 
     found = cli("search", "--case", "K-2", "--json")
     assert set(found) == {"items", "next"}

@@ -503,3 +503,54 @@ def test_a_device_clock_at_the_calendars_edge_and_odd_queries_are_no_500s(
         assert r.status_code in {200, 422}, (url, r.status_code, r.text[:200])
     r = client.post("/login", data={"username": "off1", "password": "x", "csrf": "é" * 20})
     assert r.status_code in {400, 403}, r.status_code
+
+
+def _logged_in(client: TestClient) -> bool:
+    r = client.get("/me", follow_redirects=False)
+    assert r.status_code in {200, 303}, r.status_code
+    return bool(r.status_code == 200)
+
+
+def test_a_logout_ends_the_session_on_the_server_not_only_in_the_browser(
+    client: TestClient,
+) -> None:
+    login(client, "off1")
+    copied = client.cookies.get("liuhen_session")
+    assert copied and _logged_in(client)
+    assert post_form(client, "/logout", client.get("/me").text).status_code == 303
+    client.cookies.set("liuhen_session", copied)  # the cookie kept (copied, or a stale tab)
+    assert not _logged_in(client)
+
+
+def test_revoking_credentials_and_disabling_a_user_end_their_sessions(
+    settings: Settings, client: TestClient, runtime: Runtime
+) -> None:
+    other = TestClient(client.app)  # the same user in a second browser
+    login(client, "off1")
+    login(other, "off1")
+    # Revoking from the web keeps the session asking, ends the others.
+    assert post_form(client, "/me/tokens:revoke", client.get("/me").text).status_code == 200
+    assert _logged_in(client) and not _logged_in(other)
+    # An admin's revoke-tokens ends every session: a live one could issue itself a new token.
+    people.revoke_tokens(runtime.sessions, name="off1", actor="cli:admin")
+    assert not _logged_in(client)
+    # Disabled: sessions end, the password and the tokens are refused, records stay.
+    login(client, "off1")
+    r = post_form(client, "/me/tokens", client.get("/me").text)
+    token = r.text.split('id="new-token" class="token">')[1].split("<")[0]
+    assert client.get(f"/v1/cases/{CASE}", headers=bearer(token)).status_code != 401
+    done = people.set_disabled(
+        runtime.sessions, name="off1", disabled=True, reason="left", actor="cli:admin"
+    )
+    assert (done["tokens_revoked"], done["web_sessions_ended"]) == (1, 1)
+    assert not _logged_in(client)
+    assert client.get(f"/v1/cases/{CASE}", headers=bearer(token)).status_code == 401
+    client.cookies.clear()
+    assert login(client, "off1").status_code == 401
+    with runtime.sessions() as s:
+        events = [(e.action, e.reason) for e in pstore.case_events(s)]
+    assert ("user_disabled", "left") in events
+    people.set_disabled(runtime.sessions, name="off1", disabled=False, reason="back", actor="a")
+    client.cookies.clear()
+    assert login(client, "off1").status_code == 303 and _logged_in(client)
+    assert client.get(f"/v1/cases/{CASE}", headers=bearer(token)).status_code == 401  # stays

@@ -87,4 +87,6 @@ def test_without_a_user_store_nobody_gets_in() -> None:
     rt = cast(Any, None)  # NoDirectory needs nothing
     d = NoDirectory()
     assert d.authenticate(rt, username="u", password="pw", source="127.0.0.1") is None
-    assert d.lookup(rt, username="u") is None
+    assert d.lookup(rt, username="u", sid="s") is None
+    with pytest.raises(RuntimeError):
+        d.start(rt, username="u", sid="s")
