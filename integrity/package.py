@@ -61,6 +61,9 @@ METADATA = "metadata.json"
 CUSTODY = "custody.jsonl"
 ORIGINAL = "original"
 CHUNK = 1024 * 1024
+SMALL_MAX = 64 * 1024 * 1024
+"""The most a file that is read whole (a manifest, a leaf, a proof, metadata) may unzip to:
+a forged package's entry that inflates without end is a failure, not the verifier's memory."""
 UNTRUSTED_KEY = (
     "checked against the key inside the package, which proves nothing by itself (anyone can "
     "make a package with a key of their own): give --key with the log's verifier key as the "
@@ -152,9 +155,17 @@ class _Run:
         return self.hashes[rel]
 
     def read(self, rel: str) -> bytes | None:
-        """A small file's bytes (None, with a failure, when it is absent or unreadable)."""
+        """A small file's bytes (None, with a failure, when it is absent, unreadable or larger
+        than ``SMALL_MAX`` unzipped)."""
         try:
-            return b"".join(self.chunks(rel))
+            blocks, size = [], 0
+            for block in self.chunks(rel):
+                size += len(block)
+                if size > SMALL_MAX:
+                    self.fail(rel, "too_large", f"unzips to more than {SMALL_MAX} bytes")
+                    return None
+                blocks.append(block)
+            return b"".join(blocks)
         except KeyError:
             self.fail(rel, "missing", "the package has no such file")
         except (zipfile.BadZipFile, OSError, EOFError) as e:

@@ -23,6 +23,7 @@ from ingest import jobs, people
 from ingest.export import ExportResult, export_to_file
 from ingest.runtime import Runtime, open_runtime
 from ingest.verify import verify_all
+from integrity import package
 from integrity.errors import HashMismatch
 from integrity.note import Checkpoint, generate_signer_key, sign_note, split_note
 from integrity.package import PackageReport, verify_package
@@ -559,3 +560,22 @@ def test_a_time_stamped_checkpoint_travels_with_its_token(
     flipped = tmp_path / "flipped.zip"
     _flip(path, flipped, member, size - 10)  # inside the token's signature
     assert "data/log/checkpoint.tsr" in _files(verify_package(flipped, verifier_key=key))
+
+
+@SQLITE
+def test_a_file_that_inflates_without_end_is_a_failure_not_a_crash(
+    exported: Exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forged metadata.json that unzips to more than a file read whole may hold (a zip
+    bomb: tiny in the zip): named, the verifier's memory left alone."""
+    monkeypatch.setattr(package, "SMALL_MAX", 1024 * 1024)  # 1 MiB here; 64 MiB in use
+    member = _member(exported, r"data/items/\w+/metadata\.json")
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(exported.path) as src, zipfile.ZipFile(forged, "w") as out:
+        for n in src.namelist():
+            data = b"{" + b" " * (4 * 1024 * 1024) + b"}" if n == member else src.read(n)
+            out.writestr(n, data, compress_type=zipfile.ZIP_DEFLATED)
+    assert forged.stat().st_size < exported.path.stat().st_size + 64 * 1024
+    report = verify_package(forged, verifier_key=exported.key)
+    assert not report.ok
+    assert (member.split("/", 1)[1], "too_large") in {(f.file, f.code) for f in report.failures}
