@@ -23,6 +23,7 @@ Codes (``Failure.what``):
     leaf_order                   a leaf row holds the leaf logged at another index
     leaf_data                    a leaf row differs from the copy the checkpoints vouch for
     leaf_format                  a leaf row is not a leaf that ``integrity.leaves`` builds
+    leaf_row                     a leaf row's kind / item_id columns are not what its data says
     log_size                     log_state, the leaf rows and the checkpoints disagree
     leaf_mirror                  the leaf bundles in object storage do not rebuild the log
     checkpoint_signature         a checkpoint does not verify with the log key
@@ -46,7 +47,7 @@ from ingest.runtime import Runtime
 from ingest.verify import checkpoints, items, mirror
 from ingest.verify.log import Audit
 from ingest.verify.mirror import rebuild_leaves_from_objects
-from ingest.verify.report import CouldNotCheck, Failure, Report, record
+from ingest.verify.report import CouldNotCheck, Failure, Report, make_report, record
 from integrity.mirror import SignedHead
 from storage import repository as repo
 from storage import verify_queries as q
@@ -85,25 +86,29 @@ def outage_report(error: BaseException) -> Report | None:
     )
 
 
-def _guarded(run: Callable[[], Report]) -> Report:
+def _guarded(audit: Audit, run: Callable[[Audit], Report]) -> Report:
+    """``run(audit)``; when a service goes away partway, what was found before is kept: a
+    difference already found is still one (exit 1), with the outage listed beside it."""
     try:
-        return run()
+        return run(audit)
     except (StoreUnavailable, IndexUnavailable, OperationalError, InterfaceError) as e:
         report = outage_report(e)
         assert report is not None  # noqa: S101 - every caught class is an outage
-        return report
+        if not audit.failures:
+            return report
+        return make_report(audit.failures, audit.unchecked + report.could_not_check, checked=0)
 
 
 def verify_all(rt: Runtime, *, actor: str, progress: Progress | None = None) -> Report:
-    """Check everything: every leaf, checkpoint and mirrored copy, every item's bytes (by
-    version ID), custody chain, case links and derivatives. Then log a ``verify`` custody
-    event per item checked in full. ``progress(done, total)`` is called as items are
-    re-hashed."""
-    return _guarded(lambda: _verify_all(rt, actor=actor, progress=progress))
+    """Check everything: every leaf, checkpoint and mirrored copy (those no index row names
+    too), every item's bytes (by version ID), custody chain, case links and derivatives. Then
+    log a ``verify`` custody event per item checked in full. ``progress(done, total)`` is
+    called as items are re-hashed."""
+    return _guarded(Audit(rt, focus=None), lambda a: _verify_all(a, actor=actor, progress=progress))
 
 
-def _verify_all(rt: Runtime, *, actor: str, progress: Progress | None) -> Report:
-    audit = Audit(rt, focus=None)
+def _verify_all(audit: Audit, *, actor: str, progress: Progress | None) -> Report:
+    rt = audit.rt
     with rt.sessions() as session:
         audit.size = repo.log_size(session)
         total = q.count_items_below(session, below=audit.size)
@@ -111,6 +116,8 @@ def _verify_all(rt: Runtime, *, actor: str, progress: Progress | None) -> Report
     signed = checkpoints.signed_checkpoints(
         audit, rows, lambda row: mirror.mirrored_note(audit, row)
     )
+    unrowed = mirror.unrowed_checkpoints(audit, rows)
+    signed = sorted(signed + unrowed, key=lambda s: s.checkpoint.size)
     mirror.walk_mirror(audit, signed)
     audit.read_log(lambda session, start, stop: q.pointers_between(session, start=start, stop=stop))
     audit.name_bad_leaves()
@@ -147,11 +154,11 @@ def verify_item(rt: Runtime, item_id: str, *, actor: str) -> Report:
 
     Raises storage NotFound for an unknown item.
     """
-    return _guarded(lambda: _verify_item(rt, item_id, actor=actor))
+    return _guarded(Audit(rt, focus=item_id), lambda a: _verify_item(a, item_id, actor=actor))
 
 
-def _verify_item(rt: Runtime, item_id: str, *, actor: str) -> Report:
-    audit = Audit(rt, focus=item_id)
+def _verify_item(audit: Audit, item_id: str, *, actor: str) -> Report:
+    rt = audit.rt
     with rt.sessions() as session:
         item = repo.get_item(session, item_id=item_id)
         audit.size = repo.log_size(session)

@@ -77,7 +77,17 @@ def check_derivatives(audit: Audit, item_id: str, rows: Iterable[Derivative]) ->
         if d.log_index >= audit.size:
             continue  # made after this run read the log size
         where = f"derivative {d.role} {d.object_key}@{d.version_id}"
-        _, ref_sha, ref_size = logged.derivatives.get(d.log_index, (d.role, d.sha256, d.size))
+        if d.log_index not in logged.derivatives:
+            # A row with no leaf of this item behind it: its bytes would be checked against
+            # nothing but the row itself.
+            audit.fail(
+                item_id,
+                "derivative_vs_leaf",
+                f"{where}: leaf {d.log_index} is no derivative leaf of this item",
+                d.log_index,
+            )
+            continue
+        _, ref_sha, ref_size = logged.derivatives[d.log_index]
         if audit.skipped(item_id, d.object_key, d.version_id):
             complete = False
             continue

@@ -109,7 +109,11 @@ class Audit:
         self.verifier = rt.ledger.key.verifier
 
     def fail(self, item_id: str | None, what: str, detail: str, idx: int | None = None) -> None:
-        if self.focus is None or item_id == self.focus:
+        # One item's run keeps its own failures and the log's holes (a leaf row gone, a size
+        # that disagrees): every proof of the item rests on them (a deleted last custody
+        # leaf shows only as such a hole).
+        hole = item_id is None and what in {"log_size", "leaf_missing"}
+        if self.focus is None or item_id == self.focus or hole:
             self.failures.append(Failure(item_id, what, detail, idx))
 
     def unavailable(
@@ -171,6 +175,8 @@ class Audit:
         except LeafFormatError as e:
             self.fail(owner, "leaf_format", f"leaf {idx} is not canonical leaf JSON: {e}", idx)
             return
+        if row is not None:
+            self._leaf_columns(idx, row, leaf, rows)
         if isinstance(leaf, ItemLeaf):
             self._item_leaf(idx, found, leaf, rows)
         elif isinstance(leaf, CustodyLeaf):
@@ -204,6 +210,28 @@ class Audit:
                 owner, found, row.leaf_hash == found, mirrored not in (None, found), expected
             )
 
+    def _leaf_columns(
+        self,
+        idx: int,
+        row: LogLeaf,
+        leaf: ItemLeaf | CustodyLeaf | DerivativeLeaf,
+        rows: LeafPointers,
+    ) -> None:
+        """The row's ``kind`` and ``item_id`` columns against its data: exports and custody
+        listings select leaves by them, so a leaf moved off its item there is a leaf hidden
+        from its item's package."""
+        item = rows.items.get(idx)
+        owner = leaf.item_id if not isinstance(leaf, ItemLeaf) else (item.id if item else None)
+        if isinstance(leaf, ItemLeaf) and item is None:
+            owner = row.item_id  # reported as index_vs_leaf; the column names no one else
+        diffs = diff(
+            {"kind": row.kind, "item_id": row.item_id}, {"kind": leaf.kind, "item_id": owner}
+        )
+        if diffs:
+            self.fail(
+                owner or row.item_id, "leaf_row", f"leaf {idx}'s row vs its data: {diffs}", idx
+            )
+
     def _item_leaf(self, idx: int, found: bytes, leaf: ItemLeaf, rows: LeafPointers) -> None:
         item = rows.items.get(idx)
         if item is None:
@@ -223,9 +251,28 @@ class Audit:
         # The pipeline may replace the sniffed media type with the probed one (kept in media).
         probed = (item.media or {}).get("media_type")
         media_type = logged.media_type if item.media_type == probed else item.media_type
+        # Who, from where and when: nothing changes these on the row after the seal.
         diffs = diff(
-            {"sha256": item.sha256, "size": item.size, "media_type": media_type},
-            {"sha256": logged.sha256, "size": logged.size, "media_type": logged.media_type},
+            {
+                "sha256": item.sha256,
+                "size": item.size,
+                "media_type": media_type,
+                "device_id": item.device_id,
+                "officer_id": item.officer_id,
+                "received_at": rfc3339_utc(item.received_at),
+                "original_name": item.original_name,
+                "manifest_signature": (item.manifest or {}).get("signature"),
+            },
+            {
+                "sha256": logged.sha256,
+                "size": logged.size,
+                "media_type": logged.media_type,
+                "device_id": leaf.device_id,
+                "officer_id": leaf.officer_id,
+                "received_at": leaf.received_at,
+                "original_name": leaf.original_name,
+                "manifest_signature": leaf.manifest_signature,
+            },
         )
         if diffs:
             self.fail(item.id, "index_vs_leaf", f"item row vs its leaf {idx}: {diffs}", idx)
@@ -236,6 +283,14 @@ class Audit:
             return
         logged = self.of(item_id)
         logged.leaves.append(idx)
+        if logged.sha256 is not None and leaf.item_sha256 != logged.sha256:
+            self.fail(
+                item_id,
+                "custody_chain",
+                f"custody leaf {idx} ({leaf.action}) names bytes {leaf.item_sha256}, "
+                f"its item leaf {logged.sha256}",
+                idx,
+            )
         if logged.chain is None:
             self.fail(
                 item_id,

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from ingest.ledger import LogCorrupt
+from ingest.verify.checkpoints import open_checkpoint
 from ingest.verify.log import Audit
 from integrity.errors import ProofError
 from integrity.mirror import BundleVersion, MirrorWalk, SignedHead, rebuild
@@ -124,6 +126,59 @@ def mirrored_note(audit: Audit, row: CheckpointRow) -> str | None:
             f"{key}@{row.object_version} differs from checkpoint {row.size} in the index",
         )
     return note
+
+
+READERS = 8
+"""Checkpoint copies read at once when looking for those with no row."""
+
+
+def unrowed_checkpoints(audit: Audit, rows: Sequence[CheckpointRow]) -> list[SignedHead]:
+    """Checkpoints of this log in the mirror that no index row names: a checkpoint row can be
+    deleted, its WORM copy cannot. Each must agree with the leaf rows like any other, so a
+    history rewritten after its rows were deleted is found (a copy left by a signing that
+    lost its race agrees). Versions that the log key does not open, or of another origin,
+    are another log's (a bucket may be shared) and are passed over."""
+    if audit.skipped(None, keys.CHECKPOINTS_PREFIX, None):
+        return []
+    known = {(keys.checkpoint_key(r.size), r.object_version) for r in rows}
+    try:
+        versions = [
+            v
+            for v in audit.rt.store.list_versions(keys.CHECKPOINTS_PREFIX)
+            if keys.parse_checkpoint_key(v.key) is not None and (v.key, v.version_id) not in known
+        ]
+    except StoreUnavailable as e:
+        audit.unavailable(None, keys.CHECKPOINTS_PREFIX, None, e)
+        return []
+
+    def read(v: ObjectVersion) -> tuple[ObjectVersion, str | None]:
+        if audit.skipped(None, v.key, v.version_id):
+            return v, None
+        try:
+            return v, audit.rt.store.read_bytes(v.key, v.version_id).decode()
+        except StoreUnavailable as e:
+            audit.unavailable(None, v.key, v.version_id, e)
+        except (ObjectStoreError, UnicodeDecodeError):
+            pass  # not a note at all: proves nothing
+        return v, None
+
+    found: list[SignedHead] = []
+    with ThreadPoolExecutor(READERS) as pool:
+        for v, note in pool.map(read, versions):
+            opened = open_checkpoint(audit, note) if note is not None else None
+            if opened is None or isinstance(opened, str):
+                continue
+            if opened.origin != audit.rt.settings.log.origin:
+                continue
+            if opened.size != keys.parse_checkpoint_key(v.key):
+                audit.fail(
+                    None,
+                    "checkpoint_mirror",
+                    f"{v.key}@{v.version_id} holds a checkpoint of size {opened.size}",
+                )
+                continue
+            found.append(SignedHead(opened, v.modified))
+    return found
 
 
 def pinned_note(audit: Audit, row: CheckpointRow) -> str | None:

@@ -4,6 +4,7 @@ items nobody touched still pass ``verify_item``, and the ledger refuses to sign 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-from ingest import jobs
+from ingest import custody, jobs
 from ingest.intake import SealResult
 from ingest.ledger import LogCorrupt
 from ingest.retrieve import log_read, resolve
@@ -22,11 +23,12 @@ from ingest.runtime import Runtime, runtime
 from ingest.verify import Report, verify_all, verify_item
 from integrity.errors import ProofError
 from integrity.leaves import canonical_json
-from integrity.merkle import leaf_hash
+from integrity.merkle import MerkleTree, leaf_hash
 from integrity.note import generate_signer_key
 from integrity.verify import verify_receipt
 from storage import keys
 from storage import repository as repo
+from storage.errors import IndexUnavailable
 from storage.tables import ItemCase, LogLeaf
 from tests.conftest import TESTDATA
 from tests.integration.logkit import distinct_files, seal, sql
@@ -208,7 +210,14 @@ def test_deleted_leaf_row_is_named(rt: Runtime, evidence: Evidence) -> None:
     assert report.first_bad_leaf == b.log_index
     # Its copy in the mirror stands in for it, so nothing else of the log or of b fails.
     assert concerns(report) == {(b.item_id, "leaf_missing"), (None, "log_size")}
-    assert_untouched(rt, evidence.a, evidence.c, evidence.d)
+    # One item's run cannot tell whose leaf the hole held (a custody leaf of any item sealed
+    # before it): it names the hole, and nothing else of the untouched items.
+    for item in (evidence.a, evidence.c, evidence.d):
+        one = verify_item(rt, item.item_id, actor="auditor")
+        assert {(f.item_id, f.what) for f in one.failures} == {
+            (None, "leaf_missing"),
+            (None, "log_size"),
+        }, one.failures
     with pytest.raises(LogCorrupt):
         rt.ledger.publish()  # the run's verify events are new leaves: this would sign
 
@@ -369,3 +378,138 @@ def test_receipt_for_one_item_does_not_verify_for_another(rt: Runtime, evidence:
     for other in (evidence.b, evidence.c, evidence.d):
         with pytest.raises(ProofError):
             verify_receipt(leaf_data=other.leaf.encode(), receipt_text=receipt, verifier_key=key)
+
+
+# --- history rewritten, rows re-attributed, holes (a review's findings) ------------------------
+
+
+def _rechain(rt: Runtime, item_id: str, index: int, data: str) -> None:
+    """Replace an item leaf and re-chain the item's later custody leaves and custody rows, as
+    a careful forger with the database (not the key) would."""
+    h = leaf_hash(data.encode())
+    write_leaf(rt, index, data)
+    prev = h.hex()
+    with rt.sessions() as s:
+        later = list(repo.leaves_between(s, start=index + 1, stop=repo.log_size(s)))
+    for row in later:
+        obj = json.loads(row.data)
+        if obj["kind"] != "custody" or obj["item_id"] != item_id:
+            continue
+        new = canonical_json({**obj, "prev": prev}).decode()
+        write_leaf(rt, row.idx, new)
+        prev = leaf_hash(new.encode()).hex()
+        sql(rt, "UPDATE custody_events SET leaf_hash = :h WHERE log_index = :i", h=prev, i=row.idx)
+
+
+def test_history_rewritten_after_its_checkpoint_rows_were_deleted_is_found(
+    rt: Runtime, evidence: Evidence
+) -> None:
+    """Checkpoint rows can be deleted; their WORM copies cannot. With every row past the
+    first gone, c's item leaf rewritten (its case C-2 hidden) and its chain re-linked, the
+    rows alone agree with themselves: the copies no row names are checked too. Then the
+    signer is wound back to the first checkpoint and signs over the forged history: still
+    found, the copies disagree with it."""
+    c = evidence.c
+    with rt.sessions() as s:
+        first = min(cp.size for cp in repo.checkpoints(s))
+    sql(rt, "DELETE FROM checkpoints WHERE size > :n", n=first)
+    _rechain(rt, c.item_id, c.log_index, edited(c.leaf, case_ids=["C-1"]))
+    sql(rt, "DELETE FROM item_cases WHERE item_id = :i AND case_id = 'C-2'", i=c.item_id)
+    report = verify_all(rt, actor="auditor")
+    assert not report.ok and report.exit_status == 1
+    assert "checkpoint_root" in {f.what for f in report.failures}, report.failures
+
+    with rt.sessions() as s:
+        hashes = [bytes(r.leaf_hash) for r in repo.leaves_between(s, start=0, stop=first)]
+    sql(rt, "UPDATE log_tiles SET hashes = :h WHERE level = 0 AND idx = 0", h=b"".join(hashes))
+    root = MerkleTree.from_leaf_hashes(hashes).root()
+    sql(rt, "UPDATE log_tree SET size = :n, root_hash = :r WHERE id = 1", n=first, r=root)
+    with runtime(rt.settings) as fresh:
+        fresh.ledger.publish()  # signs the forged history: the rows give it no reason not to
+        again = verify_all(fresh, actor="auditor")
+    assert not again.ok
+    assert {"checkpoint_root", "checkpoint_consistency"} & {f.what for f in again.failures}
+
+
+def test_who_and_when_on_an_item_row_are_checked_against_its_leaf(
+    rt: Runtime, evidence: Evidence
+) -> None:
+    a = evidence.a
+    with rt.sessions() as s:
+        received = repo.get_item(s, item_id=a.item_id).received_at
+    sql(
+        rt,
+        "UPDATE items SET received_at = :t, original_name = 'other.mp4' WHERE id = :i",
+        t=received.replace(year=2020).astimezone(UTC).replace(tzinfo=None),
+        i=a.item_id,
+    )
+    report = verify_all(rt, actor="auditor")
+    (failure,) = [f for f in report.failures if f.what == "index_vs_leaf"]
+    assert failure.item_id == a.item_id
+    assert "received_at" in failure.detail and "original_name" in failure.detail
+    assert not verify_item(rt, a.item_id, actor="auditor").ok
+
+
+def test_a_leaf_row_moved_off_its_item_is_named(rt: Runtime, evidence: Evidence) -> None:
+    """Exports pick an item's custody leaves by the row's item column: a download hidden that
+    way would be left out of the package."""
+    a = evidence.a
+    log_read(rt, resolve(rt, a.item_id), action="download", actor="user:someone")
+    with rt.sessions() as s:
+        last = list(repo.custody_of(s, item_id=a.item_id))[-1]
+    sql(rt, "UPDATE log_leaves SET item_id = NULL WHERE idx = :i", i=last.log_index)
+    report = verify_all(rt, actor="auditor")
+    assert (a.item_id, last.log_index) in named(report, "leaf_row")
+
+
+@pytest.mark.parametrize("where", ["beyond the log", "another item's leaf"])
+def test_a_derivative_row_with_no_leaf_of_its_item_fails_that_item(
+    rt: Runtime, evidence: Evidence, where: str
+) -> None:
+    a, b = evidence.a, evidence.b
+    body = b"forged proxy"
+    put = rt.store.put_bytes(keys.derivative_key(a.item_id, "proxy", "mp4"), body,
+                             content_type="video/mp4")  # fmt: skip
+    index = 10**9 if where == "beyond the log" else b.log_index + 1
+    sql(
+        rt,
+        "INSERT INTO derivatives (item_id, role, object_key, version_id, sha256, size, "
+        "media_type, recipe, created_at, log_index) VALUES (:i, 'proxy', :k, :v, :s, :n, "
+        "'video/mp4', :r, :t, :x)",
+        i=a.item_id, k=put.key, v=put.version_id, s=hashlib.sha256(body).hexdigest(),
+        n=len(body), r=json.dumps({}), t=datetime.now(UTC).replace(tzinfo=None), x=index,
+    )  # fmt: skip
+    report = verify_item(rt, a.item_id, actor="auditor")
+    assert not report.ok and report.exit_status == 1, report.failures
+
+
+def test_an_items_last_custody_leaf_deleted_with_its_row_fails_its_own_check(
+    rt: Runtime, evidence: Evidence
+) -> None:
+    a = evidence.a
+    log_read(rt, resolve(rt, a.item_id), action="download", actor="user:someone")
+    rt.ledger.publish()
+    with rt.sessions() as s:
+        last = list(repo.custody_of(s, item_id=a.item_id))[-1]
+    sql(rt, "DELETE FROM custody_events WHERE log_index = :i", i=last.log_index)
+    sql(rt, "DELETE FROM log_leaves WHERE idx = :i", i=last.log_index)
+    report = verify_item(rt, a.item_id, actor="auditor")
+    assert not report.ok and report.exit_status == 1
+    assert "leaf_missing" in {f.what for f in report.failures}
+
+
+def test_an_outage_after_a_difference_was_found_keeps_it(
+    rt: Runtime, evidence: Evidence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database going away while the run records itself: the difference already found is
+    still reported (exit 1), the outage beside it; not an outage alone (75)."""
+    sql(rt, "UPDATE items SET size = size + 1 WHERE id = :i", i=evidence.a.item_id)
+
+    def locked(*_args: object, **_kw: object) -> None:
+        raise IndexUnavailable("database is locked (test)")
+
+    monkeypatch.setattr(custody, "record_many", locked)
+    report = verify_all(rt, actor="auditor")
+    assert report.exit_status == 1
+    assert (evidence.a.item_id, "index_vs_leaf") in concerns(report)
+    assert report.could_not_check and "database" in report.could_not_check[-1].reason
