@@ -18,6 +18,7 @@ import typer
 
 from api import logs
 from api.errors import exit_code, problem
+from configs.errors import SystemRefused
 from configs.settings import load_settings
 from ingest.errors import IntakeRefused, ManifestError
 from ingest.manifest import Manifest, check_file_name
@@ -94,9 +95,14 @@ def _runtime(as_json: bool) -> Iterator[Runtime]:
 
 def _setup_logging() -> None:
     level = os.environ.get("LIUHEN_LOG_LEVEL", "WARNING").upper()
+    known = level in logging.getLevelNamesMapping()
     logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        level=level if known else "WARNING",
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
     )
+    if not known:
+        logging.getLogger("liuhen").warning("LIUHEN_LOG_LEVEL=%r is no level: WARNING used", level)
     logs.apply_format()  # LIUHEN_LOG_FORMAT=json
 
 
@@ -226,8 +232,14 @@ def get(
     actor: ActorOpt = None,
 ) -> None:
     """Write the original (or a derivative) to a file; exit non-zero if its hash is wrong."""
+    from ingest.errors import InvalidInput
     from ingest.retrieve import log_read, resolve, write_to_file
 
+    # Before anything is read or logged: a download that cannot land is no download.
+    if output.is_dir():
+        _fail(InvalidInput(f"-o {output} is a folder: name the file to write"), as_json)
+    if not output.parent.is_dir():
+        _fail(InvalidInput(f"-o {output}: the folder {output.parent} does not exist"), as_json)
     with _runtime(as_json) as rt:
         try:
             target = resolve(rt, item_id, derivative)
@@ -478,7 +490,14 @@ cli_devices.register(app)
 
 def main() -> None:
     _setup_logging()
-    app()
+    try:
+        app()
+    except OSError as e:  # mapped at the edge: no traceback for a person at a terminal
+        where = f" ({e.filename})" if e.filename else ""
+        try:
+            _fail(SystemRefused(f"{e.strerror or e}{where}"), "--json" in sys.argv[1:])
+        except typer.Exit as done:
+            sys.exit(done.exit_code)
 
 
 if __name__ == "__main__":

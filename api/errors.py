@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.ranges import RangeNotSatisfiable
-from configs.errors import ConfigError
+from configs.errors import ConfigError, SystemRefused
 from ingest.errors import (
     AccessError,
     BadPassword,
@@ -90,6 +90,7 @@ STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (MetadataError, 500, "Metadata processing failed"),
     (IngestError, 500, "Intake failure"),
     (ConfigError, 500, "Configuration error"),
+    (SystemRefused, 500, "Refused by the operating system"),
     (LiuhenError, 500, "Internal error"),
 )
 

@@ -27,6 +27,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import URL
 
 from configs.errors import ConfigError
 
@@ -247,7 +248,11 @@ class Settings(BaseSettings):
 
     @property
     def database_url(self) -> str:
-        return self.database.url or f"sqlite:///{self.home_dir / 'index.sqlite3'}"
+        if self.database.url:
+            return self.database.url
+        # Quoted: a home whose path holds ``?`` or ``%`` must not move the index elsewhere.
+        path = str(self.home_dir / "index.sqlite3")
+        return URL.create("sqlite", database=path).render_as_string(hide_password=False)
 
     @property
     def log_key_path(self) -> Path:

@@ -20,3 +20,25 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True  # no procfs here: trust the signal
     return state not in {"Z", "X"}
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22): with its
+    PID this names one process for good, where a PID alone is reused. None without procfs or
+    when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return int(fields[19])  # field 22 counted from 1; fields here start at field 3
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def same_process(pid: int, ticks: int | None) -> bool:
+    """Whether ``pid`` is still the process that started at ``ticks`` (recorded by
+    :func:`start_ticks`) and runs. Without a record, or without procfs, as :func:`pid_alive`."""
+    if not pid_alive(pid):
+        return False
+    if ticks is None:
+        return True
+    now = start_ticks(pid)
+    return now is None or now == ticks

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.errors import StoreUnavailable
-from storage.processes import pid_alive
+from storage.processes import pid_alive, same_process, start_ticks
 
 START_TIMEOUT_S = 90.0
 """Bound on a start: process up, volumes listed, canary read back."""
@@ -279,9 +279,9 @@ class EmbeddedSeaweed:
 
     def _live_state(self) -> dict[str, Any] | None:
         state = self._read_json(self._state_file)
-        if state is not None and pid_alive(state["pid"]) and _answers(state["s3_port"]):
-            return state
-        return None
+        if state is None or state.get("starting") or not _ours(state, "pid"):
+            return None  # "starting": its command died before it was ready (stopped next)
+        return state if _answers(state["s3_port"]) else None
 
     def live_leases(self) -> list[int]:
         """PIDs of the processes holding a lease now (stale leases are removed)."""
@@ -335,7 +335,7 @@ class EmbeddedSeaweed:
             running=state is not None,
             endpoint=f"127.0.0.1:{state['s3_port']}" if state else None,
             pid=state["pid"] if state else None,
-            keeper_pid=keeper if isinstance(keeper, int) and pid_alive(keeper) else None,
+            keeper_pid=keeper if state is not None and _ours(state, "keeper_pid") else None,
             leases=len(self.live_leases()) if self._leases.exists() else 0,
             idle_s=self.idle_s,
             root=str(self.root),
@@ -405,17 +405,24 @@ class EmbeddedSeaweed:
             )
         state: dict[str, Any] = {
             "pid": proc.pid,
+            "pid_ticks": start_ticks(proc.pid),
             "s3_port": ports.s3,
             "master_port": ports.master,
             "started_at": time.time(),
+            "starting": True,
         }
+        # Written before the wait: a command killed meanwhile (SIGTERM, SIGHUP: no Python
+        # cleanup runs) leaves a record, and the next start stops this server first.
+        self._write_json(self._state_file, state)
         try:
             self._wait_ready(state, access, secret, timeout_s=START_TIMEOUT_S, proc=proc)
         except BaseException:
             _kill_group(proc.pid)
             _reap(proc.pid)
+            self._state_file.unlink(missing_ok=True)
             raise
-        state["keeper_pid"] = self._start_keeper()
+        keeper = self._start_keeper()
+        state |= {"keeper_pid": keeper, "keeper_ticks": start_ticks(keeper), "starting": False}
         self._write_json(self._state_file, state)
         return state
 
@@ -514,20 +521,22 @@ class EmbeddedSeaweed:
         state = self._read_json(self._state_file)
         if state is None:
             return False
+        # Only the processes this record names: a PID outlives its process (weed killed, the
+        # machine restarted) and may now be anyone's, another home's server included.
         keeper = state.get("keeper_pid")
-        if isinstance(keeper, int) and keeper != os.getpid() and pid_alive(keeper):
-            with contextlib.suppress(ProcessLookupError):
+        if isinstance(keeper, int) and keeper != os.getpid() and _ours(state, "keeper_pid"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(keeper, signal.SIGTERM)
         pid = int(state["pid"])
-        was_running = pid_alive(pid)
+        was_running = _ours(state, "pid")
         if was_running:
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + STOP_GRACE_S
-            while time.monotonic() < deadline and pid_alive(pid):
+            while time.monotonic() < deadline and _ours(state, "pid"):
                 _reap(pid)
                 time.sleep(0.1)
-            if pid_alive(pid):
+            if _ours(state, "pid"):
                 _kill_group(pid)
             _reap(pid)
         self._state_file.unlink(missing_ok=True)
@@ -543,7 +552,7 @@ class EmbeddedSeaweed:
         while True:
             time.sleep(KEEPER_POLL_S)
             state = self._read_json(self._state_file)
-            if state is None or state.get("keeper_pid") != me or not pid_alive(state["pid"]):
+            if state is None or state.get("keeper_pid") != me or not _ours(state, "pid"):
                 return
             if self.live_leases():
                 idle_since = None
@@ -557,6 +566,25 @@ class EmbeddedSeaweed:
                     self._stop_locked()
                     return
             idle_since = None
+
+
+def _ours(state: dict[str, Any], field: str) -> bool:
+    """Whether the PID the record keeps under ``field`` is still the process it recorded
+    (same start time; a record from before start times were kept: a weed or keeper by its
+    command line)."""
+    pid = state.get(field)
+    if not isinstance(pid, int):
+        return False
+    ticks = state.get({"pid": "pid_ticks", "keeper_pid": "keeper_ticks"}[field])
+    if isinstance(ticks, int):
+        return same_process(pid, ticks)
+    if not pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no procfs: trust the PID, as before
+    return (b"storage.seaweed" if field == "keeper_pid" else b"weed") in cmdline
 
 
 def _kill_group(pid: int) -> None:

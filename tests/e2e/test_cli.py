@@ -201,6 +201,20 @@ def test_errors_print_one_json_document_and_exit_non_zero(
     assert refused.json()["error"]["code"] == "empty_file"
     assert "empty" in refused.json()["error"]["detail"]
 
+    # What the operating system refuses is an error document too, not a traceback.
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    on_file = _liuhen("log", "key", "--json", env={**env, "LIUHEN_HOME": str(a_file)},
+                      cwd=tmp_path, ok=False)  # fmt: skip
+    assert on_file.returncode == 1 and "Traceback" not in on_file.stderr, str(on_file)
+    assert on_file.json()["error"]["code"] == "os_error"
+    into_folder = _liuhen("get", "0000000000NOSUCHITEM", "-o", tmp_path, "--json", env=env,
+                          cwd=tmp_path, ok=False)  # fmt: skip
+    assert into_folder.returncode == 3 and "folder" in into_folder.json()["error"]["detail"]
+    noisy = _liuhen("item", "0000000000NOSUCHITEM", env={**env, "LIUHEN_LOG_LEVEL": "loud"},
+                    cwd=tmp_path, ok=False)  # fmt: skip
+    assert noisy.returncode == 4 and "Traceback" not in noisy.stderr, str(noisy)
+
     db = Path(env["LIUHEN_DATABASE__URL"].removeprefix("sqlite:///"))
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)

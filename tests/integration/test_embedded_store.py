@@ -265,3 +265,77 @@ def test_a_port_taken_before_the_listen_gives_new_ports(
         blocker.close()
         weed.release()
         weed.stop()
+
+
+def _alive(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is None
+
+
+@pytest.mark.parametrize("record", ["without start times", "with other start times"])
+def test_a_stale_record_never_signals_someone_elses_process(tmp_path: Path, record: str) -> None:
+    """The server died (kill -9, a reboot) and its PIDs went to other processes, here two
+    sleeps, one leading its own group as every other home's server does: stopping, or the
+    next start, must leave them alone."""
+    root = tmp_path / "seaweed"
+    root.mkdir()
+    leader = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    other = subprocess.Popen(["sleep", "300"])
+    state: dict[str, object] = {"pid": leader.pid, "keeper_pid": other.pid, "s3_port": 1,
+                                "master_port": 2, "started_at": time.time() - 3600}  # fmt: skip
+    if record == "with other start times":
+        state |= {"pid_ticks": 1, "keeper_ticks": 1, "starting": False}
+    (root / "state.json").write_text(json.dumps(state))
+    weed = EmbeddedSeaweed(root, idle_s=600)
+    try:
+        assert weed.stop() is False
+        assert _alive(leader) and _alive(other)
+        (root / "state.json").write_text(json.dumps(state))
+        weed.start()  # stops "the leftover" first: still nobody else's process
+        assert _alive(leader) and _alive(other)
+        assert weed.status().running
+    finally:
+        weed.release()
+        weed.stop()
+        leader.kill()
+        other.kill()
+
+
+def test_a_command_killed_while_it_starts_the_server_leaves_no_orphan(tmp_path: Path) -> None:
+    """SIGTERM (or a closed terminal) runs no Python cleanup: the server it was starting is
+    recorded before the wait, so the next start stops it instead of failing on its locks."""
+    root = tmp_path / "seaweed"
+    code = (
+        "import sys; from pathlib import Path; from storage.seaweed import EmbeddedSeaweed;"
+        "EmbeddedSeaweed(Path(sys.argv[1])).start()"
+    )
+    starter = subprocess.Popen([sys.executable, "-c", code, str(root)])
+    deadline = time.monotonic() + 60
+    while not (root / "state.json").exists():
+        assert time.monotonic() < deadline and starter.poll() is None
+        time.sleep(0.05)
+    starting = json.loads((root / "state.json").read_text())
+    assert starting["starting"] is True
+    starter.send_signal(signal.SIGTERM)
+    starter.wait(30)
+    orphan = starting["pid"]
+    weed = EmbeddedSeaweed(root, idle_s=600)
+    try:
+        t0 = time.monotonic()
+        weed.start()
+        assert time.monotonic() - t0 < 30
+        status = weed.status()
+        assert status.running and status.pid != orphan
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{orphan}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the orphan was stopped, not left beside the new server
+        assert not Path(f"/proc/{orphan}").exists() or _zombie(orphan)
+    finally:
+        weed.release()
+        weed.stop()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True

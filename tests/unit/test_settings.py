@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from configs.errors import ConfigError
 from configs.settings import (
@@ -66,6 +67,17 @@ def test_liuhen_home_moves_everything(monkeypatch: pytest.MonkeyPatch, tmp_path:
     s = load_settings()
     assert s.home_dir == tmp_path / "user" / "evidence"
     assert s.database_url == f"sqlite:///{tmp_path / 'user' / 'evidence' / 'index.sqlite3'}"
+
+
+@pytest.mark.parametrize("name", ["home?mode=ro", "home%41", "home #1", "现场 记录"])
+def test_the_index_stays_in_a_home_whatever_its_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    """``?`` and ``%`` in a home's path moved the index out of it (a URL's query, an escape)."""
+    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / name))
+    url = make_url(load_settings().database_url)
+    assert url.drivername == "sqlite" and not url.query
+    assert url.database == str(tmp_path / name / "index.sqlite3")
 
 
 def test_production_with_everything_set(production: pytest.MonkeyPatch) -> None:
