@@ -54,10 +54,11 @@ from ingest.errors import MediaError, MetadataError
 from ingest.problems import ItemStatus, Problem, ProblemCode
 from ingest.retrieve import resolve, write_to_file
 from ingest.runtime import Runtime
+from ingest.timeplace.clock import STAGE_TIME
 from integrity.errors import IntegrityError
 from storage import repository as repo
 from storage.db import transaction
-from storage.errors import ObjectNotFound
+from storage.errors import IndexUnavailable, ObjectNotFound, StoreUnavailable
 from storage.tables import Item
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,7 @@ def _run(rt: Runtime, item_id: str) -> ItemStatus:
             with metrics.timed("probe"):
                 _probe(snap, src, out)
             with metrics.timed("time_and_place"):
-                track = _linked_track(rt, snap, workdir, out)
-                _time_and_place(rt, snap, src, track, out)
+                track = _guarded_time_and_place(rt, snap, src, workdir, out)
             with metrics.timed("derive"):
                 _derive(rt, snap, src, workdir, out)
             if track is not None:
@@ -216,6 +216,26 @@ def _probe(snap: _Snapshot, src: Path, out: _Outcome) -> None:
     }
     if info.media_type != snap.media_type:
         out.values["media_type"] = info.media_type
+
+
+def _guarded_time_and_place(
+    rt: Runtime, snap: _Snapshot, src: Path, workdir: Path, out: _Outcome
+) -> timeplace.Track | None:
+    """Time and place, as the probe is guarded: a parser's own error on hostile metadata
+    (a time past the calendar, say) is a problem of this stage, and the derivatives are still
+    made. An unreachable store or index is raised: the job is tried again."""
+    try:
+        track = _linked_track(rt, snap, workdir, out)
+        _time_and_place(rt, snap, src, track, out)
+    except (StoreUnavailable, IndexUnavailable):
+        raise
+    except Exception as e:
+        log.warning("item %s: time and place failed: %s: %s", snap.id, type(e).__name__, e)
+        out.problems.append(
+            Problem(STAGE_TIME, ProblemCode.UNEXPECTED_ERROR, f"{type(e).__name__}: {e}")
+        )
+        return None
+    return track
 
 
 def _linked_track(

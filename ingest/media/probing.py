@@ -51,10 +51,11 @@ def _looks_like_image(head: bytes) -> bool:
     return image_brand(head) is not None
 
 
-def _iso_boxes(path: Path) -> tuple[list[bytes], bool]:
-    """Top-level ISO BMFF box types (headers only), and whether the last box runs past EOF."""
+def _iso_boxes(path: Path) -> tuple[set[bytes], bool]:
+    """Top-level ISO BMFF box types (headers only), and whether the last box runs past EOF.
+    A set: a crafted file of millions of 8-byte boxes must not become a list of millions."""
     end = path.stat().st_size
-    kinds: list[bytes] = []
+    kinds: set[bytes] = set()
     with path.open("rb") as f:
         offset = 0
         while offset + 8 <= end:
@@ -69,7 +70,7 @@ def _iso_boxes(path: Path) -> tuple[list[bytes], bool]:
                 size = end - offset
             if size < 8:
                 return kinds, True
-            kinds.append(kind)
+            kinds.add(kind)
             offset += size
         return kinds, offset > end
 
@@ -111,9 +112,23 @@ class _NamelessReader:
         return self._f.tell()
 
 
+AV_OPTIONS = {"protocol_whitelist": "none"}
+"""No demuxer may open anything of its own: an upload that is an SDP file would otherwise
+make the worker listen on UDP ports for whoever sends packets (and hold the job), an
+``ffconcat`` or HLS list would read other files or fetch URLs. The upload itself is read
+through a Python file object, which is no protocol."""
+
+
 @contextmanager
 def open_av(path: Path) -> Iterator[av.container.InputContainer]:
-    with path.open("rb") as f, av.open(_NamelessReader(f), mode="r") as container:
+    # Tags that are not UTF-8 (GBK from Chinese cameras) are replaced, not fatal: strict
+    # decoding made a playable video unprocessable and lost its creation time.
+    with (
+        path.open("rb") as f,
+        av.open(
+            _NamelessReader(f), mode="r", options=AV_OPTIONS, metadata_errors="replace"
+        ) as container,
+    ):
         yield container
 
 

@@ -36,11 +36,27 @@ def _even(x: float) -> int:
     return max(2, round(x / 2) * 2)
 
 
-def _proxy_size(info: ProbeResult) -> tuple[int, int]:
-    """Displayed size scaled so the short side is at most 720 (720p), both dimensions even."""
-    w, h = info.width or 0, info.height or 0
+def _proxy_size(info: ProbeResult) -> tuple[int, int] | None:
+    """Displayed size scaled so the short side is at most 720 (720p), both dimensions even;
+    None when the probe did not learn the size (ffmpeg then works it out from the frames)."""
+    if not info.width or not info.height:
+        return None
+    w, h = info.width, info.height
     scale = min(1.0, PROXY_MAX_SHORT_SIDE / max(1, min(w, h)))
     return _even(w * scale), _even(h * scale)
+
+
+_SHORT = PROXY_MAX_SHORT_SIDE
+_SCALE_FROM_FRAMES = (
+    f"scale=w='if(lt(iw,ih),trunc(min({_SHORT},iw)/2)*2,-2)'"
+    f":h='if(lt(iw,ih),-2,trunc(min({_SHORT},ih)/2)*2)'"
+)
+"""The same rule as :func:`_proxy_size`, in ffmpeg's terms, for a size the probe did not see
+(a 2 x 2 proxy was made from ``0 x 0``)."""
+THREADS = 4
+"""ffmpeg's decoder and encoder threads: left alone, it takes about one per core, and on a
+many-core host the buffers of 16 to 32 threads pass the 2 GiB address-space limit
+(``tools``), and every transcode failed there."""
 
 
 def _can_remux(info: ProbeResult) -> bool:
@@ -61,7 +77,7 @@ def _proxy_plan(src: Path, info: ProbeResult, dst: Path, ffmpeg_exe: str) -> _Pr
             TranscodeError, ProblemCode.NO_PROXY, f"a {info.kind} has no playback proxy"
         )
     demuxer = info.container.split(",")[0]  # the content-detected format, not the extension
-    inp = ffmpeg.input(file_url(src), f=demuxer)
+    inp = ffmpeg.input(file_url(src), f=demuxer, threads=THREADS)
     out_opts: dict[str, object] = {"format": "mp4", "movflags": "+faststart", "sn": None}
     params: dict[str, object] = {}
     if info.kind == "audio":
@@ -76,19 +92,20 @@ def _proxy_plan(src: Path, info: ProbeResult, dst: Path, ffmpeg_exe: str) -> _Pr
         if mode == "remux":
             out_opts["c"] = "copy"
         else:
-            width, height = _proxy_size(info)
+            size = _proxy_size(info)
             # ffmpeg autorotates decoded frames, so scale sees (and writes) the displayed size.
             out_opts |= {
+                "threads": THREADS,
                 "c:v": "libx264",
                 "profile:v": "high",
                 "pix_fmt": "yuv420p",
                 "preset": "veryfast",
                 "crf": 23,
-                "vf": f"scale={width}:{height}",
+                "vf": f"scale={size[0]}:{size[1]}" if size else _SCALE_FROM_FRAMES,
                 "c:a": "aac",
                 "b:a": "128k",
             }
-            params |= {"width": width, "height": height}
+            params |= {"width": size[0], "height": size[1]} if size else {"size": "from frames"}
     compiled = ffmpeg.output(*streams, file_url(dst), **out_opts).compile(cmd=[])
     command = [ffmpeg_exe, *_FFMPEG_GLOBALS, *compiled]
     params |= {"mode": mode, "source_media_type": info.media_type}

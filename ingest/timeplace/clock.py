@@ -77,6 +77,6 @@ def parse_container_time(s: str) -> datetime | None:
         value = datetime(
             year, month, day, hour, minute, second, microseconds(match[7] or ""), timezone(zone)
         ).astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # year 1 at +05:00 is before the calendar in UTC
         return None
     return value if plausible(value) else None

@@ -6,6 +6,7 @@ Only a track with nothing usable in it raises ``TrackParseError``.
 from __future__ import annotations
 
 import io
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
@@ -114,11 +115,7 @@ def _parse_gga(fields: list[str]) -> _NmeaPoint | None:
     lat, lon = _nmea_angle(fields[2], fields[3], 2), _nmea_angle(fields[4], fields[5], 3)
     if clock is None or lat is None or lon is None:
         return None
-    try:
-        alt = float(fields[9]) if fields[9] else None
-    except ValueError:
-        alt = None
-    return _NmeaPoint(lat, lon, alt, clock, None)
+    return _NmeaPoint(lat, lon, _altitude(fields[9]), clock, None)
 
 
 def _date_points(points: list[_NmeaPoint]) -> list[Fix]:
@@ -221,12 +218,18 @@ def _gpx_point(element: ET.Element, ns: str) -> Fix | None:
         lon = float(element.attrib["lon"])
     except (KeyError, ValueError):
         return None
-    ele_text = element.findtext(f"{ns}ele")
-    try:
-        alt = float(ele_text) if ele_text else None
-    except ValueError:
-        alt = None
+    alt = _altitude(element.findtext(f"{ns}ele"))
     return make_fix(lat, lon, alt, _gpx_time(element.findtext(f"{ns}time")))
+
+
+def _altitude(text: str | None) -> float | None:
+    """An altitude, or None: ``nan``, ``inf`` or ``1e999`` lose the altitude, not the fix (one
+    such sentence used to discard the whole track)."""
+    try:
+        value = float(text) if text else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def parse_gpx(stream: IO[bytes]) -> Track:

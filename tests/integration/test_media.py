@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -498,3 +500,63 @@ def test_tool_versions_name_every_library() -> None:
     assert versions["ffmpeg"]
     assert versions["pyav"] == av.__version__
     assert versions["opencv"] == cv2.__version__
+
+
+# --- inputs that used to escape the probe's care (a review's findings) ------------------------
+
+
+SDP = (
+    b"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 0.0.0.0\nt=0 0\n"
+    b"m=video 45710 RTP/AVP 96\na=rtpmap:96 H264/90000\n"
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [SDP, b"ffconcat version 1.0\nfile small-640x360.mp4\n",
+     b"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nhttp://127.0.0.1:9/x.ts\n#EXT-X-ENDLIST\n"],
+    ids=["sdp", "ffconcat", "hls"],
+)  # fmt: skip
+def test_a_demuxer_opens_nothing_of_its_own(
+    clips: gen.ClipCache, tmp_path: Path, body: bytes
+) -> None:
+    """An SDP upload made the probe listen on UDP for 20 s or, with packets coming, for ever;
+    a concat list read another file beside it; an HLS list fetched a URL. Each is not media."""
+    clip = clips.get(gen.small_h264)
+    (tmp_path / clip.name).write_bytes(clip.read_bytes())  # what the concat list names
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(body)
+    t0 = time.monotonic()
+    with pytest.raises(ProbeError):
+        media.probe(upload)
+    assert time.monotonic() - t0 < 5
+
+
+def test_tags_that_are_not_utf8_are_kept_readable_not_fatal(
+    clips: gen.ClipCache, tmp_path: Path
+) -> None:
+    """A GBK title (Chinese cameras) made a playable clip unprocessable and lost its time."""
+    src = clips.get(gen.small_h264)
+    tagged = tmp_path / "gbk.mp4"
+    title = "执法记录仪".encode("gbk")
+    subprocess.run(
+        [gen.ffmpeg_exe().encode(), b"-hide_banner", b"-loglevel", b"error", b"-y", b"-i",
+         str(src).encode(), b"-c", b"copy", b"-metadata", b"title=" + title,
+         b"-metadata", b"creation_time=2026-03-01T08:00:00Z", str(tagged).encode()],
+        check=True, timeout=60,
+    )  # fmt: skip
+    info = media.probe(tagged)
+    assert info.kind == "video" and info.width == 640
+    assert info.creation_time is not None and info.creation_time.startswith("2026-03-01")
+
+
+def test_a_size_the_probe_did_not_learn_is_taken_from_the_frames(
+    clips: gen.ClipCache, tmp_path: Path
+) -> None:
+    """The probe's 0 x 0 made a 2 x 2 proxy."""
+    src = clips.get(gen.body_cam_1080p)
+    info = media.probe(src)
+    blind = dataclasses.replace(info, width=None, height=None)
+    proxy = media.make_proxy(src, blind, tmp_path, limits=LIMITS)
+    out = media.probe(proxy.path)
+    assert (out.width, out.height) == (1280, 720)

@@ -39,6 +39,7 @@ from ingest.pipeline_hooks import after_ingest, link_track
 from ingest.queue import BackgroundWorkers, JobInfo
 from ingest.retrieve import resolve, write_to_file
 from ingest.runtime import Runtime
+from ingest.timeplace.clock import STAGE_TIME
 from storage import repository as repo
 from storage.db import transaction
 from storage.tables import Derivative, Item, Job, LogLeaf
@@ -862,3 +863,20 @@ def test_worker_killed_mid_transcode_is_finished_by_the_next(
     assert "requeued 1 job(s) left by a crashed worker" in (tmp_path / "worker.log").read_text()
     check_derivatives(rt, doc, tmp_path / "derived")
     assert not any(p.exists() for p in leftovers), "the next worker removed the dead one's files"
+
+
+def test_an_error_of_time_and_place_leaves_the_derivatives_to_be_made(
+    rt: Runtime, clips: gen.ClipCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like the probe, time and place are guarded: a parser's own error on hostile metadata
+    (here raised on purpose) is a problem of that stage, not three failed runs and an item
+    unprocessable with no proxy."""
+
+    def broken(*_args: object, **_kw: object) -> None:
+        raise OverflowError("date value out of range (test)")
+
+    monkeypatch.setattr(jobs, "_time_and_place", broken)
+    doc = processed(rt, seal(rt, clips.get(gen.small_h264)).item_id)
+    assert doc["status"] == "ready", doc["problems"]
+    assert "proxy" in {d["role"] for d in doc["derivatives"]}
+    assert (STAGE_TIME, "unexpected_error") in {(p["stage"], p["code"]) for p in doc["problems"]}

@@ -114,6 +114,8 @@ def test_parse_container_time(text: str, expected: datetime) -> None:
         "0000-00-00 00:00:00",
         "2026-02-30T08:00:00Z",
         "2026-03-01T08:00:00+25:00",
+        "0001-01-01T00:00:00+05:00",  # before the calendar once in UTC (an OverflowError)
+        "9999-12-31T23:59:59-05:00",
         "yesterday",
         "",
     ],
@@ -145,6 +147,14 @@ def test_nmea_rmc_and_gga_of_one_epoch_make_one_fix() -> None:
     assert fix.alt == pytest.approx(545.4)
     assert fix.time == datetime(1994, 3, 23, 12, 35, 19, tzinfo=UTC)
     assert (track.bad_checksums, track.rejected) == (0, 0)
+
+
+@pytest.mark.parametrize("altitude", ["nan", "inf", "-inf", "1e999"])
+def test_an_altitude_that_is_no_number_loses_the_altitude_not_the_track(altitude: str) -> None:
+    gga = sentence(f"GPGGA,123520,4807.040,N,01131.000,E,1,08,0.9,{altitude},M,46.9,M,,")
+    track = parse_nmea([RMC_1994, GGA_1994, gga])
+    assert len(track.fixes) == 2
+    assert track.fixes[-1].alt is None and track.fixes[0].alt == pytest.approx(545.4)
 
 
 def test_nmea_bad_and_missing_checksums_are_skipped_and_counted() -> None:
