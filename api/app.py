@@ -11,6 +11,7 @@ from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import web
@@ -113,6 +114,36 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             doc, status_code=doc["status"], media_type=PROBLEM_JSON, headers=headers
         )
+
+    @app.exception_handler(DataError)
+    async def value_refused(request: Request, exc: DataError) -> JSONResponse:
+        # PostgreSQL refuses a NUL character, or a value longer than its column, in a path,
+        # a query or a body: the request's fault, not the server's (SQLite takes them).
+        logger.warning("%s %s: the database refused a value: %s", request.method,
+                       request.url.path, str(exc.orig).splitlines()[0])  # fmt: skip
+        doc = {
+            "type": "urn:liuhen:problem:bad_value",
+            "title": "Invalid request",
+            "status": 422,
+            "detail": "a value the index cannot hold (a NUL character, or too long)",
+            "code": "bad_value",
+            "instance": request.url.path,
+        }
+        return JSONResponse(doc, status_code=422, media_type=PROBLEM_JSON)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Still a problem document: a client parses one shape of error, whatever went wrong.
+        logger.exception("%s %s: unexpected %s", request.method, request.url.path, exc)
+        doc = {
+            "type": "urn:liuhen:problem:internal_error",
+            "title": "Internal error",
+            "status": 500,
+            "detail": "an unexpected error; it is logged on the server",
+            "code": "internal_error",
+            "instance": request.url.path,
+        }
+        return JSONResponse(doc, status_code=500, media_type=PROBLEM_JSON)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -78,6 +78,8 @@ def check_file_name(name: str) -> None:
         raise ValueError("file_name must be a plain name, not a path")
     if any(unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"} for c in name):
         raise ValueError("file_name contains control characters")
+    if any(unicodedata.category(c) == "Cs" for c in name):  # no UTF-8: no leaf could hold it
+        raise ValueError("file_name contains a lone surrogate (bytes that are not UTF-8)")
 
 
 def check_case_id(case_id: str, pattern: str) -> str:
@@ -86,14 +88,29 @@ def check_case_id(case_id: str, pattern: str) -> str:
     return case_id
 
 
-def parse_manifest(raw: str | bytes | dict[str, Any], *, case_id_pattern: str) -> Manifest:
-    """Parse and validate a manifest from JSON text or a dict; ManifestError on any fault."""
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"a key given twice: {', '.join(twice)}")  # which one would count?
+    return dict(pairs)
+
+
+def _json_object(raw: str | bytes) -> dict[str, Any]:
+    """A manifest's JSON object; ManifestError for anything else (nested without end, keys
+    given twice, not an object)."""
     try:
-        data = json.loads(raw) if isinstance(raw, str | bytes) else raw
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ManifestError(f"manifest is not valid JSON: {e}") from e
+        data = json.loads(raw, object_pairs_hook=_unique_keys)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ManifestError(f"manifest is not valid JSON: {str(e)[:200]}") from None
     if not isinstance(data, dict):
         raise ManifestError("manifest must be a JSON object")
+    return data
+
+
+def parse_manifest(raw: str | bytes | dict[str, Any], *, case_id_pattern: str) -> Manifest:
+    """Parse and validate a manifest from JSON text or a dict; ManifestError on any fault."""
+    data = _json_object(raw) if isinstance(raw, str | bytes) else raw
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as e:
@@ -188,12 +205,7 @@ def parse_device_manifest(text: bytes, *, case_id_pattern: str) -> DeviceManifes
     from integrity.errors import CanonicalJSONError
     from integrity.leaves import canonical_json
 
-    try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ManifestError(f"manifest is not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise ManifestError("manifest must be a JSON object")
+    data = _json_object(text)
     try:
         canonical = canonical_json(data)
     except CanonicalJSONError as e:

@@ -252,7 +252,7 @@ def set_disabled(
             reason=reason,
             details={"user": name, "tokens_revoked": tokens, "web_sessions": ended},
         )
-    log.info("user %s %s by %s: %s", name, "disabled" if disabled else "enabled", actor, reason)
+    log.info("user %s %s by %s: %r", name, "disabled" if disabled else "enabled", actor, reason)
     return {
         "user": name,
         "disabled": disabled,

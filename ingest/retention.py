@@ -52,6 +52,8 @@ def check_reason(reason: str | None) -> str:
         raise InvalidInput("a reason is required (--reason TEXT)")
     if len(text) > 2000:
         raise InvalidInput("the reason is longer than 2000 characters")
+    if "\x00" in text:
+        raise InvalidInput("the reason holds a NUL character")
     return text
 
 
@@ -228,7 +230,7 @@ def set_case_hold(
         return items
 
     items = with_holds(rt, work)
-    log.info("case %s %s by %s: %s", case_id, "held" if held else "released", actor, reason)
+    log.info("case %s %s by %s: %r", case_id, "held" if held else "released", actor, reason)
     return {"case_id": case_id, "held": held, "reason": reason, "items": items}
 
 
@@ -316,7 +318,7 @@ def delete_item(
         log.warning(
             "item %s deleted, but %d object(s) stay on the store: %s", item_id, len(left), left
         )
-    log.info("item %s deleted by %s: %s", item_id, actor, reason)
+    log.info("item %s deleted by %s: %r", item_id, actor, reason)
     return {"id": item_id, "objects": len(objects) - len(left), "left": left}
 
 

@@ -6,19 +6,22 @@ import base64
 import itertools
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from api.auth import CanReadItem, CanReadReceipt, CanUpload, allowed
 from api.deps import RuntimeDep
 from api.ranges import parse_range
 from ingest import catalog
 from ingest.access import Action
-from ingest.errors import ManifestError, TooLarge
+from ingest.errors import InvalidInput, ManifestError, TooLarge
 from ingest.intake import seal_file
 from ingest.manifest import parse_manifest
 from ingest.retrieve import Target, log_read, resolve, verified_stream
@@ -26,16 +29,90 @@ from ingest.retrieve import Target, log_read, resolve, verified_stream
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
 
-@router.post("", status_code=201)
+FORM_SLACK = 1024 * 1024
+"""Bytes a form may hold beyond the file: the manifest part (1 MiB at most) and the framing."""
+
+
+@dataclass(frozen=True)
+class _Form:
+    file: UploadFile
+    manifest: str
+
+
+async def _upload_form(
+    request: Request, rt: RuntimeDep, _principal: CanUpload
+) -> AsyncIterator[_Form]:
+    """The multipart body, read only after the caller may upload, and never past the limit.
+
+    FastAPI reads body parameters before any dependency runs: an anonymous 50 MB body was
+    written to a temporary file, then refused with 401. So the body is no parameter: it is
+    read here, after the authorization, refused at once when its Content-Length is too big and
+    cut off when more arrives than the limit, with exactly one ``file`` and one ``manifest``
+    part (a second of either was silently dropped)."""
+    cap = rt.settings.api.max_upload_mb * 1024 * 1024 + FORM_SLACK
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > cap:
+        raise TooLarge(f"the body declares {declared} bytes; this endpoint takes {cap}")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput("send multipart/form-data with one 'file' part and one 'manifest' part")
+
+    async def capped() -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > cap:
+                raise TooLarge(f"the body exceeds this endpoint's {cap} bytes")
+            yield chunk
+
+    parser = MultiPartParser(request.headers, capped(), max_files=1, max_fields=1)  # type: ignore[arg-type]
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise InvalidInput(f"the form: {e.message} (one 'file', one 'manifest')") from None
+    try:
+        files, manifests = form.getlist("file"), form.getlist("manifest")
+        if len(files) != 1 or not isinstance(files[0], UploadFile):
+            raise InvalidInput("the form needs exactly one 'file' part (a file)")
+        if len(manifests) != 1 or not isinstance(manifests[0], str):
+            raise InvalidInput("the form needs exactly one 'manifest' part (JSON text)")
+        yield _Form(files[0], manifests[0])
+    finally:
+        await form.close()
+
+
+_FORM_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "manifest"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "manifest": {"type": "string", "description": "Manifest JSON"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("", status_code=201, openapi_extra=_FORM_DOC)
 def upload_item(
     rt: RuntimeDep,
     principal: CanUpload,
     response: Response,
-    file: Annotated[UploadFile, File(description="The recording, byte for byte.")],
-    manifest: Annotated[str, Form(description="Manifest JSON (device, officer, cases, ...).")],
+    form: Annotated[_Form, Depends(_upload_form)],
 ) -> dict[str, Any]:
     """Seal one (small) file with its manifest. Big files use resumable intake."""
+    file, manifest = form.file, form.manifest
     parsed = parse_manifest(manifest, case_id_pattern=rt.settings.case_id_pattern)
+    if parsed.signature is not None:
+        # Only a device's signed manifest (tus) carries a signature, checked against its key;
+        # here nothing could check it, and the leaf would claim it for ever.
+        raise ManifestError("a signature is only taken with a device's signed manifest (tus)")
     if parsed.file_name is None and file.filename:
         try:
             parsed = parse_manifest(

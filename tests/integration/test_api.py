@@ -270,11 +270,23 @@ BAD_MANIFESTS: dict[str, tuple[str, str]] = {
     "unknown field": ('{"case_ids": [], "evil": 1}', "evil"),
     "naive device time": ('{"device_time": "2026-01-01T08:00:00"}', "UTC offset"),
     "bad device id": ('{"device_id": "../dev"}', "device_id"),
+    # A lone surrogate passed the name check, then failed the leaf after the bytes were put
+    # under retention: a 500 and a locked object with no row, each time.
+    "file_name with a lone surrogate": ('{"file_name": "a\\ud800.mp4"}', "surrogate"),
+    "nested without end": ("[" * 2000, "not valid JSON"),
+    "a key given twice": ('{"case_ids": [], "case_ids": ["Z-9"]}', "twice"),
+    "a signature nothing checks": ('{"signature": "Zm9yZ2Vk"}', "signature"),
 }
 
 
 def test_bad_manifests_are_refused_and_leave_nothing(client: TestClient, runtime: Runtime) -> None:
     wrong: list[str] = []
+    store, key = runtime.store, keys.original_key(_SHA)
+
+    def versions() -> int:  # the other backend's run may have sealed _DATA in this bucket
+        return len(list(store.client.list_objects(store.bucket, prefix=key, include_version=True)))
+
+    before = versions()
     for name, (text, words) in BAD_MANIFESTS.items():
         r = _upload(client, _DATA, text)
         if r.status_code != 422 or words not in r.json().get("detail", ""):
@@ -286,6 +298,7 @@ def test_bad_manifests_are_refused_and_leave_nothing(client: TestClient, runtime
     assert _count(runtime, Item) == 0
     assert _count(runtime, ItemCase) == 0
     assert _count(runtime, LogLeaf) == 0
+    assert versions() == before  # nothing stored either (a locked object would stay for years)
     # The same bytes with a good manifest are then accepted as new evidence.
     assert _upload(client, _DATA, {"sha256": _SHA, "size": len(_DATA)}).status_code == 201
 
@@ -490,3 +503,97 @@ def test_the_thread_pool_is_sized_for_waiting_seals(make_settings: SettingsFacto
         assert c.portal is not None
         tokens = c.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
     assert tokens == 123
+
+
+def _drive(client: TestClient, headers: dict[str, str], chunks: list[bytes]) -> tuple[int, int]:
+    """POST /v1/items straight to the app, the body in ``chunks``: (status, chunks read)."""
+    app = client.app
+    read = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        if read < len(chunks):
+            read += 1
+            return {
+                "type": "http.request",
+                "body": chunks[read - 1],
+                "more_body": read < len(chunks),
+            }
+        return {"type": "http.disconnect"}
+
+    statuses: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/v1/items", "raw_path": b"/v1/items",
+        "query_string": b"", "http_version": "1.1", "scheme": "http", "root_path": "",
+        "server": ("testserver", 80), "client": ("127.0.0.1", 5000),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }  # fmt: skip
+
+    async def call() -> None:
+        await app(scope, receive, send)  # type: ignore[arg-type]
+
+    assert client.portal is not None
+    client.portal.call(call)
+    return statuses[0], read
+
+
+def _multipart(parts: list[tuple[str, str | None, bytes]]) -> tuple[str, bytes]:
+    boundary = "liuhen-test-boundary"
+    body = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        body += data + b"\r\n"
+    return f"multipart/form-data; boundary={boundary}", body + f"--{boundary}--\r\n".encode()
+
+
+def test_an_upload_is_read_only_after_its_caller_may_upload_and_only_up_to_the_limit(
+    make_settings: SettingsFactory,
+) -> None:
+    """FastAPI read body parameters before the authorization: an anonymous body was written
+    to disk whole, then refused. Now nothing of it is read; a Content-Length past the limit is
+    refused before reading, and a body that grows past it is cut off."""
+    settings = make_settings(api={"max_upload_mb": 1})
+    with TestClient(create_app(settings, workers=0)) as c:
+        rt: Runtime = c.app.state.runtime  # type: ignore[attr-defined]
+        token = bearer(make_user(rt, OFFICER, "officer", UNIT))
+        kind, body = _multipart([("manifest", None, b"{}"), ("file", "big.mp4", _clip(3 << 20))])
+        chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+        anonymous = {"content-type": kind, "content-length": str(len(body))}
+        assert _drive(c, anonymous, chunks) == (401, 0)
+        assert _drive(c, {**anonymous, **token}, chunks) == (413, 0)  # declared too big
+        status, read = _drive(c, {"content-type": kind, **token}, chunks)  # no length given
+        assert status == 413 and read < len(chunks)  # cut off at the limit, not read to the end
+        assert _count(rt, Item) == 0
+
+
+def test_a_form_with_two_files_or_two_manifests_is_refused(client: TestClient) -> None:
+    """The last part of a name used to win silently: one recording sent, another sealed."""
+    for parts in (
+        [("manifest", None, b"{}"), ("file", "one.mp4", _clip()), ("file", "two.mp4", _clip())],
+        [("manifest", None, b"{}"), ("manifest", None, b'{"case_ids": ["Z-9"]}'),
+         ("file", "one.mp4", _clip())],
+    ):  # fmt: skip
+        kind, body = _multipart(parts)
+        r = client.post("/v1/items", content=body, headers={"content-type": kind})
+        _assert_problem(r, 422)
+
+
+def test_a_nul_character_anywhere_is_a_problem_document_not_a_500(client: TestClient) -> None:
+    """PostgreSQL refuses NUL in text: in a path, a query or a reason it was a bare 500."""
+    for method, url, body in (
+        ("GET", "/v1/items/a%00b", None),
+        ("GET", "/v1/items/a%00b/receipt", None),
+        ("GET", "/v1/items?case=%00", None),
+        ("GET", "/v1/items?device=x%00", None),
+        ("POST", "/v1/cases/H-1/hold", {"reason": "x\u0000"}),
+    ):
+        r = client.request(method, url, json=body)
+        assert r.status_code in {200, 403, 404, 422}, (url, r.status_code, r.text)
+        if r.status_code != 200:  # SQLite takes NUL: a search then just finds nothing
+            assert r.headers["content-type"].startswith(PROBLEM_JSON), (url, r.text)

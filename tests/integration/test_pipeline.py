@@ -30,7 +30,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from configs.settings import Settings
-from ingest import catalog, jobs, media, timeplace
+from ingest import catalog, jobs, media
 from ingest.errors import EmptyFile, TranscodeError
 from ingest.intake import SealResult, seal_file
 from ingest.manifest import Manifest
@@ -697,14 +697,14 @@ def test_job_that_raises_marks_its_item_and_the_worker_goes_on(
     bad_src = gen.renamed_copy(clips.get(gen.wav), tmp_path, "boom.wav")
     bad = seal(rt, bad_src)
     good = seal(rt, clips.get(gen.amr))
-    real_parse = timeplace.parse_capture_filename
+    real_derive = jobs._derive
 
-    def crashing_parse(name: str) -> timeplace.FileNameInfo | None:
-        if name == "boom.wav":
+    def crashing_derive(rt: Runtime, snap: Any, *args: Any) -> None:
+        if snap.id == bad.item_id:  # time and place are guarded: a bug past them, then
             raise RuntimeError("parser bug on a hostile name (test)")
-        return real_parse(name)
+        real_derive(rt, snap, *args)
 
-    monkeypatch.setattr(timeplace, "parse_capture_filename", crashing_parse)
+    monkeypatch.setattr(jobs, "_derive", crashing_derive)
     pool = BackgroundWorkers(rt.queue, 1)
     pool.start()
     try:
