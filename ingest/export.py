@@ -34,12 +34,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.orm import Session
 
 from ingest import catalog, custody
+from ingest.errors import InvalidInput
 from ingest.export_docs import report_html, verify_md
 from ingest.manifest import check_case_id
 from ingest.retrieve import Target, verified_stream
 from ingest.runtime import Runtime
 from integrity import package as bag
-from integrity.leaves import KIND_CUSTODY
+from integrity.leaves import KIND_CUSTODY, CustodyLeaf, ItemLeaf, parse_leaf
 from storage import keys
 from storage import repository as repo
 from storage import verify_queries as q
@@ -190,9 +191,13 @@ class _Entry:
 class PackageStream:
     """The package's bytes, in order (``for chunk in stream``); ``result`` once exhausted."""
 
-    def __init__(self, rt: Runtime, *, case_id: str, actor: str, now: datetime) -> None:
+    def __init__(
+        self, rt: Runtime, *, case_id: str, actor: str, now: datetime, log_at_end: bool = True
+    ) -> None:
         check_case_id(case_id, rt.settings.case_id_pattern)
         self.rt, self.case_id, self.actor, self.now = rt, case_id, actor, now
+        self.log_at_end = log_at_end
+        """Log the export as the stream ends (HTTP); else the caller calls ``log_export``."""
         self.folder = folder_name(case_id, now)
         self.result: ExportResult | None = None
         # Plan first (fails before a byte is sent for an unknown case or a corrupt log).
@@ -203,10 +208,23 @@ class PackageStream:
             items = [i for i in repo.items_of_case(session, case_id=case_id) if i.log_index < size]
             self.tsr = repo.get_checkpoint(session, size=size).tsr if size else None
             leaves = q.leaves_of_items(session, item_ids=[i.id for i in items], below=size)
-            self.entries = [self._entry(session, i, leaves) for i in items]
+            # Membership as the checkpoint has it: an item linked after it was signed (the
+            # index is read a moment later) would come with no leaf putting it in the case.
+            cases = _cases_at(leaves)
+            items = [i for i in items if case_id in cases.get(i.id, set())]
+            leaves = [leaf for leaf in leaves if leaf.item_id in {i.id for i in items}]
+            self.entries = [self._entry(session, i, leaves, cases[i.id]) for i in items]
         self.leaves = [(leaf.idx, leaf.data) for leaf in leaves]
+        # Every proof now, against the one checkpoint: a leaf row that differs from the signed
+        # log (LogCorrupt) stops the export before a byte is sent, not after the originals.
+        self.proofs = {
+            idx: rt.ledger.receipt_under(idx, data=data, signed=self.signed)
+            for idx, data in self.leaves
+        }
 
-    def _entry(self, session: Session, item: Item, leaves: list[LogLeaf]) -> _Entry:
+    def _entry(
+        self, session: Session, item: Item, leaves: list[LogLeaf], cases: set[str]
+    ) -> _Entry:
         original = Target(
             item.id,
             "original",
@@ -226,7 +244,9 @@ class PackageStream:
                 derivatives.append((name, target))
         return _Entry(
             item=item,
-            document=catalog.item_document(session, item),
+            document=_as_of(
+                catalog.item_document(session, item), self.signed.checkpoint.size, cases
+            ),
             original=original,
             original_name=f"{bag.ORIGINAL}.{_original_ext(item)}",
             derivatives=derivatives,
@@ -290,8 +310,7 @@ class PackageStream:
                 yield from text(f"{base}/{bag.CUSTODY}", "".join(c + "\n" for c in e.custody))
             for idx, data in self.leaves:
                 yield from text(f"{bag.LEAVES}/{idx}.json", data)
-                proof = self.rt.ledger.receipt_under(idx, data=data, signed=self.signed)
-                yield from text(f"{bag.PROOFS}/{idx}.tlog-proof", proof)
+                yield from text(f"{bag.PROOFS}/{idx}.tlog-proof", self.proofs[idx])
             yield from text(bag.CHECKPOINT, self.signed.note)
             if self.tsr:
                 yield from text(bag.TIMESTAMP, self.tsr)
@@ -342,10 +361,11 @@ class PackageStream:
             items=len(self.entries),
             checkpoint_size=self.signed.checkpoint.size,
         )
-        self._log_export(self.result)  # logged before the last bytes are handed over
+        if self.log_at_end:
+            self.log_export(self.result)  # logged before the last bytes are handed over
         yield sink.drain()
 
-    def _log_export(self, result: ExportResult) -> None:
+    def log_export(self, result: ExportResult) -> None:
         details = {
             "case_id": self.case_id,
             "package": f"{result.folder}.zip",
@@ -377,17 +397,72 @@ def stream_export(
 def export_to_file(
     rt: Runtime, *, case_id: str, actor: str, output: Path, now: datetime | None = None
 ) -> ExportResult:
-    """Write the package to ``output`` (atomically: nothing is left there on failure)."""
-    stream = stream_export(rt, case_id=case_id, actor=actor, now=now)
+    """Write the package to ``output`` (atomically: nothing is left there on failure).
+
+    The export is logged only once the whole file is on disk (flushed and synced), just
+    before it takes its name: a package that failed on the way (a full disk, ``output`` a
+    folder) is never logged as exported."""
+    if output.is_dir():
+        raise InvalidInput(f"{output} is a folder: name the package file to write")
+    if not output.parent.is_dir():
+        raise InvalidInput(f"the folder {output.parent} does not exist")
+    stream = PackageStream(
+        rt, case_id=case_id, actor=actor, now=now or datetime.now(UTC), log_at_end=False
+    )
     tmp = output.with_name(f".{output.name}.{os.getpid()}.partial")
     try:
         with tmp.open("wb") as f:
             _copy(stream, f)
+            f.flush()
+            os.fsync(f.fileno())
+        assert stream.result is not None  # noqa: S101 - set when the stream is exhausted
+        stream.log_export(stream.result)
         tmp.replace(output)
+        _fsync_dir(output.parent)
     finally:
         tmp.unlink(missing_ok=True)
-    assert stream.result is not None  # noqa: S101 - set when the stream is exhausted
     return stream.result
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _cases_at(leaves: list[LogLeaf]) -> dict[str, set[str]]:
+    """Each item's cases as its leaves (in log order, below the checkpoint) put it: the item
+    leaf's cases, then ``link`` / ``unlink`` custody leaves."""
+    cases: dict[str, set[str]] = {}
+    for row in leaves:
+        leaf = parse_leaf(row.data)
+        if isinstance(leaf, ItemLeaf) and row.item_id is not None:
+            cases[row.item_id] = set(leaf.case_ids)
+        elif isinstance(leaf, CustodyLeaf) and leaf.case_id is not None:
+            now_in = cases.setdefault(leaf.item_id, set())
+            if leaf.action == "link":
+                now_in.add(leaf.case_id)
+            elif leaf.action == "unlink":
+                now_in.discard(leaf.case_id)
+    return cases
+
+
+def _as_of(document: dict[str, Any], size: int, cases: set[str]) -> dict[str, Any]:
+    """The item document as the package's checkpoint vouches for it: custody, derivatives and
+    case history below ``size``, the cases its leaves give."""
+
+    def below(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in rows if r.get("log_index") is not None and r["log_index"] < size]
+
+    return {
+        **document,
+        "case_ids": sorted(cases),
+        "custody": below(document.get("custody") or []),
+        "derivatives": below(document.get("derivatives") or []),
+        "case_history": below(document.get("case_history") or []),
+    }
 
 
 def _copy(chunks: PackageStream, out: IO[bytes]) -> None:

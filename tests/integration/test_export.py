@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import threading
@@ -12,6 +13,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bagit
 import pytest
@@ -19,8 +21,10 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from configs.settings import Settings
-from ingest import jobs, people
-from ingest.export import ExportResult, export_to_file
+from ingest import jobs, links, people
+from ingest.errors import InvalidInput
+from ingest.export import ExportResult, export_to_file, stream_export
+from ingest.ledger import LogCorrupt
 from ingest.runtime import Runtime, open_runtime
 from ingest.verify import verify_all
 from integrity import package
@@ -579,3 +583,75 @@ def test_a_file_that_inflates_without_end_is_a_failure_not_a_crash(
     report = verify_package(forged, verifier_key=exported.key)
     assert not report.ok
     assert (member.split("/", 1)[1], "too_large") in {(f.file, f.code) for f in report.failures}
+
+
+# --- what the checkpoint vouches for, and when an export counts (a review's findings) ----------
+
+
+def _exports(rt: Runtime, item_id: str) -> int:
+    with rt.sessions() as s:
+        return sum(e.action == "export" for e in repo.custody_of(s, item_id=item_id))
+
+
+def test_an_item_linked_after_the_packages_checkpoint_is_not_in_it(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index is read a moment after the checkpoint is signed: an item linked in between
+    came into the package with no leaf putting it in the case, and a metadata.json naming
+    the case and derivatives the package could not prove."""
+    inside = seal(rt, distinct_files(tmp_path / "a", 1)[0], "LATE-1")
+    later = seal(rt, distinct_files(tmp_path / "b", 1)[0], "OTHER-2")
+    real = rt.ledger.publish
+
+    def publish_then_link() -> Any:
+        signed = real()
+        links.link(rt, item_id=later.item_id, case_id="LATE-1", reason="same scene",
+                   actor="officer:o")  # fmt: skip
+        return signed
+
+    monkeypatch.setattr(rt.ledger, "publish", publish_then_link)
+    path = tmp_path / "late.zip"
+    result = export_to_file(rt, case_id="LATE-1", actor="reviewer:r", output=path)
+    assert result.items == 1
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        (meta,) = [n for n in names if n.endswith("/metadata.json")]
+        doc = json.loads(zf.read(meta))
+    assert inside.item_id in meta and not any(later.item_id in n for n in names)
+    assert all(e["log_index"] < result.checkpoint_size for e in doc["custody"])
+    assert doc["case_ids"] == ["LATE-1"]
+    assert verify_package(path, verifier_key=rt.ledger.key.verifier_key).ok
+
+
+def test_a_leaf_row_unlike_the_signed_log_stops_the_export_before_a_byte(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    sealed = seal(rt, distinct_files(tmp_path / "a", 1)[0], "BAD-1")
+    rt.ledger.publish()
+    row = json.loads(sealed.leaf)
+    forged = json.dumps({**row, "size": row["size"] + 1}, separators=(",", ":"), sort_keys=True)
+    sql(rt, "UPDATE log_leaves SET data = :d WHERE idx = :i", d=forged, i=sealed.log_index)
+    with pytest.raises(LogCorrupt):
+        stream_export(rt, case_id="BAD-1", actor="reviewer:r")  # at once, nothing streamed
+
+
+def test_a_package_that_does_not_reach_its_file_is_not_logged_as_exported(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sealed = seal(rt, distinct_files(tmp_path / "a", 1)[0], "DISK-1")
+    with pytest.raises(InvalidInput, match="folder"):
+        export_to_file(rt, case_id="DISK-1", actor="reviewer:r", output=tmp_path)
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device (test)")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        export_to_file(rt, case_id="DISK-1", actor="reviewer:r", output=tmp_path / "p.zip")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert not (tmp_path / "p.zip").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".partial"] == []
+    assert _exports(rt, sealed.item_id) == 0
+    export_to_file(rt, case_id="DISK-1", actor="reviewer:r", output=tmp_path / "p.zip")
+    assert _exports(rt, sealed.item_id) == 1
