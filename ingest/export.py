@@ -42,6 +42,7 @@ from ingest.runtime import Runtime
 from integrity import package as bag
 from integrity.leaves import KIND_CUSTODY, CustodyLeaf, ItemLeaf, parse_leaf
 from storage import keys
+from storage import people as store
 from storage import repository as repo
 from storage import verify_queries as q
 from storage.db import transaction
@@ -373,6 +374,15 @@ class PackageStream:
             "checkpoint_size": result.checkpoint_size,
         }
         with transaction(self.rt.sessions) as session:
+            # The case's own record too: a case with no items (all unlinked) leaves one.
+            store.add_case_event(
+                session,
+                case_id=self.case_id,
+                action=EXPORT_ACTION,
+                actor=self.actor,
+                now=datetime.now(UTC),
+                details={**details, "items": [e.item.id for e in self.entries]},
+            )
             for e in self.entries:
                 item = repo.get_item(session, item_id=e.item.id)
                 custody.record(

@@ -108,10 +108,24 @@ def _decode_at(src: Path, time: float, lead_s: float | None) -> _Image | None:
     return None
 
 
+MAX_FRAME_PIXELS = 8192 * 4320
+"""The largest frame thumbnails are decoded from in this process (8K video and more)."""
+
+
 def make_thumbnails(
     src: Path, info: ProbeResult, workdir: Path, *, count: int = 6
 ) -> list[Derived]:
     """JPEG stills at evenly spaced times, by seeking (never decoding the whole clip)."""
+    pixels = (info.width or 0) * (info.height or 0)
+    if pixels > MAX_FRAME_PIXELS:
+        # A 424 KB upload can declare 12000 x 12000 frames: decoding and converting them here
+        # (no address-space limit in this process, unlike ffmpeg's) took 3.6 GB.
+        raise media_error(
+            MediaError,
+            ProblemCode.NO_THUMBNAILS,
+            f"frames of {info.width} x {info.height} are beyond the {MAX_FRAME_PIXELS} "
+            "pixels thumbnails are made from (the proxy is scaled by ffmpeg)",
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     times = _seek_times(info, count)
     grabbed = _grab_opencv(src, times, count)

@@ -32,6 +32,7 @@ from integrity.errors import HashMismatch
 from integrity.note import Checkpoint, generate_signer_key, sign_note, split_note
 from integrity.package import PackageReport, verify_package
 from storage import keys
+from storage import people as people_store
 from storage import repository as repo
 from tests.cli import cli_env, run_cli
 from tests.conftest import TESTDATA, SettingsFactory
@@ -655,3 +656,19 @@ def test_a_package_that_does_not_reach_its_file_is_not_logged_as_exported(
     assert _exports(rt, sealed.item_id) == 0
     export_to_file(rt, case_id="DISK-1", actor="reviewer:r", output=tmp_path / "p.zip")
     assert _exports(rt, sealed.item_id) == 1
+
+
+def test_every_export_is_a_case_event_also_of_a_case_with_no_items(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    sealed = seal(rt, distinct_files(tmp_path / "a", 1)[0], "EMPTY-1")
+    links.unlink(rt, item_id=sealed.item_id, case_id="EMPTY-1", reason="wrong case", actor="o")
+    result = export_to_file(rt, case_id="EMPTY-1", actor="reviewer:r", output=tmp_path / "e.zip")
+    assert result.items == 0
+    with rt.sessions() as s:
+        (event,) = [
+            e for e in people_store.case_events(s, case_id="EMPTY-1") if e.action == "export"
+        ]
+    details = event.details or {}
+    assert event.actor == "reviewer:r" and details["package_sha256"] == result.sha256
+    assert details["items"] == []
