@@ -21,7 +21,7 @@ from api.errors import exit_code, problem
 from configs.errors import SystemRefused
 from configs.settings import load_settings
 from ingest.errors import IntakeRefused, ManifestError
-from ingest.manifest import Manifest, check_file_name
+from ingest.manifest import Manifest, check_file_name, kept_file_name
 from integrity.errors import LiuhenError
 
 if TYPE_CHECKING:
@@ -126,9 +126,11 @@ def ingest(
     results: list[dict[str, Any]] = []
     try:  # refuse bad arguments before anything is sealed
         for path in [*files, *([track] if track else [])]:
+            if path.is_dir():
+                raise IntakeRefused(f"{path}: a folder; give the files in it")
             if not path.is_file():
                 raise IntakeRefused(f"{path}: no such file")
-            check_file_name(path.name)
+            check_file_name(kept_file_name(path.name))
     except ValueError as e:
         _fail(ManifestError(str(e)), as_json)
     except LiuhenError as e:
@@ -140,7 +142,7 @@ def ingest(
                     device_id=device,
                     officer_id=officer,
                     case_ids=tuple(case or ()),
-                    file_name=path.name,
+                    file_name=kept_file_name(path.name),  # bytes that are not UTF-8, readably
                 )
                 sealed = seal_file(rt, path, manifest, actor=who)
                 receipt = rt.ledger.receipt(sealed.log_index)

@@ -29,7 +29,6 @@ import os
 import re
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -38,7 +37,7 @@ from typing import Any
 
 from ingest.errors import IngestError, InvalidInput
 from ingest.intake import seal_file
-from ingest.manifest import Manifest
+from ingest.manifest import Manifest, kept_file_name
 from ingest.retention import DELETED
 from ingest.runtime import Runtime
 from ingest.timeplace import parse_capture_filename
@@ -316,7 +315,7 @@ def _adopt(
     logs ``received_again``; adopting it would leave the cases out."""
     with rt.sessions() as session:
         item = repo.find_item_by_sha256(session, sha256=sha256)
-        if item is None or item.status == DELETED or item.original_name != kept_name(name):
+        if item is None or item.status == DELETED or item.original_name != kept_file_name(name):
             return None
         first = repo.custody_of(session, item_id=item.id)[:1]
         if not first or first[0].action != "sealed" or first[0].actor != actor:
@@ -341,21 +340,6 @@ def shown(path: Path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def kept_name(name: str) -> str:
-    """The file name as the item keeps it: characters a manifest refuses (control and format
-    characters, undecodable bytes) written as ``<U+XXXX>`` / ``<0xNN>``, the rest as it is."""
-    out = []
-    for c in name:
-        category = unicodedata.category(c)
-        if category == "Cs" and 0xDC80 <= ord(c) <= 0xDCFF:  # surrogateescape: one raw byte
-            out.append(f"<0x{ord(c) - 0xDC00:02X}>")
-        elif category in {"Cc", "Cf", "Zl", "Zp", "Cs"}:
-            out.append(f"<U+{ord(c):04X}>")
-        else:
-            out.append(c)
-    return "".join(out)[:255]
-
-
 def _manifest(rt: Runtime, path: Path, entry: dict[str, Any], cases: tuple[str, ...]) -> Manifest:
     hint = parse_capture_filename(path.name)
     device = (
@@ -374,7 +358,7 @@ def _manifest(rt: Runtime, path: Path, entry: dict[str, Any], cases: tuple[str, 
         device_id=device,
         officer_id=officer,
         case_ids=cases,
-        file_name=kept_name(path.name),
+        file_name=kept_file_name(path.name),
         sha256=entry["sha256"],
         size=entry["identity"]["size"],
         capture_start=started,

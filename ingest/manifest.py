@@ -82,6 +82,22 @@ def check_file_name(name: str) -> None:
         raise ValueError("file_name contains a lone surrogate (bytes that are not UTF-8)")
 
 
+def kept_file_name(name: str) -> str:
+    """A local file's name as an item keeps it: characters :func:`check_file_name` refuses
+    (control and format characters, bytes that are not UTF-8: a card mounted with another
+    character set) written as ``<U+XXXX>`` / ``<0xNN>``, the rest as it is."""
+    out = []
+    for c in name:
+        category = unicodedata.category(c)
+        if category == "Cs" and 0xDC80 <= ord(c) <= 0xDCFF:  # surrogateescape: one raw byte
+            out.append(f"<0x{ord(c) - 0xDC00:02X}>")
+        elif category in {"Cc", "Cf", "Zl", "Zp", "Cs"}:
+            out.append(f"<U+{ord(c):04X}>")
+        else:
+            out.append(c)
+    return "".join(out)[:255]
+
+
 def check_case_id(case_id: str, pattern: str) -> str:
     if not re.fullmatch(pattern, case_id):
         raise ManifestError(f"invalid case ID {case_id!r}: must match {pattern}")

@@ -37,6 +37,7 @@ from ingest.errors import (
     SeqReplayed,
     ServerUnavailable,
 )
+from ingest.manifest import kept_file_name
 from integrity.hashing import sha256_file
 from integrity.leaves import canonical_json
 from integrity.verify import verify_receipt
@@ -238,7 +239,7 @@ class Pusher:
                 "officer_id": me.json()["officer_id"],
                 "seq": seq,
                 "device_time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "file_name": path.name,
+                "file_name": kept_file_name(path.name),  # bytes that are not UTF-8, readably
                 "size": size,
                 "sha256": sha256,
                 "case_ids": sorted(set(case_ids)),
@@ -247,7 +248,7 @@ class Pusher:
             meta = {
                 "manifest": text,
                 "signature": self.cred.sign(text).encode("ascii"),
-                "filename": path.name.encode("utf-8"),
+                "filename": kept_file_name(path.name).encode("utf-8"),
             }
             header = ",".join(f"{k} {base64.b64encode(v).decode()}" for k, v in meta.items())
             try:

@@ -190,6 +190,8 @@ def test_errors_print_one_json_document_and_exit_non_zero(
     assert (error["status"], error["code"]) == (404, "not_found")
     assert "0000000000NOSUCHITEM" in error["detail"]
 
+    folder = _liuhen("ingest", tmp_path, "--json", env=env, cwd=tmp_path, ok=False)
+    assert folder.returncode == 3 and "a folder" in folder.json()["error"]["detail"]
     missing = _liuhen("ingest", tmp_path / "nope.mp4", "--json", env=env, cwd=tmp_path, ok=False)
     assert missing.returncode == 3, str(missing)
     assert "no such file" in missing.json()["error"]["detail"]

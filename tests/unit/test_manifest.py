@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -15,6 +16,7 @@ from ingest.manifest import (
     Manifest,
     check_case_id,
     check_file_name,
+    kept_file_name,
     parse_manifest,
 )
 
@@ -216,3 +218,18 @@ def test_capture_end_before_start_is_refused() -> None:
         case_id_pattern=DEFAULT_CASE_ID_PATTERN,
     )
     assert ok.capture_end == ok.capture_start
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [
+        ("IMG_0001.JPG", "IMG_0001.JPG"),
+        ("现场记录.mp4", "现场记录.mp4"),
+        ("b\nx.jpg", "b<U+000A>x.jpg"),
+        ("c\u200b.jpg", "c<U+200B>.jpg"),
+        (os.fsdecode(b"\xd6\xd0.jpg"), "<0xD6><0xD0>.jpg"),  # GBK bytes on a UTF-8 system
+    ],
+)
+def test_a_local_files_name_is_kept_readably_and_always_passes(name: str, kept: str) -> None:
+    assert kept_file_name(name) == kept
+    check_file_name(kept_file_name(name))
