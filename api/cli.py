@@ -21,7 +21,7 @@ from api.errors import exit_code, problem
 from configs.errors import SystemRefused
 from configs.settings import load_settings
 from ingest.errors import IntakeRefused, ManifestError
-from ingest.manifest import Manifest, check_file_name, kept_file_name
+from ingest.manifest import Manifest, check_file_name, kept_file_name, path_text
 from integrity.errors import LiuhenError
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def ingest(
                 )
                 sealed = seal_file(rt, path, manifest, actor=who)
                 receipt = rt.ledger.receipt(sealed.log_index)
-                results.append({**sealed.document(receipt=receipt), "file": str(path)})
+                results.append({**sealed.document(receipt=receipt), "file": path_text(path)})
                 typer.echo(f"sealed {path} → {sealed.item_id}", err=True)
             if track is not None or wait:
                 # The pipeline pulls in the media tools (OpenCV, PyAV): only when asked.

@@ -37,7 +37,7 @@ from typing import Any
 
 from ingest.errors import IngestError, InvalidInput
 from ingest.intake import seal_file
-from ingest.manifest import Manifest, kept_file_name
+from ingest.manifest import Manifest, kept_file_name, path_text
 from ingest.retention import DELETED
 from ingest.runtime import Runtime
 from ingest.timeplace import parse_capture_filename
@@ -191,7 +191,7 @@ def _import(
             break
         if progress:
             progress(path.name, n - 1, len(files))
-        name = shown(path)
+        name = path_text(path)
         if path.suffix.lower() not in MEDIA_SUFFIXES:
             report.skipped.append({"file": name, "reason": "not a media file"})
             continue
@@ -228,7 +228,7 @@ def _one(
 ) -> dict[str, Any] | str:
     """Take one file as far as it goes; a dict when this run sealed or completed it, else the
     reason it was skipped."""
-    key = shown(path.resolve())
+    key = path_text(path.resolve())
     entry = state.files.get(key)
     st = path.stat()
     if entry is not None and entry["identity"] != _identity(st):
@@ -332,12 +332,6 @@ def _receipt_of_other_item(target: Path, item_id: str) -> bool:
         return False
     except (ValueError, AttributeError, OSError):
         return True  # not a receipt we can read: leave it as it is
-
-
-def shown(path: Path) -> str:
-    """The path as text that JSON can carry: bytes that are not UTF-8 (a card mounted with
-    another character set) are written as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _manifest(rt: Runtime, path: Path, entry: dict[str, Any], cases: tuple[str, ...]) -> Manifest:

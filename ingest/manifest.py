@@ -7,9 +7,11 @@ names an invalid case, tries a path in the file name, or declares an impossible 
 from __future__ import annotations
 
 import json
+import os
 import re
 import unicodedata
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -80,6 +82,12 @@ def check_file_name(name: str) -> None:
         raise ValueError("file_name contains control characters")
     if any(unicodedata.category(c) == "Cs" for c in name):  # no UTF-8: no leaf could hold it
         raise ValueError("file_name contains a lone surrogate (bytes that are not UTF-8)")
+
+
+def path_text(path: Path) -> str:
+    """The path as text that JSON can carry: bytes that are not UTF-8 (a card mounted with
+    another character set) are written as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def kept_file_name(name: str) -> str:

@@ -37,7 +37,7 @@ from ingest.errors import (
     SeqReplayed,
     ServerUnavailable,
 )
-from ingest.manifest import kept_file_name
+from ingest.manifest import kept_file_name, path_text
 from integrity.hashing import sha256_file
 from integrity.leaves import canonical_json
 from integrity.verify import verify_receipt
@@ -224,7 +224,7 @@ class Pusher:
         keys = ("id", "sha256", "size", "media_type", "status", "case_ids", "duplicate")
         out = {k: doc[k] for k in keys}
         out |= {"log_index": doc["log_index"], "leaf": doc["leaf"], "receipt": doc["receipt"]}
-        return {**out, "upload": doc["upload"], "verified": True, "file": str(sent.path)}
+        return {**out, "upload": doc["upload"], "verified": True, "file": path_text(sent.path)}
 
     def _create(self, path: Path, *, size: int, sha256: str, case_ids: list[str]) -> str:
         for _ in range(3):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ from ingest.manifest import (
     check_file_name,
     kept_file_name,
     parse_manifest,
+    path_text,
 )
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -233,3 +235,13 @@ def test_capture_end_before_start_is_refused() -> None:
 def test_a_local_files_name_is_kept_readably_and_always_passes(name: str, kept: str) -> None:
     assert kept_file_name(name) == kept
     check_file_name(kept_file_name(name))
+
+
+def test_a_path_is_text_json_can_carry_whatever_its_bytes() -> None:
+    """A name of bytes that are not UTF-8 used to reach stdout raw: one JSON document that a
+    strict reader (jq) refuses."""
+    path = Path(os.fsdecode(b"/cam/\xd6\xd0.jpg"))
+    text = path_text(path)
+    assert text == "/cam/\\xd6\\xd0.jpg"
+    assert json.loads(json.dumps({"file": text}, ensure_ascii=False).encode("utf-8"))
+    assert path_text(Path("/cam/现场.jpg")) == "/cam/现场.jpg"
