@@ -13,6 +13,8 @@ A device principal (kind ``device``) comes from the device registry: its lookup 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -53,9 +55,60 @@ def get_principal(
         raise
 
 
+UNAUTHENTICATED_EVENTS = 30
+"""Rows an address's unauthenticated requests write per ``UNAUTHENTICATED_WINDOW_S``: each
+takes the index's write lock, which seals wait for, and anyone who reaches the API can send
+them. Every one is still in the log file; the rows past the limit are counted, and the next
+row of that address says how many (``details.not_recorded``)."""
+UNAUTHENTICATED_WINDOW_S = 60.0
+
+
+class _EventBudget:
+    """Per address: when its window began, rows written in it, requests not written. One per
+    app (``app.state``): the rows are the index's, and each app has its runtime."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str | None, list[float]] = {}
+
+    def take(self, address: str | None) -> int | None:
+        """None when this request gets no row; else how many before it went without one."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._seen) > 10_000:  # addresses enough: forget the quiet ones
+                self._seen = {k: v for k, v in self._seen.items()
+                              if now - v[0] < UNAUTHENTICATED_WINDOW_S}  # fmt: skip
+            entry = self._seen.setdefault(address, [now, 0, 0])
+            if now - entry[0] >= UNAUTHENTICATED_WINDOW_S:
+                entry[0], entry[1] = now, 0
+            if entry[1] >= UNAUTHENTICATED_EVENTS:
+                entry[2] += 1
+                return None
+            entry[1] += 1
+            skipped, entry[2] = int(entry[2]), 0
+            return skipped
+
+
+def _budget_of(request: Request) -> _EventBudget:
+    budget: _EventBudget | None = getattr(request.app.state, "unauthenticated_budget", None)
+    if budget is None:  # a race here makes two budgets for a moment: harmless
+        budget = request.app.state.unauthenticated_budget = _EventBudget()
+    return budget
+
+
 def _record_unauthenticated(rt: Runtime, request: Request, why: str) -> None:
     client = request.client.host if request.client else None
     log.warning("unauthenticated %s %s from %s: %s", request.method, request.url.path, client, why)
+    skipped = _budget_of(request).take(client)
+    if skipped is None:
+        return
+    details: dict[str, Any] = {
+        "method": request.method,
+        "path": request.url.path[:300],
+        "from": client,
+    }
+    if skipped:
+        details["not_recorded"] = skipped  # requests from this address since the last row
     with transaction(rt.sessions) as session:
         store.add_case_event(
             session,
@@ -64,7 +117,7 @@ def _record_unauthenticated(rt: Runtime, request: Request, why: str) -> None:
             actor="anonymous",
             now=datetime.now(UTC),
             reason=why,
-            details={"method": request.method, "path": request.url.path[:300], "from": client},
+            details=details,
         )
 
 

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -597,3 +598,30 @@ def test_a_nul_character_anywhere_is_a_problem_document_not_a_500(client: TestCl
         assert r.status_code in {200, 403, 404, 422}, (url, r.status_code, r.text)
         if r.status_code != 200:  # SQLite takes NUL: a search then just finds nothing
             assert r.headers["content-type"].startswith(PROBLEM_JSON), (url, r.text)
+
+
+def test_an_anonymous_flood_writes_a_bounded_number_of_rows_and_counts_the_rest(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each unauthenticated request wrote a row, under the write lock the seals wait for, for
+    anyone who reaches the API. Now a few rows per address and window; the next row says how
+    many went unrecorded (every one is still in the log file)."""
+    from api import auth
+    from storage import people as people_store
+
+    monkeypatch.setattr(auth, "UNAUTHENTICATED_EVENTS", 3)
+    monkeypatch.setattr(auth, "UNAUTHENTICATED_WINDOW_S", 1.0)
+    anonymous = TestClient(client.app)
+
+    def rows() -> list[dict[str, Any]]:
+        with runtime.sessions() as s:
+            events = people_store.case_events(s)
+        return [e.details or {} for e in events if e.action == "unauthenticated"]
+
+    before = len(rows())
+    for _ in range(10):
+        assert anonymous.get("/v1/items").status_code == 401
+    assert len(rows()) - before == 3
+    time.sleep(1.1)
+    assert anonymous.get("/v1/items").status_code == 401
+    assert rows()[-1]["not_recorded"] == 7
