@@ -96,6 +96,20 @@ def create_app(
     return app
 
 
+def _coded(request: Request, status: int, title: str, code: str, detail: str) -> JSONResponse:
+    """An RFC 9457 problem document of liuhen's own ``code`` for an error that is no
+    ``LiuhenError`` (FastAPI's validation, the database refusing a value, the unexpected)."""
+    doc = {
+        "type": f"urn:liuhen:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": request.url.path,
+    }
+    return JSONResponse(doc, status_code=status, media_type=PROBLEM_JSON)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LiuhenError)
     async def domain_error(request: Request, exc: LiuhenError) -> JSONResponse:
@@ -121,44 +135,22 @@ def _install_error_handlers(app: FastAPI) -> None:
         # a query or a body: the request's fault, not the server's (SQLite takes them).
         logger.warning("%s %s: the database refused a value: %s", request.method,
                        request.url.path, str(exc.orig).splitlines()[0])  # fmt: skip
-        doc = {
-            "type": "urn:liuhen:problem:bad_value",
-            "title": "Invalid request",
-            "status": 422,
-            "detail": "a value the index cannot hold (a NUL character, or too long)",
-            "code": "bad_value",
-            "instance": request.url.path,
-        }
-        return JSONResponse(doc, status_code=422, media_type=PROBLEM_JSON)
+        detail = "a value the index cannot hold (a NUL character, or too long)"
+        return _coded(request, 422, "Invalid request", "bad_value", detail)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Still a problem document: a client parses one shape of error, whatever went wrong.
         logger.exception("%s %s: unexpected %s", request.method, request.url.path, exc)
-        doc = {
-            "type": "urn:liuhen:problem:internal_error",
-            "title": "Internal error",
-            "status": 500,
-            "detail": "an unexpected error; it is logged on the server",
-            "code": "internal_error",
-            "instance": request.url.path,
-        }
-        return JSONResponse(doc, status_code=500, media_type=PROBLEM_JSON)
+        detail = "an unexpected error; it is logged on the server"
+        return _coded(request, 500, "Internal error", "internal_error", detail)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        doc = {
-            "type": "urn:liuhen:problem:bad_request",
-            "title": "Invalid request",
-            "status": 422,
-            "detail": detail,
-            "code": "bad_request",
-            "instance": request.url.path,
-        }
-        return JSONResponse(doc, status_code=422, media_type=PROBLEM_JSON)
+        return _coded(request, 422, "Invalid request", "bad_request", detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

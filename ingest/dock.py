@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from ingest.durable import fsync_dir
 from ingest.errors import IngestError, InvalidInput
 from ingest.intake import seal_file
 from ingest.manifest import Manifest, kept_file_name, path_text
@@ -98,15 +99,7 @@ class DockState:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(self.path.parent)
 
 
 def _identity(st: os.stat_result) -> dict[str, int]:
@@ -300,7 +293,7 @@ def _one(
         if _identity(path.stat()) != entry["identity"]:
             raise LiuhenError(f"{path} changed after it was sealed; not erased")
         path.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         entry["phase"] = "erased"
         state.save()
     return doc
@@ -371,6 +364,6 @@ def _write_durably(target: Path, doc: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.orm import Session
 
 from ingest import catalog, custody
+from ingest.durable import fsync_dir
 from ingest.errors import InvalidInput
 from ingest.export_docs import report_html, verify_md
 from ingest.manifest import check_case_id
@@ -428,18 +429,10 @@ def export_to_file(
         assert stream.result is not None  # noqa: S101 - set when the stream is exhausted
         stream.log_export(stream.result)
         tmp.replace(output)
-        _fsync_dir(output.parent)
+        fsync_dir(output.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return stream.result
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _cases_at(leaves: list[LogLeaf]) -> dict[str, set[str]]:

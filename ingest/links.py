@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from ingest import custody
 from ingest.manifest import check_case_id
-from ingest.retention import HoldPlan, check_reason, refuse_deleted, sync_item_hold, with_holds
+from ingest.reasons import check_reason
+from ingest.retention import HoldPlan, refuse_deleted, sync_item_hold, with_holds
 from ingest.runtime import Runtime
 from storage import people as store
 from storage import repository as repo

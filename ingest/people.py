@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy.orm import Session
 
 from ingest.errors import BadPassword, InvalidInput, Unauthenticated
+from ingest.reasons import check_reason
 from storage import people as store
 from storage import repository as repo
 from storage.db import transaction
@@ -236,9 +237,7 @@ def set_disabled(
     tokens and ends their web sessions at once; their tokens are revoked too, so enabling
     again needs a new token (``liuhen user token``). Rows stay: what they did stays theirs."""
     now = now or datetime.now(UTC)
-    reason = reason.strip()
-    if not reason:
-        raise InvalidInput("a reason is required (--reason TEXT)")
+    reason = check_reason(reason)
     with transaction(sessions) as session:
         store.set_user_disabled(session, name=name, at=now if disabled else None)
         tokens = store.revoke_tokens(session, user_name=name, now=now) if disabled else 0

@@ -28,9 +28,10 @@ from sqlalchemy.orm import Session
 
 from configs.settings import Settings
 from ingest import custody
-from ingest.errors import HoldsChanging, InvalidInput, ItemDeleted, StillHeld
+from ingest.errors import HoldsChanging, ItemDeleted, StillHeld
 from ingest.ledger import Ledger
 from ingest.manifest import check_case_id
+from ingest.reasons import check_reason
 from ingest.runtime import Runtime
 from storage import people as store
 from storage import repository as repo
@@ -44,17 +45,6 @@ T = TypeVar("T")
 DELETED = "deleted"
 HOLD_ROUNDS = 5
 """How often a hold change is tried again when its items' objects changed in between."""
-
-
-def check_reason(reason: str | None) -> str:
-    text = (reason or "").strip()
-    if not text:
-        raise InvalidInput("a reason is required (--reason TEXT)")
-    if len(text) > 2000:
-        raise InvalidInput("the reason is longer than 2000 characters")
-    if "\x00" in text:
-        raise InvalidInput("the reason holds a NUL character")
-    return text
 
 
 def category_retention(settings: Settings, *, important: bool) -> timedelta:

@@ -34,6 +34,7 @@ from sqlalchemy import func, select
 
 from ingest import catalog
 from ingest.devices import check_manifest
+from ingest.durable import fsync_dir
 from ingest.errors import (
     ChecksumMismatch,
     IntegrityMismatch,
@@ -183,7 +184,7 @@ class Uploads:
             fd = os.open(self.spool_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             os.fsync(fd)
             os.close(fd)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return _state(row)
 
     def _created_already(
@@ -640,11 +641,3 @@ def _lock(fd: int, upload_id: str) -> None:
                     f"upload {upload_id} is being written by another request"
                 ) from None
             time.sleep(0.05)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
