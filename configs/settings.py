@@ -172,6 +172,9 @@ class IntakeSettings(BaseModel):
     """An unfinished upload untouched this long expires (410) and is swept."""
     sweep_interval_s: int = Field(default=300, ge=1)
     """How often (at most) upload creations (``POST /v1/uploads``) sweep expired uploads."""
+    body_idle_s: float = Field(default=60.0, gt=0)
+    """A PATCH whose body sends nothing for this long is cut off, keeping what arrived: a
+    phone that changed networks without closing its connection must not hold its upload."""
     sync_every_bytes: int = Field(default=8 << 20, ge=1 << 16)
     """During a long PATCH, fsync and record the offset after this many bytes."""
     stream_to_store: bool = True

@@ -106,6 +106,13 @@ class BadUploadRequest(DeviceRefused):
     code = "bad_upload_request"
 
 
+class BodyStalled(DeviceRefused):
+    """No byte of a request body arrived for ``intake.body_idle_s``: what did is kept and the
+    upload is free to resume (a silent client must not hold it)."""
+
+    code = "body_stalled"
+
+
 class UnsupportedTusVersion(DeviceRefused):
     code = "unsupported_tus_version"
 

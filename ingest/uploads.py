@@ -50,6 +50,7 @@ from ingest.intake import Vouched, seal_file, seal_stored
 from ingest.runtime import Runtime
 from ingest.sniff import sniff_file
 from ingest.upload_stream import StoreStream
+from integrity.errors import LiuhenError
 from storage import keys
 from storage import repository as repo
 from storage.db import transaction
@@ -83,6 +84,12 @@ class UploadState:
     expires_at: datetime
     item_id: str | None
     error: dict[str, Any] | None
+
+
+def _lapsed(upload: Upload | UploadState, now: datetime) -> bool:
+    """Untouched past its expiry with bytes still missing. A complete upload never lapses:
+    every byte is in, only its seal is owed."""
+    return upload.offset < upload.length and upload.expires_at <= now
 
 
 def _state(row: Upload) -> UploadState:
@@ -206,7 +213,7 @@ class Uploads:
                 row is None
                 or row.length != length
                 or row.manifest != manifest_text.decode("utf-8", "replace")
-                or (row.state == RECEIVING and row.expires_at <= now)
+                or (row.state == RECEIVING and _lapsed(row, now))
             ):
                 return None
             log.info("upload %s asked for again by %s (its answer was lost)", row.id, device_id)
@@ -222,7 +229,7 @@ class Uploads:
             if row is None or row.device_id != device_id or row.state == TERMINATED:
                 raise UploadNotFound(f"no upload {upload_id} for this device")
             state = _state(row)
-        if state.state == EXPIRED or (state.state == RECEIVING and state.expires_at <= now):
+        if state.state == EXPIRED or (state.state == RECEIVING and _lapsed(state, now)):
             raise UploadExpired(
                 f"upload {upload_id} expired at {state.expires_at.isoformat()}; start again"
             )
@@ -499,9 +506,28 @@ class Uploads:
         with self.rt.sessions() as session:
             ids = list(
                 session.scalars(
-                    select(Upload.id).where(Upload.state == RECEIVING, Upload.expires_at <= now)
+                    select(Upload.id).where(
+                        Upload.state == RECEIVING,
+                        Upload.offset < Upload.length,
+                        Upload.expires_at <= now,
+                    )
                 )
             )
+            # Every byte in, the seal failed (store down, process killed) and the device went
+            # away (a tus client whose HEAD says complete asks no more): never expired, sealed
+            # again here.
+            unsealed = [
+                (upload_id, device)
+                for upload_id, device in session.execute(
+                    select(Upload.id, Upload.device_id).where(
+                        Upload.state == RECEIVING,
+                        Upload.offset == Upload.length,
+                        Upload.updated_at
+                        <= now - timedelta(seconds=self.settings.sweep_interval_s),
+                    )
+                )
+            ]
+        self._seal_again(unsealed)
         swept = 0
         for upload_id in ids:
             try:
@@ -522,6 +548,15 @@ class Uploads:
         if swept:
             log.info("expired %d unfinished upload(s)", swept)
         return swept
+
+    def _seal_again(self, uploads: list[tuple[str, str]]) -> None:
+        for upload_id, device_id in uploads:
+            try:
+                state = self.finish(upload_id, device_id=device_id)
+            except LiuhenError as e:  # still failing: the next sweep tries again
+                log.warning("upload %s is complete but could not be sealed: %s", upload_id, e)
+                continue
+            log.info("upload %s, complete but left unsealed, is %s", upload_id, state.state)
 
     def _sweep_orphans(self, now: datetime) -> int:
         """Spool files with no upload row (a crash between making the file and committing the

@@ -18,11 +18,11 @@ import binascii
 import logging
 import re
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from email.utils import format_datetime
 from typing import Annotated, Any
 
-from anyio import CapacityLimiter, to_thread
+from anyio import CapacityLimiter, fail_after, to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -33,6 +33,7 @@ from api.errors import problem
 from ingest.devices import authenticate_device, record_refusal
 from ingest.errors import (
     BadUploadRequest,
+    BodyStalled,
     Forbidden,
     IntakeRefused,
     Unauthenticated,
@@ -279,9 +280,15 @@ async def create(request: Request, device: DeviceDep, uploads: UploadsDep) -> Re
 async def head(
     upload_id: str, request: Request, device: DeviceDep, uploads: UploadsDep
 ) -> Response:
-    """Where the upload stands (the offset recorded after fsync)."""
+    """Where the upload stands (the offset recorded after fsync). A complete upload whose seal
+    failed is sealed first: a tus client that reads offset == length asks no more, so a 200
+    here must mean sealed (a seal still failing answers 503, and the client tries again)."""
     _check_version(request)
     state = await to_thread.run_sync(lambda: uploads.get(upload_id, device_id=device.id))
+    if state.state == RECEIVING and state.offset == state.length:
+        state = await to_thread.run_sync(
+            lambda: uploads.finish(upload_id, device_id=device.id), limiter=_seals(request)
+        )
     headers = {"Upload-Length": str(state.length), **_offset_headers(state, state.offset)}
     if state.state == FAILED:
         return Response(status_code=410, headers=headers)
@@ -310,10 +317,11 @@ async def _receive(
             upload_id, device_id=device_id, offset=offset, checksum=checksum
         )
     )
+    idle_s = uploads.settings.body_idle_s
     try:
         buffer = bytearray()
         try:
-            async for chunk in request.stream():
+            async for chunk in _stream(request, idle_s):
                 buffer += chunk
                 if len(buffer) >= BUFFER:
                     data = bytes(buffer)
@@ -321,10 +329,16 @@ async def _receive(
                     await to_thread.run_sync(writer.write, data)
             if buffer:
                 await to_thread.run_sync(writer.write, bytes(buffer))
-        except ClientDisconnect:
+        except (ClientDisconnect, TimeoutError) as e:
             if buffer:  # what did arrive is kept (no checksum to hold it to)
                 await to_thread.run_sync(writer.write, bytes(buffer))
             kept = await to_thread.run_sync(writer.interrupted)
+            if isinstance(e, TimeoutError):
+                log.warning("upload %s: no byte for %.0f s at %d; kept", upload_id, idle_s, kept)
+                raise BodyStalled(
+                    f"no byte of the body arrived for {idle_s:.0f} s; {kept} bytes are kept: "
+                    "ask with HEAD and resume from there"
+                ) from None
             log.info("upload %s: client went away at %d; kept", upload_id, kept)
             raise BadUploadRequest("the client went away before the body ended") from None
         new_offset = await to_thread.run_sync(writer.commit)
@@ -337,6 +351,19 @@ async def _receive(
             lambda: uploads.finish(upload_id, device_id=device_id), limiter=_seals(request)
         )
     return new_offset, state
+
+
+async def _stream(request: Request, idle_s: float) -> AsyncIterator[bytes]:
+    """The request body, raising TimeoutError when no chunk comes for ``idle_s`` (uvicorn
+    has no body timeout, and a socket that went silent without a FIN never ends)."""
+    chunks = request.stream().__aiter__()
+    while True:
+        with fail_after(idle_s):
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+        yield chunk
 
 
 @router.delete("/{upload_id}", status_code=204)

@@ -967,3 +967,93 @@ def test_upload_streams_to_the_store_as_it_arrives(
             rt.store.bucket, target.key, version_id=target.version_id
         )
         assert stat.size == len(data)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_body_that_goes_silent_is_cut_off_and_the_upload_resumes(
+    make_settings: SettingsFactory,
+) -> None:
+    """A phone that changed networks leaves its PATCH open with no FIN: after
+    ``body_idle_s`` the server keeps what arrived and frees the upload for the next PATCH
+    (it held the upload's lock for ever, each resume a 409)."""
+    settings = make_settings(intake={"sync_every_bytes": 65536, "body_idle_s": 1.5})
+    with live_server(settings) as (base, rt):
+        cred = enroll(rt, "DEV-SILENT")
+        data = clip(1_000_000)
+        meta = metadata(cred, manifest_for(cred, data, seq=1))
+        r = httpx.post(f"{base}/v1/uploads", headers=creation_headers(cred, len(data), meta))
+        url = base + r.headers["location"]
+        port = int(base.rsplit(":", 1)[1])
+        auth = {**TUS, "Authorization": f"Bearer {cred.token}"}
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            head = (
+                f"PATCH {url[len(base) :]} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+                f"Authorization: Bearer {cred.token}\r\nContent-Type: {OCTETS}\r\n"
+                f"Upload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + data[:600_000])
+            sock.settimeout(30)
+            answer = sock.recv(4096).decode("latin-1")  # the socket stays open, silent
+            assert answer.startswith("HTTP/1.1 408"), answer
+            assert "body_stalled" in answer
+            offset = int(httpx.head(url, headers=auth).headers["upload-offset"])
+            assert 0 < offset <= 600_000
+            r = httpx.patch(
+                url,
+                content=data[offset:],
+                headers={**auth, "Content-Type": OCTETS, "Upload-Offset": str(offset)},
+            )
+            assert r.status_code == 204, r.text
+        doc = httpx.get(url, headers=auth).json()
+        assert doc["state"] == "sealed" and doc["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_complete_upload_whose_seal_failed_is_sealed_later_and_never_expires(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last byte is in and the seal fails (the store is down). A stock tus client then
+    reads HEAD, sees offset == length and asks no more: HEAD seals it, and an upload no
+    device asks for again is sealed by the sweep; neither expires (it was swept away, spool
+    and all, a day later)."""
+    from ingest.uploads import Uploads
+    from storage.errors import StoreUnavailable
+
+    settings = make_settings(intake={"upload_expiry_s": 1, "sweep_interval_s": 1})
+    with TestClient(create_app(settings, workers=0)) as client:
+        rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        cred = enroll(rt, "DEV-UNSEALED")
+        auth = {**TUS, "Authorization": f"Bearer {cred.token}", "Content-Type": OCTETS}
+        failing = Uploads._seal
+
+        def store_down(self: Uploads, upload_id: str, sha256: str) -> Any:
+            raise StoreUnavailable("the store is down (test)")
+
+        ids, blobs = [], []
+        for seq in (1, 2):
+            data = clip(5000 + seq)
+            meta = metadata(cred, manifest_for(cred, data, seq=seq))
+            r = client.post("/v1/uploads", headers=creation_headers(cred, len(data), meta))
+            monkeypatch.setattr(Uploads, "_seal", store_down)
+            url = r.headers["location"]
+            r = client.patch(url, content=data, headers={**auth, "Upload-Offset": "0"})
+            _problem(r, 503, "store_unavailable")
+            assert client.head(url, headers=auth).status_code == 503  # still failing
+            monkeypatch.setattr(Uploads, "_seal", failing)
+            ids.append(url.rsplit("/", 1)[1])
+            blobs.append(data)
+        with transaction(rt.sessions) as s:  # a day passes, nobody asks
+            for upload_id in ids:
+                row = s.get(Upload, upload_id)
+                assert row is not None and row.state == "receiving"
+                row.expires_at = row.updated_at = datetime.now(UTC) - timedelta(days=1)
+        h = client.head(f"/v1/uploads/{ids[0]}", headers=auth)
+        assert h.status_code == 200 and h.headers["upload-offset"] == str(len(blobs[0]))
+        uploads = client.app.state.uploads  # type: ignore[attr-defined]
+        assert uploads.sweep(force=True) == 0  # nothing expired
+        for upload_id, data in zip(ids, blobs, strict=True):
+            with rt.sessions() as s:
+                row = s.get(Upload, upload_id)
+                assert row is not None and row.state == "sealed", row.state
+                item = s.get(Item, row.item_id)
+                assert item is not None and item.sha256 == hashlib.sha256(data).hexdigest()
+            _sealed(client, cred, f"/v1/uploads/{upload_id}", data)
