@@ -1053,7 +1053,8 @@ def test_a_complete_upload_whose_seal_failed_is_sealed_later_and_never_expires(
         for upload_id, data in zip(ids, blobs, strict=True):
             with rt.sessions() as s:
                 row = s.get(Upload, upload_id)
-                assert row is not None and row.state == "sealed", row.state
+                assert row is not None
+                assert row.state == "sealed", row.state
                 item = s.get(Item, row.item_id)
                 assert item is not None and item.sha256 == hashlib.sha256(data).hexdigest()
             _sealed(client, cred, f"/v1/uploads/{upload_id}", data)
