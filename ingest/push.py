@@ -230,7 +230,8 @@ class Pusher:
         for _ in range(3):
             me = self._call("GET", f"{self.base}/v1/devices/me")
             with self._state_lock:
-                seq = max(self.state.last_seq, me.json().get("last_seq") or -1) + 1
+                served = me.json().get("last_seq")  # 0 is a seq used, None none yet
+                seq = max(self.state.last_seq, -1 if served is None else int(served)) + 1
                 self.state.last_seq = seq
                 self.state.save()
             manifest = {
@@ -279,7 +280,13 @@ class Pusher:
         with path.open("rb") as f:
             while offset < size:
                 f.seek(offset)
-                chunk = f.read(min(self.chunk_size, size - offset))
+                want = min(self.chunk_size, size - offset)
+                chunk = f.read(want)
+                if len(chunk) < want:  # rewritten under us (a loop recording): never loop
+                    raise IntakeRefused(
+                        f"{path}: the file shrank to {offset + len(chunk)} bytes while it was "
+                        f"sent ({size} when the upload began); push it again once it is closed"
+                    )
                 checksum = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
                 try:
                     r = self.client.patch(
@@ -301,7 +308,7 @@ class Pusher:
                     if progress:
                         progress(offset)
                     continue
-                if r.status_code >= 500 or r.status_code in {409, 423, 460}:
+                if r.status_code >= 500 or r.status_code in {408, 409, 423, 460}:
                     # A server restart, a busy lock, a chunk damaged on the way: resync, resend.
                     attempt = self._backoff(attempt, PushFailed(r.text))
                     offset = self._resync(url)
@@ -346,7 +353,8 @@ class Pusher:
             except httpx.TransportError as e:
                 attempt = self._backoff(attempt, e)
                 continue
-            if r.status_code >= 500:
+            busy = r.status_code in {409, 423} and method in {"GET", "HEAD"}
+            if r.status_code >= 500 or busy:  # busy: another request is sealing the upload
                 attempt = self._backoff(attempt, PushFailed(f"{r.status_code} {r.text[:200]}"))
                 continue
             if r.status_code >= 400:
