@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from configs.settings import Settings
+from ingest.devices import Credential
 from ingest.errors import IntakeRefused
 from ingest.push import Pusher, PushState, Retry
 from ingest.runtime import Runtime
@@ -26,6 +27,10 @@ FAST = Retry(attempts=12, base_s=0.2, cap_s=1.0)
 @pytest.fixture
 def push_settings(make_settings: SettingsFactory) -> Settings:
     return make_settings(intake={"sync_every_bytes": 65536})
+
+
+def _pusher(cred: Credential, base: str, state: Path, **kw: Any) -> Pusher:
+    return Pusher(cred, server=base, state=PushState(state), retry=FAST, **kw)
 
 
 def _refusals(rt: Runtime, device_id: str) -> list[str]:
@@ -47,7 +52,7 @@ def test_a_fresh_state_after_seq_0_takes_seq_1(push_settings: Settings, tmp_path
         for n in (1, 2):
             f = tmp_path / f"clip{n}.mp4"
             f.write_bytes(clip(3000 + n))
-            pusher = Pusher(cred, server=base, state=PushState(tmp_path / f"s{n}.json"), retry=FAST)
+            pusher = _pusher(cred, base, tmp_path / f"s{n}.json")
             try:
                 doc = pusher.push(f, case_ids=["A-2026-001"])
             finally:
@@ -66,9 +71,7 @@ def test_a_file_that_shrinks_while_it_is_sent_is_refused(
         cred = enroll(rt, "DEV-SHRINK")
         f = tmp_path / "loop.mp4"
         f.write_bytes(clip(400_000))
-        pusher = Pusher(
-            cred, server=base, state=PushState(tmp_path / "s.json"), retry=FAST, chunk_size=65536
-        )
+        pusher = _pusher(cred, base, tmp_path / "s.json", chunk_size=65536)
 
         def shrink(offset: int) -> None:
             if offset > 0:
@@ -103,9 +106,7 @@ def test_a_seal_still_running_is_waited_for(
         cred = enroll(rt, "DEV-SLOW")
         f = tmp_path / "clip.mp4"
         f.write_bytes(clip(50_000))
-        pusher = Pusher(
-            cred, server=base, state=PushState(tmp_path / "s.json"), retry=FAST, timeout_s=3
-        )
+        pusher = _pusher(cred, base, tmp_path / "s.json", timeout_s=3)
         try:
             doc = pusher.push(f, case_ids=["A-2026-001"])
         finally:

@@ -4,6 +4,7 @@ every refusal with its status (nothing sealed, the refusal logged), idempotency,
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -700,6 +701,23 @@ def test_tuspy_uploads_and_resumes(intake_settings: Settings) -> None:
         )
 
 
+@contextlib.contextmanager
+def _half_sent_patch(
+    base: str, url: str, cred: Credential, data: bytes, sent: int
+) -> Iterator[socket.socket]:
+    """A raw PATCH declaring all of ``data`` whose socket has sent only ``sent`` bytes."""
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        head = (
+            f"PATCH {url[len(base) :]} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+            f"Authorization: Bearer {cred.token}\r\nContent-Type: {OCTETS}\r\n"
+            f"Upload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + data[:sent])
+        sock.settimeout(30)
+        yield sock
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_resume_after_dropped_connection(intake_settings: Settings) -> None:
     with live_server(intake_settings) as (base, rt):
@@ -708,17 +726,9 @@ def test_resume_after_dropped_connection(intake_settings: Settings) -> None:
         meta = metadata(cred, manifest_for(cred, data, seq=1))
         r = httpx.post(f"{base}/v1/uploads", headers=creation_headers(cred, len(data), meta))
         url = base + r.headers["location"]
-        # Half the body, then the connection is cut.
-        port = int(base.rsplit(":", 1)[1])
-        path = url[len(base) :]
         sent = 600_000
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            head = (
-                f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
-                f"Authorization: Bearer {cred.token}\r\nContent-Type: {OCTETS}\r\n"
-                f"Upload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + data[:sent])
+        with _half_sent_patch(base, url, cred, data, sent):  # then the connection is cut
+            pass
         auth = {**TUS, "Authorization": f"Bearer {cred.token}"}
         offset = -1
         for _ in range(100):  # the server notices the drop and records what it has
@@ -983,16 +993,8 @@ def test_a_body_that_goes_silent_is_cut_off_and_the_upload_resumes(
         meta = metadata(cred, manifest_for(cred, data, seq=1))
         r = httpx.post(f"{base}/v1/uploads", headers=creation_headers(cred, len(data), meta))
         url = base + r.headers["location"]
-        port = int(base.rsplit(":", 1)[1])
         auth = {**TUS, "Authorization": f"Bearer {cred.token}"}
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            head = (
-                f"PATCH {url[len(base) :]} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
-                f"Authorization: Bearer {cred.token}\r\nContent-Type: {OCTETS}\r\n"
-                f"Upload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + data[:600_000])
-            sock.settimeout(30)
+        with _half_sent_patch(base, url, cred, data, 600_000) as sock:
             answer = ""  # the socket stays open, silent; the answer may come in pieces
             while "body_stalled" not in answer and (part := sock.recv(4096)):
                 answer += part.decode("latin-1")
