@@ -12,6 +12,14 @@
   worker table, ``now()`` of the database). Every worker looks every heartbeat for jobs
   ``doing`` under a worker not heard of for ``queue.stalled_s`` and puts them back (one looker
   at a time: an advisory lock); that run counts as an attempt.
+* **An outage is not a death.** While the database is away nobody can beat, so when it comes
+  back every worker looks stalled. A looker that lost the database waits ``stalled_s`` after it
+  is back before it looks again (none while the database has been up for less, after a
+  restart), beats go over a connection of their own that is opened again at the next beat
+  (the pool's reconnect back-off could outlast ``stalled_s``), and procrastinate's own pruning
+  of silent workers, which would unlink a live one's jobs, waits a day. A run whose job was
+  put back anyway (a worker cut off alone) cannot end it: job ends are written only while the
+  job is ``doing`` under the worker that ran it.
 * **Retries** are written due at the database's ``now() + delay``, in the statement that
   puts the job back (procrastinate's own would take the worker's clock), so a worker's clock
   never decides when a job is due, even when the database was away at the moment it failed.
@@ -49,7 +57,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, LiteralString
 
 import procrastinate
 import psycopg
@@ -71,10 +79,31 @@ TASK = "liuhen.pipeline"
 QUEUE = "pipeline"
 RECOVERY_LOCK = 7310852  # pg advisory lock: one stalled-job looker at a time
 IDLE_CHECK_S = 1.0  # a pooled connection idle for longer is pinged before it is used
-RETRY_BY_DATABASE_TIME = (  # procrastinate's retry_job query, due by the database's clock
-    "SELECT procrastinate_retry_job_v2(%(job_id)s, now() + make_interval(secs => %(delay_s)s),"
-    " %(new_priority)s, %(new_queue_name)s, %(new_lock)s)"
-)
+# procrastinate's procrastinate_retry_job_v2, due by the database's clock, and counting the run
+# only when it was one (``step`` 0 for a job handed back unfinished). One statement: a write
+# tried again after a lost answer finds the job no longer ``doing`` and changes nothing.
+RETRY_BY_DATABASE_TIME = """
+UPDATE procrastinate_jobs SET
+    status = (CASE WHEN abort_requested THEN 'failed' ELSE 'todo' END)::procrastinate_job_status,
+    attempts = attempts + CASE WHEN abort_requested THEN 0 ELSE %(step)s END,
+    scheduled_at = CASE WHEN abort_requested THEN scheduled_at
+                   ELSE now() + make_interval(secs => %(delay_s)s) END,
+    priority = COALESCE(%(new_priority)s::integer, priority),
+    queue_name = COALESCE(%(new_queue_name)s::varchar, queue_name),
+    lock = COALESCE(%(new_lock)s::varchar, lock)
+WHERE id = %(job_id)s AND status = 'doing' AND worker_id = ANY(%(workers)s)
+RETURNING id
+"""
+# procrastinate's procrastinate_finish_job_v1, fenced like the retry above: a run whose job was
+# put back (its worker looked stalled) and taken by another worker must not end that run's job.
+FINISH_BY_ITS_WORKER = """
+UPDATE procrastinate_jobs SET
+    status = %(status)s::procrastinate_job_status, abort_requested = false, attempts = attempts + 1
+WHERE id = %(job_id)s AND status = 'doing' AND worker_id = ANY(%(workers)s)
+RETURNING id
+"""
+HEARTBEAT = "SELECT procrastinate_update_heartbeat_v1(%s)"
+PRUNE_WORKERS_S = 86400.0  # procrastinate deletes workers not heard of for this long (see below)
 RESTART_S = (0.5, 10.0)  # back-off of a worker restart after a database error (first, cap)
 _STATES = {
     "todo": JobState.QUEUED,
@@ -91,9 +120,10 @@ class _GaveUp(Exception):
 
 
 class _RetryIn(Exception):
-    def __init__(self, delay_s: float, error: str) -> None:
+    def __init__(self, delay_s: float, error: str, *, counts: bool) -> None:
         super().__init__(error)
         self.delay_s = delay_s
+        self.counts = counts
 
 
 class _Retry(procrastinate.BaseRetryStrategy):
@@ -103,7 +133,7 @@ class _Retry(procrastinate.BaseRetryStrategy):
     procrastinate wants a time, which would be this worker's: the delay is left for the job
     manager (``delays``), which makes the retry due at the database's ``now()`` plus it."""
 
-    def __init__(self, settings: Settings, delays: dict[int, float]) -> None:
+    def __init__(self, settings: Settings, delays: dict[int, tuple[float, bool]]) -> None:
         self.settings = settings
         self.delays = delays
 
@@ -112,13 +142,12 @@ class _Retry(procrastinate.BaseRetryStrategy):
     ) -> procrastinate.RetryDecision | None:
         if isinstance(exception, _GaveUp):
             return None
-        delay = (
-            exception.delay_s
-            if isinstance(exception, _RetryIn)
-            else policy.retry_delay(self.settings.queue, job.attempts)
-        )
+        if isinstance(exception, _RetryIn):
+            delay, counts = exception.delay_s, exception.counts
+        else:
+            delay, counts = policy.retry_delay(self.settings.queue, job.attempts), True
         if job.id is not None:
-            self.delays[job.id] = delay
+            self.delays[job.id] = (delay, counts)
         return procrastinate.RetryDecision()  # when: the job manager's (see above)
 
 
@@ -130,8 +159,9 @@ class _JobManager(pmanager.JobManager):
         super().__init__(connector)
         self.stopping = stopping
         self.worker_ids: set[int] = set()
-        self.delays: dict[int, float] = {}
-        """Job ID → seconds its retry waits (``_Retry``), from the database's ``now()``."""
+        self.delays: dict[int, tuple[float, bool]] = {}
+        """Job ID → seconds its retry waits (``_Retry``), from the database's ``now()``, and
+        whether the run counts as an attempt."""
 
     async def register_worker(self) -> int:
         worker_id = await super().register_worker()
@@ -143,7 +173,12 @@ class _JobManager(pmanager.JobManager):
         await super().unregister_worker(worker_id)
 
     async def finish_job(self, job: PJob, status: Status, delete_job: bool) -> None:
-        write = functools.partial(super().finish_job, job, status, delete_job)
+        if delete_job:  # never asked for (``delete_jobs="never"``): procrastinate's own
+            write = functools.partial(super().finish_job, job, status, delete_job)
+        else:
+            write = functools.partial(
+                self._fenced, job, FINISH_BY_ITS_WORKER, job_id=job.id, status=status.value
+            )
         await self._until_written(job, write)
 
     async def retry_job(
@@ -154,20 +189,35 @@ class _JobManager(pmanager.JobManager):
         queue: str | None = None,
         lock: str | None = None,
     ) -> None:
-        delay = self.delays.pop(job.id, None) if job.id is not None else None
-        if delay is None:
+        decided = self.delays.pop(job.id, None) if job.id is not None else None
+        if decided is None:
             write = functools.partial(super().retry_job, job, retry_at, priority, queue, lock)
         else:
+            delay, counts = decided
             write = functools.partial(
-                self.connector.execute_query_async,
-                query=RETRY_BY_DATABASE_TIME,
+                self._fenced,
+                job,
+                RETRY_BY_DATABASE_TIME,
                 job_id=job.id,
                 delay_s=delay,
+                step=1 if counts else 0,
                 new_priority=priority,
                 new_queue_name=queue,
                 new_lock=lock,
             )
         await self._until_written(job, write)
+
+    async def _fenced(self, job: PJob, query: LiteralString, **args: Any) -> None:
+        """Write a job's end only if it is still ``doing`` under one of this manager's workers."""
+        rows = await self.connector.execute_query_all_async(
+            query=query, workers=sorted(self.worker_ids), **args
+        )
+        if not rows:
+            log.warning(
+                "job %s is no longer this worker's (put back as stalled, or its end was written"
+                " before an answer was lost): this run's end is not written",
+                job.id,
+            )
 
     async def _until_written(self, job: PJob, write: Callable[[], Awaitable[None]]) -> None:
         failures = 0
@@ -258,7 +308,7 @@ class ProcrastinateQueue:
             try:
                 outcome = handler(run)
             except RetryLater as e:
-                raise _RetryIn(e.delay_s, e.error) from e
+                raise _RetryIn(e.delay_s, e.error, counts=e.counts) from e
             if outcome is Outcome.FAILED:
                 raise _GaveUp(item_id)
 
@@ -292,7 +342,10 @@ class ProcrastinateQueue:
                         fetch_job_polling_interval=qs.poll_s,
                         abort_job_polling_interval=max(qs.poll_s, 5.0),
                         update_heartbeat_interval=qs.heartbeat_s,
-                        stalled_worker_timeout=qs.stalled_s,
+                        # Not stalled_s: procrastinate deletes such workers when one starts,
+                        # which would unlink the jobs of a live one that could not beat for
+                        # a while; ``recover_stalled`` judges them (and waits out outages).
+                        stalled_worker_timeout=PRUNE_WORKERS_S,
                         delete_jobs="never",
                     )
                 )
@@ -337,28 +390,63 @@ class ProcrastinateQueue:
             recovery.join()
 
     async def _beat(self, manager: _JobManager) -> None:
-        """Beat for the manager's workers every heartbeat, whatever fails (module docstring)."""
-        while True:
-            await asyncio.sleep(self.settings.queue.heartbeat_s)
-            for worker_id in list(manager.worker_ids):
+        """Beat for the manager's workers every heartbeat, whatever fails (module docstring),
+        on a connection of their own: the pool, after an outage, reconnects on a back-off of
+        its own that can outlast ``stalled_s``; this one is opened again at the next beat."""
+        every = self.settings.queue.heartbeat_s
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while True:
+                await asyncio.sleep(every)
                 try:
-                    await manager.update_heartbeat(worker_id)
+                    if conn is None or conn.closed:
+                        conn = await asyncio.wait_for(_connect(libpq_url(self.engine)), every)
+                    for worker_id in list(manager.worker_ids):
+                        await asyncio.wait_for(_beat_on(conn, worker_id), every)
                 except Exception as e:  # the database away: the next beat tries again
-                    log.warning("worker %s: no heartbeat this time (%s)", worker_id, e)
+                    log.warning("workers %s: no heartbeat this time (%s)", manager.worker_ids, e)
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+        finally:
+            if conn is not None:
+                await conn.close()
 
     def _recover_loop(self, stop: threading.Event) -> None:
+        """Look for stalled jobs every heartbeat. After this looker lost the database, it only
+        looks again once it has been back for ``stalled_s``: every worker's beats failed too
+        meanwhile, and live ones need that long to be heard of again."""
+        stalled = self.settings.queue.stalled_s
+        back_since: float | None = time.monotonic() - stalled  # at start: not cut off
         while True:
             try:
-                self.recover_stalled()
-            except Exception:  # the database restarting: look again next beat
-                log.exception("could not look for stalled jobs")
+                if back_since is None or time.monotonic() - back_since < stalled:
+                    self._ping()
+                    back_since = time.monotonic() if back_since is None else back_since
+                else:
+                    self.recover_stalled(up_for_s=stalled)
+            except Exception as e:  # the database away: look again next beat
+                log.warning("could not look for stalled jobs (%s)", e)
+                back_since = None
             if stop.wait(self.settings.queue.heartbeat_s):
                 return
 
-    def recover_stalled(self) -> int:
-        """Put back jobs whose worker has not been heard of for ``queue.stalled_s``."""
+    def _ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def recover_stalled(self, *, up_for_s: float = 0.0) -> int:
+        """Put back jobs whose worker has not been heard of for ``queue.stalled_s``; none while
+        the database itself has been up for less than ``up_for_s`` (a restart silenced every
+        worker, not only dead ones)."""
         with self.engine.connect() as conn, conn.begin():
-            got = conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RECOVERY_LOCK})
+            got = conn.execute(
+                text(
+                    "SELECT pg_try_advisory_xact_lock(:k)"
+                    " AND pg_postmaster_start_time() < now() - make_interval(secs => :up)"
+                ),
+                {"k": RECOVERY_LOCK, "up": up_for_s},
+            )
             if not got.scalar_one():
                 return 0
             stalled = (
@@ -472,6 +560,14 @@ class ProcrastinateQueue:
 
     def close(self) -> None:
         pass  # workers open and close their own pools; defers use the caller's connection
+
+
+async def _connect(conninfo: str) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+
+
+async def _beat_on(conn: psycopg.AsyncConnection[Any], worker_id: int) -> None:
+    await conn.execute(HEARTBEAT, (worker_id,))
 
 
 def _pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
