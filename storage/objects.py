@@ -239,7 +239,10 @@ class ObjectStore:
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
         """``call()`` with its errors translated; an unavailable store is retried (backoff
-        with jitter, reconnecting each time) until ``retry_s`` has passed.
+        with jitter, reconnecting each time) until ``retry_s`` has passed, by the clock: a
+        try that itself takes long (SeaweedFS waits 30 s for a volume to write to before it
+        answers 500) uses up the budget as the sleeps do, so an operation gives up within
+        ``retry_s`` plus one try.
 
         Once an operation has given up, the ones within the next ``retry_s`` try once and
         fail fast: a run over many objects (``verify --all``) does not wait out the budget
@@ -247,6 +250,7 @@ class ObjectStore:
         gave_up = self._gave_up_at
         recently = gave_up is not None and time.monotonic() - gave_up < self.retry_s
         delays = iter(()) if recently else backoff_delays(self.retry_s)
+        began = time.monotonic()
         while True:
             try:
                 with translate_errors(what):
@@ -255,7 +259,7 @@ class ObjectStore:
                 return result
             except StoreUnavailable as e:
                 delay = next(delays, None)
-                if delay is None:
+                if delay is None or time.monotonic() - began + delay > self.retry_s:
                     self._gave_up_at = time.monotonic()
                     raise
                 log.warning("%s; retrying in %.2f s", e, delay)

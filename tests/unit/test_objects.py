@@ -154,6 +154,24 @@ def test_an_unavailable_store_is_retried_then_given_up() -> None:
     assert calls[-1] - calls[0] <= 0.6 + 0.2
 
 
+def test_the_retry_budget_counts_the_time_tries_take() -> None:
+    """Each try takes 0.3 s to fail (a store that waits before its 500): with a 0.5 s budget
+    the operation gives up after two or three tries, not after every sleep fitted in it."""
+    calls: list[float] = []
+
+    def connect() -> S3Endpoint:
+        calls.append(time.monotonic())
+        time.sleep(0.3)
+        raise StoreUnavailable("slow to fail")
+
+    store = ObjectStore(bucket="liuhen-x", connect=connect, retry_s=0.5)
+    began = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="slow to fail"):
+        store.size("k", "v")
+    assert 2 <= len(calls) <= 3
+    assert time.monotonic() - began < 0.5 + 0.3 + 0.2
+
+
 def test_a_store_connects_only_when_used() -> None:
     calls: list[int] = []
 
