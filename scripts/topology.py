@@ -8,18 +8,21 @@
 
 Usage (state, data and logs under DIR)::
 
-    python scripts/topology.py start DIR [--api 2] [--workers 3]
+    python scripts/topology.py start DIR [--api 2] [--workers 3] [--set LIUHEN_X=value ...]
     python scripts/topology.py status DIR [--json]
     python scripts/topology.py env DIR        # export lines: run liuhen against it
     python scripts/topology.py stop DIR       # kill everything, drop the database
 
 ``tests/e2e/test_topology.py`` drives it with faults (``kill`` / ``restart`` one process).
+The caller's own ``LIUHEN_*`` variables are not handed to the processes (a shell that ran
+``env`` of another topology would mix two deployments): ``--set`` gives them settings.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -29,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ PRODUCTION = ROOT / "configs" / "production.toml"
 BUCKET = "liuhen-evidence"
 ORIGIN = "topology.liuhen.test/log"
 START_TIMEOUT_S = 90.0
+RESTART_SETTLE_S = 3.0  # a restarted process without a port must stay up this long
 
 
 @dataclass
@@ -124,6 +129,9 @@ class Topology:
         root.mkdir(parents=True, exist_ok=True)
         if (root / "topology.json").exists():
             raise SystemExit(f"{root} already holds a topology: stop it first")
+        if (root / "topology.stopped.json").exists():
+            # Its database was dropped: its volumes hold objects no index knows. Not reused.
+            raise SystemExit(f"{root} holds a stopped topology: remove it or use another DIR")
         names = ["master", "volume-1", "volume-2", "filer", "s3"]
         names += [f"api-{i}" for i in range(1, api + 1)]
         ports = dict(zip(names, _free_ports(len(names)), strict=True))
@@ -149,23 +157,28 @@ class Topology:
             "user": "postgres",
             "dbname": "postgres",
         }
+        procs = _seaweed_procs(root, ports) + _liuhen_procs(root, ports, api, workers)
         with psycopg.connect(**admin, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{database}"')
-        url = f"postgresql+psycopg://postgres@{pg_host}:{pg_port}/{database}"
-        _write_log_key(root / "keys" / "log.key")
-        procs = _seaweed_procs(root, ports) + _liuhen_procs(root, ports, api, workers)
-        state = State(
-            root=str(root),
-            ports=ports,
-            access_key=access,
-            secret_key=secret,
-            database=database,
-            database_url=url,
-            pg_admin=admin,
-            procs={p.name: p for p in procs},
-            settings=dict(settings or {}),
-        )
-        state.save()
+        key = root / "keys" / "log.key"
+        try:
+            _write_log_key(key)
+            state = State(
+                root=str(root),
+                ports=ports,
+                access_key=access,
+                secret_key=secret,
+                database=database,
+                database_url=f"postgresql+psycopg://postgres@{pg_host}:{pg_port}/{database}",
+                pg_admin=admin,
+                procs={p.name: p for p in procs},
+                settings=dict(settings or {}),
+            )
+            state.save()
+        except BaseException:  # nothing half made is left: a second start can go ahead
+            _drop_database(admin, database)
+            key.unlink(missing_ok=True)
+            raise
         return cls(root)
 
     def env(self) -> dict[str, str]:
@@ -186,6 +199,7 @@ class Topology:
         }
 
     def _spawn(self, proc: Proc) -> None:
+        (self.root / "logs").mkdir(exist_ok=True)
         log = (self.root / "logs" / f"{proc.name}.log").open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
         if proc.liuhen:
@@ -206,16 +220,15 @@ class Topology:
         self.state.save()
 
     def start(self) -> None:
-        (self.root / "logs").mkdir(exist_ok=True)
         procs = self.state.procs
         self._spawn(procs["master"])
-        _wait_port(self.state.ports["master"], "master")
+        self._wait_listening("master")
         for name in ("volume-1", "volume-2"):
             self._spawn(procs[name])
         for name in ("volume-1", "volume-2"):
-            _wait_port(self.state.ports[name], name)
+            self._wait_listening(name)
         self._spawn(procs["filer"])
-        _wait_port(self.state.ports["filer"], "filer")
+        self._wait_listening("filer")
         self._spawn(procs["s3"])
         self.wait_store()
         for proc in procs.values():
@@ -324,9 +337,35 @@ class Topology:
                 time.sleep(0.1)
 
     def restart(self, name: str) -> None:
-        """Start ``name`` again on its ports and data (after a crash or ``kill``)."""
+        """Start ``name`` again on its ports and data (after a crash or ``kill``); it must
+        listen on its port (or, without one, stay up for a few seconds)."""
         self.kill(name)
         self._spawn(self.state.procs[name])
+        if name in self.state.ports:
+            self._wait_listening(name)
+            return
+        deadline = time.monotonic() + RESTART_SETTLE_S
+        while time.monotonic() < deadline:
+            self._check_alive(name)
+            time.sleep(0.2)
+
+    def _check_alive(self, name: str) -> None:
+        if not _alive(self.state.procs[name].pid):
+            raise SystemExit(f"{name} exited; see {self.root / 'logs' / name}.log")
+
+    def _wait_listening(self, name: str, timeout_s: float = START_TIMEOUT_S) -> None:
+        import socket
+
+        port = self.state.ports[name]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._check_alive(name)  # one that died is named, not waited for
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise SystemExit(f"{name} did not listen on {port} within {timeout_s:.0f} s")
 
     def stop(self) -> None:
         # The edges first (nothing new arrives), the store last.
@@ -335,9 +374,41 @@ class Topology:
         for name in order:
             self.kill(name, signal.SIGTERM if name.startswith("worker-") else signal.SIGKILL)
             self.kill(name)
-        with psycopg.connect(**self.state.pg_admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.state.database}" WITH (FORCE)')
+        _drop_database(self.state.pg_admin, self.state.database)
         (self.root / "topology.json").rename(self.root / "topology.stopped.json")
+
+
+def _drop_database(admin: dict[str, Any], database: str) -> None:
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _only_one(root: Path) -> Iterator[None]:
+    """One command that changes the topology under ``root`` at a time (two ``start`` at once
+    would each make a database and a set of processes on the same directories)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".topology.lock").open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"another topology command is running on {root}") from None
+        yield
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a ``timeout`` or a supervisor) unwinds like Ctrl-C, so a start cut short
+    stops what it started instead of leaving it running."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _weed() -> str:
@@ -422,22 +493,12 @@ def _write_log_key(path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     skey, _ = generate_signer_key(ORIGIN)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # a start killed outright (SIGKILL) left it: never overwritten
+        raise SystemExit(f"{path} exists from an earlier start: remove the directory") from None
     with os.fdopen(fd, "w") as f:
         f.write(skey + "\n")
-
-
-def _wait_port(port: int, what: str, timeout_s: float = START_TIMEOUT_S) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"{what} did not listen on {port} within {timeout_s:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,6 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--workers", type=int, default=3)
     start.add_argument("--pg-host", default="127.0.0.1")
     start.add_argument("--pg-port", type=int, default=5432)
+    start.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="LIUHEN_X=VALUE",
+        help="a setting for every liuhen process (e.g. LIUHEN_QUEUE__HEARTBEAT_S=1); repeatable",
+    )
     for name in ("status", "env", "stop"):
         p = sub.add_parser(name)
         p.add_argument("dir", type=Path)
@@ -464,14 +532,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = sys.stdout
     if args.command == "start":
-        topo = Topology.create(
-            args.dir, api=args.api, workers=args.workers, pg_host=args.pg_host, pg_port=args.pg_port
-        )
-        try:
-            topo.start()
-        except BaseException:
-            topo.stop()
-            raise
+        settings = dict(_setting(s) for s in args.set)
+        with _only_one(args.dir), _terminate_as_interrupt():
+            topo = Topology.create(
+                args.dir,
+                api=args.api,
+                workers=args.workers,
+                pg_host=args.pg_host,
+                pg_port=args.pg_port,
+                settings=settings,
+            )
+            try:
+                topo.start()
+            except BaseException:
+                Topology(topo.root).stop()  # as saved: every process spawned so far
+                raise
         out.write(json.dumps(topo.status(), indent=2) + "\n")
         return 0
     if not (args.dir / "topology.json").exists():
@@ -494,17 +569,26 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in topo.env().items():
             out.write(f"export {key}={shlex.quote(value)}\n")
         return 0
-    if args.command in ("kill", "restart"):
-        if args.process not in topo.state.procs:
-            names = ", ".join(topo.state.procs)
-            raise SystemExit(f"no process {args.process!r} in this topology (one of: {names})")
-        if args.command == "kill":
-            topo.kill(args.process)
-        else:
-            topo.restart(args.process)
-        return 0
-    topo.stop()
+    with _only_one(args.dir):
+        topo = Topology(args.dir)  # again: what a command that held the lock saved
+        if args.command in ("kill", "restart"):
+            if args.process not in topo.state.procs:
+                names = ", ".join(topo.state.procs)
+                raise SystemExit(f"no process {args.process!r} in this topology (one of: {names})")
+            if args.command == "kill":
+                topo.kill(args.process)
+            else:
+                topo.restart(args.process)
+            return 0
+        topo.stop()
     return 0
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.startswith("LIUHEN_"):
+        raise SystemExit(f"--set wants LIUHEN_NAME=value, not {text!r}")
+    return key, value
 
 
 if __name__ == "__main__":
