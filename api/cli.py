@@ -306,8 +306,12 @@ def serve(
     With the embedded profile the home's SeaweedFS is started (or joined) and kept running
     for as long as this serves.
     """
+    from ingest.logkey import load_log_key
+
     try:
         settings = load_settings()
+        if settings.profile != "embedded":  # before the server starts: one clear line, 78
+            load_log_key(settings)
     except LiuhenError as e:
         _fail(e, False)
     _serve(settings, host=host, port=port)

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from api.cli import JsonOpt, _emit, _fail, log_app
-from configs.settings import load_settings
+from configs.errors import ConfigError
+from configs.settings import Settings, load_settings
 from integrity.errors import LiuhenError
 
 
@@ -34,10 +35,25 @@ def init_key(
     from ingest.logkey import init_key as make_key
 
     try:
-        settings = load_settings()
-        path = output or settings.log_key_path
-        key = make_key(path, origin=origin or settings.log.origin)
+        if output is None or origin is None:  # only then are the settings read
+            settings = _settings_for_defaults()
+            output = output or settings.log_key_path
+            origin = origin or settings.log.origin
+        path = output
+        key = make_key(path, origin=origin)
     except LiuhenError as e:
         _fail(e, as_json)
     doc = {"path": str(path), "origin": key.signer.name, "verifier_key": key.verifier_key}
     _emit(doc, as_json, lambda: typer.echo(key.verifier_key))
+
+
+def _settings_for_defaults() -> Settings:
+    """The settings, read for the key's default path and origin. The key is made before the
+    rest of a deployment is set up: when the settings are not complete yet, say which two
+    options make it without them."""
+    try:
+        return load_settings()
+    except ConfigError as e:
+        raise ConfigError(
+            f"{e} (or give both --output and --origin: then no other setting is read)"
+        ) from e

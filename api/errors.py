@@ -121,13 +121,17 @@ def problem(error: LiuhenError, *, instance: str | None = None) -> dict[str, Any
 
 EX_TEMPFAIL = 75
 """sysexits.h: a temporary failure; trying again later may work (store or index down)."""
+EX_CONFIG = 78
+"""sysexits.h: a configuration error (settings, a missing log key): trying again will not do."""
 
 
 def exit_code(error: LiuhenError) -> int:
     """CLI exit status: 3 refused input, 4 not found, 5 integrity failure, 75 a service that is
-    unavailable now, 1 otherwise."""
+    unavailable now, 78 a configuration to fix first, 1 otherwise."""
     if isinstance(error, StoreUnavailable | IndexUnavailable | ServerUnavailable):
         return EX_TEMPFAIL
+    if isinstance(error, ConfigError | LogKeyMissing):
+        return EX_CONFIG
     if isinstance(error, IntakeRefused | InvalidInput | ItemDeleted):
         return 3
     if isinstance(error, NotFound | ObjectNotFound):

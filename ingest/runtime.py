@@ -119,12 +119,12 @@ def open_store(settings: Settings) -> tuple[ObjectStore, EmbeddedSeaweed | None]
 
 def open_runtime(settings: Settings) -> Runtime:
     settings.home_dir.mkdir(parents=True, exist_ok=True)
+    key = load_log_key(settings)  # first: a missing key is a setting to fix, not an outage
     store, seaweed = open_store(settings)
     engine = make_engine(settings.database_url, echo=settings.database.echo)
     try:
         migrate_if_needed(engine)
         sessions = make_sessionmaker(engine)
-        key = load_log_key(settings)
         ledger = Ledger(
             sessions=sessions,
             store=store,

@@ -16,6 +16,7 @@ from ingest.errors import (
     IngestError,
     IntakeRefused,
     IntegrityMismatch,
+    LogKeyMissing,
     ManifestError,
     MediaError,
     MetadataError,
@@ -91,7 +92,7 @@ def test_every_error_maps_to_a_status_and_a_problem(cls: type[LiuhenError]) -> N
         "code": cls.code,
         "instance": "/v1/items/x",
     }
-    assert exit_code(error) in {1, 3, 4, 5, 75}
+    assert exit_code(error) in {1, 3, 4, 5, 75, 78}
 
 
 @pytest.mark.parametrize(
@@ -167,7 +168,8 @@ def test_the_table_lists_the_most_specific_class_first() -> None:
         (ProofError("root"), 5),
         (StoreUnavailable("down"), 75),
         (IndexUnavailable("down"), 75),
-        (ConfigError("bad"), 1),
+        (ConfigError("bad"), 78),
+        (LogKeyMissing("none"), 78),
         (MediaError("ffmpeg"), 1),
     ],
 )

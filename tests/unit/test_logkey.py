@@ -102,3 +102,44 @@ def test_the_init_key_command(tmp_path: Path) -> None:
     again = run_cli("log", "init-key", "-o", str(out), "--json", env=env, cwd=tmp_path)
     assert again.returncode != 0
     assert again.json()["error"]["code"] == "log_key_exists"
+
+
+def _production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The production profile with nothing else set yet: the key comes first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
+    root = Path(__file__).resolve().parents[2]
+    return env | {
+        "LIUHEN_CONFIG": str(root / "configs" / "production.toml"),
+        "LIUHEN_HOME": str(tmp_path / "home"),
+        **extra,
+    }
+
+
+def test_init_key_in_a_production_profile_not_set_up_yet(tmp_path: Path) -> None:
+    """Making the key is the first step of a deployment: with --output and --origin it needs
+    no store or database settings; without them it says so."""
+    env = _production_env(tmp_path)
+    out = tmp_path / "log.key"
+    made = run_cli("log", "init-key", "-o", str(out), "--origin", ORIGIN, env=env, cwd=tmp_path)
+    assert made.returncode == 0, made
+    assert out.is_file()
+    lacking = run_cli("log", "init-key", "--json", env=env, cwd=tmp_path)
+    assert lacking.returncode == 78, lacking
+    assert "give both --output and --origin" in lacking.json()["error"]["detail"]
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["worker"]])
+def test_a_production_process_without_its_key_says_so_and_exits_78(
+    tmp_path: Path, command: list[str]
+) -> None:
+    env = _production_env(
+        tmp_path,
+        LIUHEN_S3__ENDPOINT="127.0.0.1:1",
+        LIUHEN_S3__ACCESS_KEY="liuhen-prod",
+        LIUHEN_S3__SECRET_KEY="kR3x9-not-an-example-secret",
+        LIUHEN_DATABASE__URL="postgresql+psycopg://postgres@127.0.0.1:1/liuhen",
+    )
+    ran = run_cli(*command, env=env, cwd=tmp_path)
+    assert ran.returncode == 78, ran
+    assert "Traceback" not in ran.stderr
+    assert "liuhen log init-key" in ran.stderr
