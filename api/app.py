@@ -31,7 +31,8 @@ from api.routes import (
     uploads,
 )
 from configs.settings import Settings
-from ingest.metrics import failed as count_error
+from ingest.metrics import answered as count_error
+from ingest.metrics import count as count_coded
 from ingest.queue import BackgroundWorkers
 from ingest.runtime import Runtime, open_runtime
 from integrity.errors import LiuhenError
@@ -136,12 +137,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         logger.warning("%s %s: the database refused a value: %s", request.method,
                        request.url.path, str(exc.orig).splitlines()[0])  # fmt: skip
         detail = "a value the index cannot hold (a NUL character, or too long)"
+        count_coded("request", "bad_value")
         return _coded(request, 422, "Invalid request", "bad_value", detail)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Still a problem document: a client parses one shape of error, whatever went wrong.
         logger.exception("%s %s: unexpected %s", request.method, request.url.path, exc)
+        count_error(exc)
         detail = "an unexpected error; it is logged on the server"
         return _coded(request, 500, "Internal error", "internal_error", detail)
 
@@ -150,6 +153,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
+        count_coded("request", "bad_request")
         return _coded(request, 422, "Invalid request", "bad_request", detail)
 
     @app.exception_handler(StarletteHTTPException)

@@ -338,6 +338,12 @@ def worker(
     threads: Annotated[
         int | None, typer.Option(help="Worker threads (default from settings).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve this worker's /metrics on this port (default: queue.metrics_port)."
+        ),
+    ] = None,
 ) -> None:
     """Run pipeline workers until interrupted (SIGINT/SIGTERM finish the current job first).
 
@@ -351,8 +357,32 @@ def worker(
         signal.signal(sig, lambda *_: stop.set())
     with _runtime(False) as rt:
         size = threads or max(1, rt.settings.pipeline.workers)
-        typer.echo(f"liuhen worker: {size} thread(s); Ctrl-C to stop", err=True)
-        rt.queue.run_worker(concurrency=size, stop=stop)
+        port = metrics_port if metrics_port is not None else rt.settings.queue.metrics_port
+        with _worker_metrics(rt.settings.api.host, port):
+            typer.echo(f"liuhen worker: {size} thread(s); Ctrl-C to stop", err=True)
+            rt.queue.run_worker(concurrency=size, stop=stop)
+
+
+@contextmanager
+def _worker_metrics(host: str, port: int | None) -> Iterator[None]:
+    """This worker's counters (stage durations, errors) over HTTP while it runs."""
+    if port is None:
+        yield
+        return
+    from prometheus_client import start_http_server
+
+    from ingest.metrics import REGISTRY
+
+    try:
+        server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+    except OSError as e:
+        raise typer.BadParameter(f"cannot serve metrics on {host}:{port}: {e}") from e
+    typer.echo(f"liuhen worker: metrics on http://{host}:{server.server_port}/metrics", err=True)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        thread.join(5)
 
 
 @app.command()

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 # What every LogRecord has; anything else on a record came from ``extra=`` and is kept.
-_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# uvicorn's ``color_message`` repeats the message with terminal colour codes: not for JSON.
+_STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

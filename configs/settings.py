@@ -124,6 +124,9 @@ class QueueSettings(BaseModel):
     """How long a job waits for an unreachable object store before the run counts as failed."""
     store_retry_cap_s: float = Field(default=30.0, gt=0)
     """Longest pause between two tries while waiting for the store."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Where ``liuhen worker`` serves its own ``/metrics`` (on ``api.host``); none: not at all.
+    A worker's stage durations and errors live in its process, not in the API's."""
 
     @model_validator(mode="after")
     def _check(self) -> QueueSettings:

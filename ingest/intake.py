@@ -234,6 +234,7 @@ def _look(rt: Runtime, sha256: str, manifest: Manifest, *, now: datetime) -> tup
     return item is not None, _Lock(until, held)
 
 
+@metrics.seal_observed
 def seal_stored(
     rt: Runtime,
     stored: StoredObject,

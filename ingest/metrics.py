@@ -29,7 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingest.errors import IntakeRefused
+from ingest.errors import AccessError, IntakeRefused
 from integrity.errors import LiuhenError
 from storage.errors import (
     Conflict,
@@ -87,14 +87,31 @@ def sealed(*, size: int, duplicate: bool) -> None:
 
 
 def refused(error: LiuhenError) -> None:
-    """Input refused as not evidence; the reason is the error's stable code."""
+    """Input refused (not evidence, or not from whom it claims); the reason is the error's
+    stable code. Once per error: the seal counts it, and the edge that answers it again."""
+    if getattr(error, "_refusal_counted", False):
+        return
+    error._refusal_counted = True  # type: ignore[attr-defined]
     REFUSALS.labels(reason=error.code).inc()
 
 
+def answered(error: BaseException) -> None:
+    """An error an edge (an API handler) answered: a refusal by its reason, and every error
+    by component (``failed``)."""
+    if isinstance(error, IntakeRefused | AccessError):
+        refused(error)
+    failed(error)
+
+
+def count(component: str, code: str) -> None:
+    """One error of ``component`` (``request``, ``object_store``, ``database``, ...)."""
+    ERRORS.labels(component=component, code=code).inc()
+
+
 def failed(error: BaseException) -> None:
-    """An error reached an edge (the API's handler): count store and database failures
-    (refused input and things not found count as ``request``)."""
-    if isinstance(error, IntakeRefused | NotFound | ObjectNotFound | Conflict):
+    """Count an error by component: the object store, the database, the request's own fault
+    (refused input, access refused, things not found), or other (the unexpected)."""
+    if isinstance(error, IntakeRefused | AccessError | NotFound | ObjectNotFound | Conflict):
         component = "request"
     elif isinstance(error, ObjectStoreError):
         component = "object_store"
@@ -104,7 +121,7 @@ def failed(error: BaseException) -> None:
         component = "storage"
     else:
         component = "other"
-    ERRORS.labels(component=component, code=getattr(error, "code", type(error).__name__)).inc()
+    count(component, getattr(error, "code", type(error).__name__))
 
 
 class _Sealed(Protocol):

@@ -277,8 +277,9 @@ class CheckpointSigner:
             repo.write_tiles(session, tiles=tree.changed())
             if row is not None:
                 repo.add_checkpoint(session, checkpoint=row)
-        metrics.checkpoint_signed(size=size, seconds=time.perf_counter() - started)
-        log.info("checkpoint %d signed (%d new leaves)", size, size - signed_size)
+        if row is not None:  # an empty log's checkpoint is signed for readers, never stored
+            metrics.checkpoint_signed(size=size, seconds=time.perf_counter() - started)
+            log.info("checkpoint %d signed (%d new leaves)", size, size - signed_size)
         return signed
 
     def _extend(self, tree: TiledTree, size: int, *, bundle_from: int) -> list[str]:

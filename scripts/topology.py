@@ -3,8 +3,9 @@
     SeaweedFS  one master, two volume servers (replication 001: every write on both), a filer,
                an S3 gateway with an identities file (never anonymous; Object Lock works)
     PostgreSQL a throwaway database on a running server (default 127.0.0.1:5432)
-    liuhen     N ``liuhen serve`` (API only) and M ``liuhen worker`` processes, production
-               profile (``configs/production.toml``), generated secrets and log key
+    liuhen     N ``liuhen serve`` (API only) and M ``liuhen worker`` processes (each with
+               its ``/metrics`` on its port), production profile
+               (``configs/production.toml``), generated secrets and log key
 
 Usage (state, data and logs under DIR)::
 
@@ -134,6 +135,7 @@ class Topology:
             raise SystemExit(f"{root} holds a stopped topology: remove it or use another DIR")
         names = ["master", "volume-1", "volume-2", "filer", "s3"]
         names += [f"api-{i}" for i in range(1, api + 1)]
+        names += [f"worker-{i}" for i in range(1, workers + 1)]  # their /metrics
         ports = dict(zip(names, _free_ports(len(names)), strict=True))
         access, secret = "liuhen-" + secrets.token_hex(4), secrets.token_urlsafe(32)
         (root / "identities.json").write_text(
@@ -478,7 +480,7 @@ def _liuhen_procs(root: Path, ports: dict[str, int], api: int, workers: int) -> 
         procs.append(
             Proc(
                 name,
-                [exe, "worker", "--threads", "1"],
+                [exe, "worker", "--threads", "1", "--metrics-port", str(ports[name])],
                 str(root / "homes" / name),
                 {"LIUHEN_HOME": str(root / "homes" / name)},
                 liuhen=True,

@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import RuntimeDep
 from api.errors import problem
+from ingest import metrics
 from ingest.devices import authenticate_device, record_refusal
 from ingest.errors import (
     BadUploadRequest,
@@ -102,6 +103,7 @@ def _seals(request: Request) -> CapacityLimiter:
 
 async def _problem(request: Request, error: LiuhenError) -> Response:
     doc = problem(error, instance=request.url.path)
+    metrics.answered(error)
     device_id = getattr(error, "device_id", None) or getattr(request.state, "device_id", None)
     refused = isinstance(error, IntakeRefused | Forbidden)  # an authenticated device, refused
     if device_id and refused and not isinstance(error, Unauthenticated):

@@ -21,6 +21,7 @@ import httpx
 import psutil
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from scripts.topology import Topology
 from scripts.topology import main as topology_cli
@@ -180,6 +181,19 @@ def test_topology_survives_a_dead_volume_server_and_a_killed_worker(
     assert recovered is not None and recovered[0] >= 1, "the killed worker's job ran again"
     logs = "".join((topo.root / "logs" / f"{w}.log").read_text() for w in topo.workers())
     assert "requeued 1 job(s) left by a crashed worker" in logs
+    # The live workers' own /metrics count the jobs they ran (the victim's died with it).
+    runs = 0.0
+    for name in topo.workers():
+        if name != victim:
+            scraped = httpx.get(f"http://127.0.0.1:{topo.state.ports[name]}/metrics").text
+            runs += sum(
+                s.value
+                for family in text_string_to_metric_families(scraped)
+                for s in family.samples
+                if s.name == "liuhen_stage_duration_seconds_count"
+                and s.labels == {"stage": "pipeline"}
+            )
+    assert runs >= 1, "no live worker's metrics showed a job"
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")} | topo.env()
     done = subprocess.run(
