@@ -33,7 +33,12 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="liuhen",
-    help="留痕 liuhen: seal body-camera evidence into WORM storage, log it, index it by case.",
+    help=(
+        "留痕 liuhen: seal body-camera evidence into WORM storage, log it, index it by case."
+        "\n\nWhere: LIUHEN_HOME (default ./var) holds the embedded index, object store and"
+        " keys; LIUHEN_CONFIG names a profile (configs/production.toml for a deployment);"
+        " any setting as LIUHEN_SECTION__NAME (e.g. LIUHEN_DATABASE__URL)."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -147,7 +152,8 @@ def ingest(
                 sealed = seal_file(rt, path, manifest, actor=who)
                 receipt = rt.ledger.receipt(sealed.log_index)
                 results.append({**sealed.document(receipt=receipt), "file": path_text(path)})
-                typer.echo(f"sealed {path} → {sealed.item_id}", err=True)
+                said = "already sealed as" if sealed.duplicate else "sealed"
+                typer.echo(f"{said} {path} → {sealed.item_id}", err=True)
             if track is not None or wait:
                 # The pipeline pulls in the media tools (OpenCV, PyAV): only when asked.
                 from ingest.pipeline_hooks import after_ingest
@@ -284,12 +290,27 @@ def log_key(as_json: JsonOpt = False) -> None:
 
 
 @log_app.command("checkpoint")
-def log_checkpoint(as_json: JsonOpt = False) -> None:
-    """Print the latest signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
+def log_checkpoint(
+    cover: Annotated[
+        bool,
+        typer.Option(
+            "--cover",
+            help="First sign one covering every leaf so far, if the latest does not (custody"
+            " of reads since the last seal); this reaches the object store.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the latest signed checkpoint (C2SP tlog-checkpoint in a signed note).
+
+    Leaves logged after it (views, downloads, verifications by index-only commands) are
+    covered by the next seal, by a running ``liuhen serve`` within seconds, or by --cover.
+    """
     with _runtime(as_json) as rt:
         try:
-            # Signing a new one mirrors it to the store: only when none exists yet.
-            signed = rt.ledger.latest_checkpoint() or rt.ledger.publish()
+            # Signing a new one mirrors it to the store: only when asked, or none exists yet.
+            latest = None if cover else rt.ledger.latest_checkpoint()
+            signed = latest or rt.ledger.publish()
         except LiuhenError as e:
             _fail(e, as_json)
     doc = {"size": signed.checkpoint.size, "note": signed.note}
@@ -417,8 +438,9 @@ def demo(
                 )
                 sealed = seal_file(rt, path, manifest, actor="demo")
                 ids.append(sealed.item_id)
+                said = "already sealed as" if sealed.duplicate else "sealed"
                 typer.echo(
-                    f"sealed {path.name} → {sealed.item_id} (log index {sealed.log_index})",
+                    f"{said} {path.name} → {sealed.item_id} (log index {sealed.log_index})",
                     err=True,
                 )
         typer.echo("running the pipeline (probe, time, place, proxy, thumbnails) ...", err=True)

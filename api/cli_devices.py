@@ -206,14 +206,14 @@ def push(
     )
 
     from ingest.devices import load_credential
-    from ingest.errors import IntakeRefused
+    from ingest.errors import IntakeRefused, InvalidInput
     from ingest.push import Pusher, PushState, Retry
 
     try:
         cred = load_credential(credential)
         url = server or cred.server
         if not url:
-            raise IntakeRefused("no server: give --server or enroll with --server")
+            raise InvalidInput("no server to push to: give --server, or enroll with --server")
         for path in files:
             if not path.is_file():
                 raise IntakeRefused(f"{path}: no such file")
@@ -240,7 +240,8 @@ def push(
             # Each file's receipt is fetched while the next ones upload (``Pusher.push_all``).
             for doc in pusher.push_all(files, case_ids=list(case or ()), progress_for=progress_for):
                 results.append(doc)
-                typer.echo(f"sealed {doc['file']} → {doc['id']} (receipt verified)", err=True)
+                said = "already sealed as" if doc.get("duplicate") else "sealed"
+                typer.echo(f"{said} {doc['file']} → {doc['id']} (receipt verified)", err=True)
     except LiuhenError as e:
         _fail(e, as_json, partial={"items": results})
     finally:

@@ -156,6 +156,14 @@ def test_ingest_item_case_get_receipt_and_log(env: dict[str, str], tmp_path: Pat
     latest = Checkpoint.parse(open_note(note, [Verifier.from_key(vkey)]).text)
     # The item view and the download were logged as custody after the ingest's receipts.
     assert latest.size >= fresh.size > items[1]["log_index"] + 1
+    # --cover signs one over every leaf logged so far, which is then the latest.
+    covered = _liuhen("log", "checkpoint", "--cover", env=env, cwd=tmp_path).stdout
+    cover = Checkpoint.parse(open_note(covered, [Verifier.from_key(vkey)]).text)
+    db = Path(env["LIUHEN_DATABASE__URL"].removeprefix("sqlite:///"))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM log_leaves").fetchone() == (cover.size,)
+    assert cover.size >= latest.size
+    assert _liuhen("log", "checkpoint", env=env, cwd=tmp_path).stdout == covered
 
 
 def test_get_refuses_forged_bytes_and_leaves_no_file(
