@@ -49,9 +49,10 @@ def _store(weed: EmbeddedSeaweed, *, retry_s: float = 0.0, bucket: str = BUCKET)
     return ObjectStore(bucket=bucket, connect=connect, retry_s=retry_s)
 
 
-def test_twenty_restarts_on_existing_data_read_back_at_once(server: EmbeddedSeaweed) -> None:
+def test_ten_restarts_on_existing_data_read_back_at_once(server: EmbeddedSeaweed) -> None:
     """Right after each start every object reads back by version ID, with no retrying: the
-    start is only over once the master lists the volumes on disk and the canary reads."""
+    start is only over once the master lists the volumes on disk and the canary reads. (Ten
+    cycles, about 6 s each: twenty took two minutes of CI for a race none has shown since.)"""
     setup = _store(server, retry_s=5)
     setup.ensure_bucket()
     objects = [
@@ -62,7 +63,7 @@ def test_twenty_restarts_on_existing_data_read_back_at_once(server: EmbeddedSeaw
     used = [p for p in server.data.glob(f"{BUCKET}_*.dat") if p.stat().st_size > 8]
     assert len(used) >= 2, "the objects should span several volumes"
     server.release()
-    for cycle in range(20):
+    for cycle in range(10):
         assert server.stop() is True
         server.start()
         assert volumes_on_disk(server.data) >= {int(p.stem.rpartition("_")[2]) for p in used}
