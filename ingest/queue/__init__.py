@@ -5,7 +5,8 @@
     defer(session, item_id)   queue the item's pipeline inside the caller's transaction, so an
                               item is never committed without its job (and a rollback drops both)
     run_worker(...)           run jobs until told to stop (``liuhen worker``, ``liuhen serve``)
-    wait_for(item_ids)        run jobs here until those items' jobs are finished (``--wait``)
+    wait_for(item_ids)        until those items' jobs are finished, running jobs here unless
+                              ``liuhen worker`` processes are heard of (``--wait``)
     depth(), oldest_age()     how many jobs are waiting or running; how long the oldest due one
                               has waited (seconds, by the database's clock)
     job(item_id)              the item's latest job (state, attempts), for people and tests
@@ -106,8 +107,9 @@ class Queue(Protocol):
         """Run jobs with ``concurrency`` threads until ``stop`` is set (finishing current jobs)."""
 
     def wait_for(self, item_ids: Iterable[str], *, timeout_s: float = 3600) -> set[str]:
-        """Run jobs in this process until the items' jobs are finished; the IDs still
-        unfinished when ``timeout_s`` ran out."""
+        """Until the items' jobs are finished, running jobs in this process unless workers
+        elsewhere are heard of; the IDs still unfinished when ``timeout_s`` ran out (a job
+        this process is running then is finished first)."""
 
     def depth(self) -> int:
         """Jobs waiting or running."""

@@ -482,26 +482,55 @@ class ProcrastinateQueue:
         return len(stalled)
 
     def wait_for(self, item_ids: Iterable[str], *, timeout_s: float = 3600) -> set[str]:
+        """Until these items' jobs are finished. While ``liuhen worker`` processes are heard
+        of, they do the work and this only waits (a ``--wait`` must not take on someone
+        else's hour-long transcode); with none, a worker runs here (it takes whatever job is
+        due, the others' too) until these are done."""
         pending = set(item_ids)
         stop = threading.Event()
-        concurrency = max(1, self.settings.pipeline.workers)
-        worker = threading.Thread(
-            target=self.run_worker, kwargs={"concurrency": concurrency, "stop": stop}, daemon=True
-        )
-        worker.start()
+        worker: threading.Thread | None = None
         deadline = time.monotonic() + timeout_s
+        looked = 0.0
         try:
-            while pending and time.monotonic() < deadline and worker.is_alive():
+            while pending and time.monotonic() < deadline:
+                if worker is None and time.monotonic() - looked >= self.settings.queue.heartbeat_s:
+                    looked = time.monotonic()
+                    if not self.live_workers():
+                        worker = threading.Thread(
+                            target=self.run_worker,
+                            kwargs={
+                                "concurrency": max(1, self.settings.pipeline.workers),
+                                "stop": stop,
+                            },
+                            daemon=True,
+                        )
+                        worker.start()
+                if worker is not None and not worker.is_alive():
+                    break
                 pending = self._unfinished(pending)
                 if pending:
                     time.sleep(0.1)
         finally:
             stop.set()
-            worker.join()
+            if worker is not None:
+                worker.join()
         pending = self._unfinished(pending) if pending else pending
         if pending:
             log.warning("gave up waiting for %d item(s) after %g s", len(pending), timeout_s)
         return pending
+
+    def live_workers(self) -> int:
+        """Workers heard of within ``queue.stalled_s`` (by the database's clock)."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM procrastinate_workers"
+                        " WHERE last_heartbeat >= now() - make_interval(secs => :s)"
+                    ),
+                    {"s": self.settings.queue.stalled_s},
+                ).scalar_one()
+            )
 
     def _unfinished(self, item_ids: set[str]) -> set[str]:
         with self.engine.connect() as conn:

@@ -512,3 +512,29 @@ def test_a_database_outage_longer_than_stalled_runs_no_job_twice(
                 worker.join(60)
         assert not any(worker.is_alive() for worker in workers)
         _ran_once_then_close(rt, queue, item_id, runs)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_wait_leaves_the_work_to_live_workers(rt: Runtime, tmp_path: Path) -> None:
+    """``ingest --wait`` with workers heard of only waits (it must not take on their queue);
+    once none is heard of, it runs the job itself."""
+    item_id = seal(rt, gen.wav(tmp_path))
+    ran: list[str] = []
+
+    def handler(run: JobRun) -> Outcome:
+        ran.append(run.item_id)
+        return Outcome.DONE
+
+    queue = open_queue(rt.settings, rt.engine, rt.sessions, handler)
+    assert isinstance(queue, ProcrastinateQueue)
+    with rt.engine.begin() as conn:  # a worker on another machine, beating
+        elsewhere = conn.execute(
+            text("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id")
+        ).scalar_one()
+    assert queue.live_workers() == 1
+    assert queue.wait_for([item_id], timeout_s=2) == {item_id}
+    assert ran == []
+    with rt.engine.begin() as conn:  # it went away
+        conn.execute(text("DELETE FROM procrastinate_workers WHERE id = :i"), {"i": elsewhere})
+    assert queue.wait_for([item_id], timeout_s=60) == set()
+    assert ran == [item_id]
