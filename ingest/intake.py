@@ -109,18 +109,29 @@ class Vouched:
 
 
 def late_upload_problem(
-    manifest: Manifest, *, received_at: datetime, limit: timedelta
+    manifest: Manifest,
+    *,
+    received_at: datetime,
+    limit: timedelta,
+    clock_offset_ms: int | None = None,
 ) -> Problem | None:
     """``late_upload`` when the item arrives more than ``limit`` after its capture ended (the
-    capture start when no end is known)."""
+    capture start when no end is known). The capture times are the device's clock: with its
+    offset measured at upload (server − device), the end is put on the server's clock first,
+    so a camera set a day behind is not late for it, nor one set ahead on time."""
     ended = _plausible(manifest.capture_end) or _plausible(manifest.capture_start)
-    if ended is None or received_at - ended <= limit:
+    if ended is None:
+        return None
+    if clock_offset_ms is not None:
+        ended += timedelta(milliseconds=clock_offset_ms)
+    if received_at - ended <= limit:
         return None
     hours = (received_at - ended).total_seconds() / 3600
+    corrected = "" if not clock_offset_ms else " (on the server's clock)"
     return Problem(
         "intake",
         ProblemCode.LATE_UPLOAD,
-        f"received {hours:.1f} h after the capture ended; uploads are due within "
+        f"received {hours:.1f} h after the capture ended{corrected}; uploads are due within "
         f"{limit.total_seconds() / 3600:g} h",
     )
 
@@ -376,7 +387,10 @@ def _commit_new(
             "public_key": vouched.public_key,
         }
     late = late_upload_problem(
-        manifest, received_at=now, limit=timedelta(seconds=rt.settings.intake.late_upload_after_s)
+        manifest,
+        received_at=now,
+        limit=timedelta(seconds=rt.settings.intake.late_upload_after_s),
+        clock_offset_ms=offset_ms,
     )
     item_id = new_id()
     item_fields = item_leaf(

@@ -192,3 +192,24 @@ def test_late_upload_rule() -> None:
     only_start = Manifest(capture_start=end)
     assert late_upload_problem(only_start, received_at=end + timedelta(days=2), limit=limit)
     assert late_upload_problem(Manifest(), received_at=end, limit=limit) is None
+
+
+def test_late_upload_judged_on_the_server_clock() -> None:
+    """The capture end is the device's clock: a camera 30 h behind that uploads 2 h after
+    recording is on time; one 30 h ahead that uploads 26 h after is late."""
+    limit, hour_ms = timedelta(hours=24), 3_600_000
+    server_end = datetime(2026, 3, 2, 6, tzinfo=UTC)
+    behind = Manifest(capture_end=server_end - timedelta(hours=30))  # what that device wrote
+    received = server_end + timedelta(hours=2)
+    assert late_upload_problem(behind, received_at=received, limit=limit) is not None
+    assert (
+        late_upload_problem(behind, received_at=received, limit=limit, clock_offset_ms=30 * hour_ms)
+        is None
+    )
+    ahead = Manifest(capture_end=server_end + timedelta(hours=30))
+    received = server_end + timedelta(hours=26)
+    assert late_upload_problem(ahead, received_at=received, limit=limit) is None
+    late = late_upload_problem(
+        ahead, received_at=received, limit=limit, clock_offset_ms=-30 * hour_ms
+    )
+    assert late is not None and "26.0 h" in late.message and "server's clock" in late.message
