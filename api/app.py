@@ -69,9 +69,11 @@ def create_app(
         app.state.runtime = rt
         pool.start()
         stop_signer = rt.ledger.sign_in_background()  # leaves nobody asked a receipt for
+        stop_sweep = uploads.sweep_in_background(app, rt)
         try:
             yield
         finally:
+            stop_sweep()
             stop_signer()
             pool.stop(timeout=30)
             if runtime is None:

@@ -41,6 +41,7 @@ from ingest.errors import (
     ItemDeleted,
     ManifestError,
     OffsetConflict,
+    SeqReplayed,
     TooLarge,
     TooManyUploads,
     UploadExpired,
@@ -141,6 +142,19 @@ class Uploads:
         again = self._created_already(device.id, manifest_text, signature, length, now)
         if again is not None:
             return again
+        try:
+            return self._create(device, length, manifest_text, signature, now)
+        except SeqReplayed:
+            # The same request twice at once (a client that gave up waiting and sent it
+            # again): the one that took the seq is the upload both asked for.
+            again = self._created_already(device.id, manifest_text, signature, length, now)
+            if again is None:
+                raise
+            return again
+
+    def _create(
+        self, device: Device, length: int, manifest_text: bytes, signature: str, now: datetime
+    ) -> UploadState:
         upload_id = new_id()
         with transaction(self.rt.sessions) as session:
             manifest = check_manifest(
@@ -559,8 +573,9 @@ class Uploads:
             log.info("upload %s, complete but left unsealed, is %s", upload_id, state.state)
 
     def _sweep_orphans(self, now: datetime) -> int:
-        """Spool files with no upload row (a crash between making the file and committing the
-        row) older than the expiry: nothing can ever resume them."""
+        """Spool files older than the expiry that nothing can ever resume: with no upload row
+        (a crash between making the file and committing the row), or with one no longer
+        receiving (a crash between ending the upload and removing its spool)."""
         cutoff = now.timestamp() - self.settings.upload_expiry_s
         removed = 0
         for path in self.dir.glob("*.bin"):
@@ -568,7 +583,8 @@ class Uploads:
                 if path.stat().st_mtime > cutoff:
                     continue
                 with self.rt.sessions() as session:
-                    if session.get(Upload, path.stem) is not None:
+                    row = session.get(Upload, path.stem)
+                    if row is not None and row.state == RECEIVING:
                         continue
                 path.unlink()
                 removed += 1

@@ -587,14 +587,28 @@ def test_expired_upload_is_refused_and_swept(
         _problem(client.patch(url, content=data, headers={**auth, "Upload-Offset": "0"}), 410)
         assert client.head(url, headers=auth).status_code == 410
         _refused_cleanly(rt, "DEV-EXP", before, "upload_expired")
-        assert rt.settings.uploads_dir.joinpath(f"{upload_id}.bin").exists()
+        old = (datetime.now(UTC) - timedelta(seconds=5)).timestamp()
         orphan = rt.settings.uploads_dir / "01ORPHANFROMACRASH0000000.bin"
         orphan.write_bytes(b"half")
-        old = (datetime.now(UTC) - timedelta(seconds=5)).timestamp()
-        os.utime(orphan, (old, old))
-        swept = client.app.state.uploads.sweep(force=True)  # type: ignore[attr-defined]
-        assert swept == 2 and not orphan.exists()
-        assert not rt.settings.uploads_dir.joinpath(f"{upload_id}.bin").exists()
+        # A crash between ending an upload and removing its spool leaves the spool behind.
+        other = clip(5_000)
+        r = client.post(
+            "/v1/uploads",
+            headers=creation_headers(
+                cred, len(other), metadata(cred, manifest_for(cred, other, seq=2))
+            ),
+        )
+        assert client.delete(r.headers["location"], headers=auth).status_code == 204
+        left = rt.settings.uploads_dir / f"{r.headers['location'].rsplit('/', 1)[1]}.bin"
+        left.write_bytes(b"left by a crash")
+        for path in (orphan, left):
+            os.utime(path, (old, old))
+        # Nobody creates an upload from now on: the server's own sweep frees all three.
+        spool = rt.settings.uploads_dir / f"{upload_id}.bin"
+        deadline = time.monotonic() + 15
+        while orphan.exists() or left.exists() or spool.exists():
+            assert time.monotonic() < deadline, "the server never swept by itself"
+            time.sleep(0.1)
         with rt.sessions() as s:
             row = s.get(Upload, upload_id)
             assert row is not None and row.state == "expired"
@@ -1062,3 +1076,43 @@ def test_a_complete_upload_whose_seal_failed_is_sealed_later_and_never_expires(
                 item = s.get(Item, row.item_id)
                 assert item is not None and item.sha256 == hashlib.sha256(data).hexdigest()
             _sealed(client, cred, f"/v1/uploads/{upload_id}", data)
+
+
+def test_the_same_creation_twice_at_once_is_one_upload(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """A client that gave up waiting sends its POST again while the first is still being
+    answered: both get the one upload, neither a replayed seq."""
+    cred = enroll(runtime, "DEV-TWICE")
+    for seq in range(1, 4):
+        data = clip(2_000 + seq)
+        headers = creation_headers(
+            cred, len(data), metadata(cred, manifest_for(cred, data, seq=seq))
+        )
+        answers = _at_once(2, lambda h=headers: client.post("/v1/uploads", headers=h))
+        assert sorted(a.status_code for a in answers) == [201, 201], [a.text for a in answers]
+        assert len({a.headers["location"] for a in answers}) == 1
+    with runtime.sessions() as s:
+        assert (
+            s.execute(
+                select(func.count()).select_from(Upload).where(Upload.device_id == "DEV-TWICE")
+            ).scalar_one()
+            == 3
+        )
+
+
+def _at_once(n: int, call: Any) -> list[Any]:
+    """``call()`` from ``n`` threads released together; their answers."""
+    barrier = threading.Barrier(n)
+    answers: list[Any] = []
+
+    def run() -> None:
+        barrier.wait()
+        answers.append(call())
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return answers
