@@ -38,6 +38,7 @@ bench: $(STAMP) browser
 	$(BIN)/python bench/transcode.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/sequencer.py
+	$(BIN)/python bench/search.py
 	$(BIN)/python bench/derivatives.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/intake.py

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage import repository as repo
-from storage.tables import Derivative, Item, ItemCase
+from storage.tables import Derivative, Item
 
 __all__ = [
     "THUMB_ROLES",
@@ -274,13 +274,4 @@ def case_timeline(
 
 def cases_of_items(session: Session, item_ids: Sequence[str]) -> dict[str, list[str]]:
     """Case IDs of each item (one query per 500 items)."""
-    out: dict[str, list[str]] = {i: [] for i in item_ids}
-    for start in range(0, len(item_ids), 500):
-        rows = session.execute(
-            select(ItemCase.item_id, ItemCase.case_id)
-            .where(ItemCase.item_id.in_(item_ids[start : start + 500]))
-            .order_by(ItemCase.case_id)
-        )
-        for item_id, case_id in rows:
-            out[item_id].append(case_id)
-    return out
+    return repo.case_ids_of_items(session, item_ids)

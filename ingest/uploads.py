@@ -112,8 +112,7 @@ class Uploads:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings = rt.settings.intake
-        self.dir = rt.settings.uploads_dir
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = rt.settings.uploads_dir  # made by the first upload, not by a server start
         self._hashes: dict[str, tuple[int, Any]] = {}
         self._streams: dict[str, StoreStream] = {}
         self._guard = threading.Lock()
@@ -202,6 +201,7 @@ class Uploads:
                 expires_at=now + timedelta(seconds=self.settings.upload_expiry_s),
             )
             session.add(row)
+            self.dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.spool_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             os.fsync(fd)
             os.close(fd)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -319,15 +319,22 @@ def item_unit(session: Session, *, item_id: str) -> str | None:
     return None if unit is None else str(unit)
 
 
+# IN subqueries, not correlated EXISTS: SQLite does not flatten an EXISTS, and ran it once per
+# item of the whole table; an IN it reads once, from the case side.
+
+
 def in_case_of_unit(unit: str) -> ColumnElement[bool]:
     """SQL: the item (``Item.id``) is linked to a case of ``unit``."""
-    return exists().where(
-        and_(ItemCase.item_id == Item.id, ItemCase.case_id == Case.id, Case.unit == unit)
+    return Item.id.in_(
+        select(ItemCase.item_id).join(Case, Case.id == ItemCase.case_id).where(Case.unit == unit)
     )
 
 
 def in_granted_case(user_name: str, now: datetime) -> ColumnElement[bool]:
     """SQL: the item (``Item.id``) is linked to a case ``user_name`` may read now."""
-    return exists().where(
-        and_(ItemCase.item_id == Item.id, grant_is_live(user_name, now, ItemCase.case_id))
+    live = select(CaseGrant.case_id).where(
+        CaseGrant.user_name == user_name,
+        CaseGrant.revoked_at.is_(None),
+        CaseGrant.until > now,
     )
+    return Item.id.in_(select(ItemCase.item_id).where(ItemCase.case_id.in_(live)))

@@ -99,6 +99,20 @@ def case_ids_of(session: Session, *, item_id: str) -> list[str]:
     return list(rows)
 
 
+def case_ids_of_items(session: Session, item_ids: Sequence[str]) -> dict[str, list[str]]:
+    """Case IDs of each item (one query per 500 items, not one per item)."""
+    out: dict[str, list[str]] = {i: [] for i in item_ids}
+    for start in range(0, len(item_ids), 500):
+        rows = session.execute(
+            select(ItemCase.item_id, ItemCase.case_id)
+            .where(ItemCase.item_id.in_(item_ids[start : start + 500]))
+            .order_by(ItemCase.case_id)
+        )
+        for item_id, case_id in rows:
+            out[item_id].append(case_id)
+    return out
+
+
 def link_case(session: Session, *, item_id: str, case_id: str, actor: str, now: datetime) -> bool:
     """Link an item to a case; False when the link already existed."""
     ensure_case(session, case_id=case_id, now=now)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -97,7 +98,7 @@ class Case(Base):
     __tablename__ = "cases"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     title: Mapped[str | None] = mapped_column(String(400))
-    unit: Mapped[str | None] = mapped_column(String(100))
+    unit: Mapped[str | None] = mapped_column(String(100), index=True)  # an officer's unit's cases
     created_at: Mapped[datetime]
 
 
@@ -131,6 +132,11 @@ class Item(Base):
     """What the probe found (container, codecs, duration, dimensions)."""
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
     log_index: Mapped[int] = mapped_column(BigInteger, unique=True)
+
+
+# Search pages in this order (``ingest.search``): without it every listing read and sorted the
+# whole table (0.3 to 2.8 s a page at 400,000 items). The expression is the queries' own.
+Index("ix_items_time_id", func.coalesce(Item.captured_at, Item.received_at), Item.id)
 
 
 class ItemCase(Base):
