@@ -133,9 +133,8 @@ def search(
     if f.media_type is not None:
         if "/" in f.media_type:
             conds.append(Item.media_type == f.media_type)
-        else:  # a kind: video, audio, image; a range, which an index can serve (LIKE not)
-            kind = f.media_type
-            conds += [Item.media_type >= f"{kind}/", Item.media_type < f"{kind}0"]
+        else:  # a kind: video, audio, image (a prefix: right under every collation)
+            conds.append(Item.media_type.startswith(f"{f.media_type}/", autoescape=True))
     if f.start is not None:
         conds.append(_time() >= f.start)
     if f.end is not None:
