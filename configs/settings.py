@@ -174,7 +174,8 @@ class IntakeSettings(BaseModel):
     upload_expiry_s: int = Field(default=24 * 3600, ge=1)
     """An unfinished upload untouched this long expires (410) and is swept."""
     sweep_interval_s: int = Field(default=300, ge=1)
-    """How often (at most) upload creations (``POST /v1/uploads``) sweep expired uploads."""
+    """How often each ``liuhen serve`` sweeps uploads (a thread; creations sweep too, at most
+    this often): expired ones are freed, complete ones whose seal failed are sealed again."""
     body_idle_s: float = Field(default=60.0, gt=0)
     """A PATCH whose body sends nothing for this long is cut off, keeping what arrived: a
     phone that changed networks without closing its connection must not hold its upload."""

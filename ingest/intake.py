@@ -122,16 +122,23 @@ def late_upload_problem(
     ended = _plausible(manifest.capture_end) or _plausible(manifest.capture_start)
     if ended is None:
         return None
-    if clock_offset_ms is not None:
-        ended += timedelta(milliseconds=clock_offset_ms)
+    on_server_clock = False
+    if clock_offset_ms:
+        try:
+            corrected = ended + timedelta(milliseconds=clock_offset_ms)
+        except OverflowError:  # a device clock set to year 1 or 9999: its offset means nothing
+            corrected = ended
+        # An offset from a clock that was itself absurd is no correction: the device's word.
+        if corrected != ended and plausible(corrected):
+            ended, on_server_clock = corrected, True
     if received_at - ended <= limit:
         return None
     hours = (received_at - ended).total_seconds() / 3600
-    corrected = "" if not clock_offset_ms else " (on the server's clock)"
+    where = " (on the server's clock)" if on_server_clock else ""
     return Problem(
         "intake",
         ProblemCode.LATE_UPLOAD,
-        f"received {hours:.1f} h after the capture ended{corrected}; uploads are due within "
+        f"received {hours:.1f} h after the capture ended{where}; uploads are due within "
         f"{limit.total_seconds() / 3600:g} h",
     )
 

@@ -565,6 +565,8 @@ class Uploads:
 
     def _seal_again(self, uploads: list[tuple[str, str]]) -> None:
         for upload_id, device_id in uploads:
+            if not self.spool_path(upload_id).exists():
+                continue  # its bytes are in another server's spool: that server seals it
             try:
                 state = self.finish(upload_id, device_id=device_id)
             except LiuhenError as e:  # still failing: the next sweep tries again

@@ -162,9 +162,10 @@ class Topology:
         procs = _seaweed_procs(root, ports) + _liuhen_procs(root, ports, api, workers)
         with psycopg.connect(**admin, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{database}"')
-        key = root / "keys" / "log.key"
+        key, made_key = root / "keys" / "log.key", False
         try:
-            _write_log_key(key)
+            _write_log_key(key)  # refuses an existing key, which is then not ours to remove
+            made_key = True
             state = State(
                 root=str(root),
                 ports=ports,
@@ -179,7 +180,8 @@ class Topology:
             state.save()
         except BaseException:  # nothing half made is left: a second start can go ahead
             _drop_database(admin, database)
-            key.unlink(missing_ok=True)
+            if made_key:
+                key.unlink(missing_ok=True)
             raise
         return cls(root)
 

@@ -59,7 +59,24 @@ def make_engine(url: str, *, echo: bool = False, durable: bool = True) -> Engine
         )
         _sqlite_pragmas(engine, synchronous="FULL" if durable else "NORMAL")
     else:
-        engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        # A network that drops packets, not connections, must end in an error, not a hang: a
+        # connect gives up after 10 s, a silent connection is found dead by TCP keepalives in
+        # about 25 s. Settings in the URL itself win.
+        network = {
+            "connect_timeout": 10,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+        engine = create_engine(
+            url,
+            echo=echo,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=10,
+            connect_args={k: v for k, v in network.items() if k not in parsed.query},
+        )
     _translate_errors(engine)
     return engine
 

@@ -5,8 +5,9 @@
     defer(session, item_id)   queue the item's pipeline inside the caller's transaction, so an
                               item is never committed without its job (and a rollback drops both)
     run_worker(...)           run jobs until told to stop (``liuhen worker``, ``liuhen serve``)
-    wait_for(item_ids)        until those items' jobs are finished, running jobs here unless
-                              ``liuhen worker`` processes are heard of (``--wait``)
+    wait_for(item_ids)        until those items' jobs are finished (``--wait``), running jobs
+                              here: on SQLite always, on PostgreSQL unless ``liuhen worker``
+                              processes are heard of
     depth(), oldest_age()     how many jobs are waiting or running; how long the oldest due one
                               has waited (seconds, by the database's clock)
     job(item_id)              the item's latest job (state, attempts), for people and tests
@@ -107,9 +108,9 @@ class Queue(Protocol):
         """Run jobs with ``concurrency`` threads until ``stop`` is set (finishing current jobs)."""
 
     def wait_for(self, item_ids: Iterable[str], *, timeout_s: float = 3600) -> set[str]:
-        """Until the items' jobs are finished, running jobs in this process unless workers
-        elsewhere are heard of; the IDs still unfinished when ``timeout_s`` ran out (a job
-        this process is running then is finished first)."""
+        """Until the items' jobs are finished, running jobs in this process (on PostgreSQL
+        only while no worker elsewhere is heard of); the IDs still unfinished when
+        ``timeout_s`` ran out (a job this process is running then is finished first)."""
 
     def depth(self) -> int:
         """Jobs waiting or running."""

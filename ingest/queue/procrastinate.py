@@ -92,14 +92,18 @@ UPDATE procrastinate_jobs SET
     queue_name = COALESCE(%(new_queue_name)s::varchar, queue_name),
     lock = COALESCE(%(new_lock)s::varchar, lock)
 WHERE id = %(job_id)s AND status = 'doing' AND worker_id = ANY(%(workers)s)
+    AND attempts = %(attempts)s
 RETURNING id
 """
 # procrastinate's procrastinate_finish_job_v1, fenced like the retry above: a run whose job was
-# put back (its worker looked stalled) and taken by another worker must not end that run's job.
+# put back (its worker looked stalled) and taken again, by another worker or by its own, must
+# not end the new run's job. The worker and the attempts as fetched name the run: putting a job
+# back always counts an attempt.
 FINISH_BY_ITS_WORKER = """
 UPDATE procrastinate_jobs SET
     status = %(status)s::procrastinate_job_status, abort_requested = false, attempts = attempts + 1
 WHERE id = %(job_id)s AND status = 'doing' AND worker_id = ANY(%(workers)s)
+    AND attempts = %(attempts)s
 RETURNING id
 """
 HEARTBEAT = "SELECT procrastinate_update_heartbeat_v1(%s)"
@@ -117,6 +121,13 @@ _STATES = {
 
 class _GaveUp(Exception):
     pass
+
+
+class _LookHung(Exception):
+    """Reaching the database took longer than a heartbeat: it was away meanwhile."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"reaching the database took {seconds:.1f} s")
 
 
 class _RetryIn(Exception):
@@ -210,7 +221,7 @@ class _JobManager(pmanager.JobManager):
     async def _fenced(self, job: PJob, query: LiteralString, **args: Any) -> None:
         """Write a job's end only if it is still ``doing`` under one of this manager's workers."""
         rows = await self.connector.execute_query_all_async(
-            query=query, workers=sorted(self.worker_ids), **args
+            query=query, workers=sorted(self.worker_ids), attempts=job.attempts, **args
         )
         if not rows:
             log.warning(
@@ -413,32 +424,41 @@ class ProcrastinateQueue:
                 await conn.close()
 
     def _recover_loop(self, stop: threading.Event) -> None:
-        """Look for stalled jobs every heartbeat. After this looker lost the database, it only
-        looks again once it has been back for ``stalled_s``: every worker's beats failed too
-        meanwhile, and live ones need that long to be heard of again."""
-        stalled = self.settings.queue.stalled_s
-        back_since: float | None = time.monotonic() - stalled  # at start: not cut off
+        """Look for stalled jobs every heartbeat, once this looker has been in touch with the
+        database for ``stalled_s``: after it lost the database (an error, or a look that hung
+        longer than a heartbeat: a network that drops packets) every worker's beats failed
+        too, and live ones need that long to be heard of again. A looker that has just
+        started may be starting just after an outage: it waits as well (a dead worker's jobs
+        wait ``stalled_s`` longer when every looker is new)."""
+        stalled, beat = self.settings.queue.stalled_s, self.settings.queue.heartbeat_s
+        back_since: float | None = None
         while True:
+            began = time.monotonic()
             try:
-                if back_since is None or time.monotonic() - back_since < stalled:
+                if back_since is None or began - back_since < stalled:
                     self._ping()
+                    if time.monotonic() - began > beat:
+                        raise _LookHung(time.monotonic() - began)
                     back_since = time.monotonic() if back_since is None else back_since
                 else:
-                    self.recover_stalled(up_for_s=stalled)
+                    self.recover_stalled(up_for_s=stalled, began=began, hung_after_s=beat)
             except Exception as e:  # the database away: look again next beat
                 log.warning("could not look for stalled jobs (%s)", e)
                 back_since = None
-            if stop.wait(self.settings.queue.heartbeat_s):
+            if stop.wait(beat):
                 return
 
     def _ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    def recover_stalled(self, *, up_for_s: float = 0.0) -> int:
+    def recover_stalled(
+        self, *, up_for_s: float = 0.0, began: float | None = None, hung_after_s: float = 0.0
+    ) -> int:
         """Put back jobs whose worker has not been heard of for ``queue.stalled_s``; none while
         the database itself has been up for less than ``up_for_s`` (a restart silenced every
-        worker, not only dead ones)."""
+        worker, not only dead ones), and none when reaching it took longer than
+        ``hung_after_s`` since ``began`` (``_LookHung``: the network was away meanwhile)."""
         with self.engine.connect() as conn, conn.begin():
             got = conn.execute(
                 text(
@@ -447,6 +467,8 @@ class ProcrastinateQueue:
                 ),
                 {"k": RECOVERY_LOCK, "up": up_for_s},
             )
+            if began is not None and hung_after_s and time.monotonic() - began > hung_after_s:
+                raise _LookHung(time.monotonic() - began)  # rolled back: nothing put back
             if not got.scalar_one():
                 return 0
             stalled = (

@@ -538,3 +538,48 @@ def test_a_wait_leaves_the_work_to_live_workers(rt: Runtime, tmp_path: Path) -> 
         conn.execute(text("DELETE FROM procrastinate_workers WHERE id = :i"), {"i": elsewhere})
     assert queue.wait_for([item_id], timeout_s=60) == set()
     assert ran == [item_id]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_job_end_is_written_only_by_the_run_that_has_the_job(rt: Runtime, tmp_path: Path) -> None:
+    """The fence on job ends: a run whose job was put back and taken again (by another
+    worker, or by its own after the put-back counted an attempt) ends nothing."""
+    item_id = seal(rt, gen.wav(tmp_path))
+    with rt.engine.begin() as conn:
+        mine, other = (
+            conn.execute(
+                text("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id")
+            ).scalar_one()
+            for _ in range(2)
+        )
+        conn.execute(
+            text(
+                "UPDATE procrastinate_jobs SET status = 'doing', worker_id = :w, attempts = 1"
+                " WHERE lock = :i"
+            ),
+            {"w": mine, "i": item_id},
+        )
+        job_id = conn.execute(
+            text("SELECT id FROM procrastinate_jobs WHERE lock = :i"), {"i": item_id}
+        ).scalar_one()
+    url = pq.libpq_url(rt.engine)
+
+    def end(query: str, workers: list[int], attempts: int, **args: Any) -> int:
+        with psycopg.connect(url, autocommit=True) as conn:
+            cur = conn.execute(
+                query,
+                {"job_id": job_id, "workers": workers, "attempts": attempts, **args},
+            )
+            return len(cur.fetchall())
+
+    finish = {"status": "succeeded"}
+    retry = {"step": 1, "delay_s": 0, "new_priority": None, "new_queue_name": None,
+             "new_lock": None}  # fmt: skip
+    assert end(pq.FINISH_BY_ITS_WORKER, [other], 1, **finish) == 0  # another worker's run
+    assert end(pq.FINISH_BY_ITS_WORKER, [mine], 0, **finish) == 0  # an earlier run of mine
+    assert end(pq.RETRY_BY_DATABASE_TIME, [mine], 0, **retry) == 0
+    job = rt.queue.job(item_id)
+    assert job is not None and job.state is JobState.RUNNING
+    assert end(pq.FINISH_BY_ITS_WORKER, [mine], 1, **finish) == 1  # the run that has it
+    job = rt.queue.job(item_id)
+    assert job is not None and job.state is JobState.DONE

@@ -1116,3 +1116,26 @@ def _at_once(n: int, call: Any) -> list[Any]:
     for t in threads:
         t.join(30)
     return answers
+
+
+def test_a_creation_that_lost_the_seq_to_its_twin_answers_with_the_twin(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race above, made certain: the second request's first look finds nothing (its twin
+    had not committed yet), then the seq is taken; it answers with the twin's upload."""
+    cred = enroll(runtime, "DEV-TWIN")
+    data = clip(3_000)
+    headers = creation_headers(cred, len(data), metadata(cred, manifest_for(cred, data, seq=1)))
+    first = client.post("/v1/uploads", headers=headers)
+    assert first.status_code == 201, first.text
+    uploads = client.app.state.uploads  # type: ignore[attr-defined]
+    real, looks = uploads._created_already, []
+
+    def not_yet_the_first_time(*args: Any) -> Any:
+        looks.append(args)
+        return None if len(looks) == 1 else real(*args)
+
+    monkeypatch.setattr(uploads, "_created_already", not_yet_the_first_time)
+    second = client.post("/v1/uploads", headers=headers)
+    assert second.status_code == 201, second.text
+    assert second.headers["location"] == first.headers["location"] and len(looks) == 2

@@ -213,3 +213,23 @@ def test_late_upload_judged_on_the_server_clock() -> None:
         ahead, received_at=received, limit=limit, clock_offset_ms=-30 * hour_ms
     )
     assert late is not None and "26.0 h" in late.message and "server's clock" in late.message
+
+
+@pytest.mark.parametrize("years", [-7973, 7973])
+def test_an_absurd_device_clock_is_no_correction(years: int) -> None:
+    """A device at year 9999 (or 1) with a plausible capture end: its offset would overflow
+    or land out of range; the end is judged as the device wrote it."""
+    limit = timedelta(hours=24)
+    end = datetime(2026, 3, 1, tzinfo=UTC)
+    offset_ms = years * 365 * 86_400_000
+    m = Manifest(capture_end=end)
+    assert (
+        late_upload_problem(
+            m, received_at=end + timedelta(hours=1), limit=limit, clock_offset_ms=offset_ms
+        )
+        is None
+    )
+    late = late_upload_problem(
+        m, received_at=end + timedelta(hours=30), limit=limit, clock_offset_ms=offset_ms
+    )
+    assert late is not None and "30.0 h" in late.message

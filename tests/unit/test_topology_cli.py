@@ -43,3 +43,15 @@ def test_two_commands_at_once_the_second_is_refused(tmp_path: Path) -> None:
 def test_a_setting_must_be_a_liuhen_variable_with_a_value(tmp_path: Path, setting: str) -> None:
     with pytest.raises(SystemExit, match="--set wants LIUHEN_NAME=value"):
         topology_cli(["start", str(tmp_path), "--set", setting])
+
+
+def test_a_key_left_in_the_directory_is_refused_and_kept(tmp_path: Path) -> None:
+    """A start killed outright left its key (or DIR is some home): never overwritten, and
+    never removed by the start that refused it."""
+    key = tmp_path / "keys" / "log.key"
+    key.parent.mkdir()
+    key.write_text("a signer key\n")
+    with pytest.raises(SystemExit, match="exists from an earlier start"):
+        topology_cli(["start", str(tmp_path)])
+    assert key.read_text() == "a signer key\n"
+    assert not (tmp_path / "topology.json").exists()
