@@ -13,13 +13,14 @@
   ``doing`` under a worker not heard of for ``queue.stalled_s`` and puts them back (one looker
   at a time: an advisory lock); that run counts as an attempt.
 * **An outage is not a death.** While the database is away nobody can beat, so when it comes
-  back every worker looks stalled. A looker that lost the database waits ``stalled_s`` after it
-  is back before it looks again (none while the database has been up for less, after a
-  restart), beats go over a connection of their own that is opened again at the next beat
-  (the pool's reconnect back-off could outlast ``stalled_s``), and procrastinate's own pruning
-  of silent workers, which would unlink a live one's jobs, waits a day. A run whose job was
-  put back anyway (a worker cut off alone) cannot end it: job ends are written only while the
-  job is ``doing`` under the worker that ran it.
+  back every worker looks stalled. A looker that lost the database (an error, or a look that
+  hung for longer than a heartbeat), or has just started, waits ``stalled_s`` before it looks
+  (none while the database has been up for less, after a restart); beats go over a connection
+  of their own that is opened again at the next beat (the pool's reconnect back-off could
+  outlast ``stalled_s``); procrastinate's own pruning of silent workers, which would unlink a
+  live one's jobs, waits a day. A run whose job was put back anyway (a worker cut off alone)
+  cannot end it: job ends are written only while the job is ``doing`` under the worker that
+  ran it, at the attempts it was fetched with (a put-back counts one).
 * **Retries** are written due at the database's ``now() + delay``, in the statement that
   puts the job back (procrastinate's own would take the worker's clock), so a worker's clock
   never decides when a job is due, even when the database was away at the moment it failed.
