@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -36,6 +37,9 @@ def _diff(conn: Connection) -> list[Any]:
     return list(compare_metadata(MigrationContext.configure(conn, opts=opts), Base.metadata))
 
 
+# SQLite cannot reflect an expression index (ix_items_time_id): it is left out of the
+# comparison there, and compared on PostgreSQL.
+@pytest.mark.filterwarnings("ignore:.*expression-based index")
 def test_migrations_match_the_tables(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
