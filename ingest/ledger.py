@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingest import metrics
+from ingest import background, metrics
 from ingest.errors import CheckpointPending, SignerRace
 from ingest.signing import CheckpointSigner, LogCorrupt, TsaConfig
 from integrity.errors import ProofError
@@ -322,28 +322,21 @@ class Ledger:
         """Start a thread that signs leaves nobody asked a receipt for (derivatives, custody)
         within about one interval (at least once a second); returns the function that stops
         it. Every process may run one: the signer lock lets one of them sign at a time."""
-        stop = threading.Event()
         period = max(self.interval, 1.0)
 
-        def run() -> None:
-            while not stop.wait(period):
-                try:
-                    head = self._head()
-                    if not head.covers(head.log_size) and self.store is not None:
-                        self._await(head.log_size, timeout=period)
-                except CheckpointPending:
-                    pass  # another process holds the signer lock: it signs them
-                except Exception:  # keep trying: a store or database outage passes
-                    log.exception("background signing failed")
+        def step() -> None:
+            try:
+                head = self._head()
+                if not head.covers(head.log_size) and self.store is not None:
+                    self._await(head.log_size, timeout=period)
+            except CheckpointPending:
+                pass  # another process holds the signer lock: it signs them
+            except Exception:  # keep trying: a store or database outage passes
+                log.exception("background signing failed")
 
-        thread = threading.Thread(target=run, name="liuhen-log-signer", daemon=True)
-        thread.start()
-
-        def halt() -> None:
-            stop.set()
-            thread.join(timeout=period + self.receipt_wait_s)
-
-        return halt
+        return background.every(
+            period, step, name="liuhen-log-signer", join_s=period + self.receipt_wait_s
+        )
 
     def _fresh(self, size: int) -> SignedCheckpoint | None:
         """The checkpoint this process's last round found, if it covers ``size`` leaves and

@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from ingest import catalog
+from ingest import background, catalog
 from ingest.devices import check_manifest
 from ingest.durable import fsync_dir
 from ingest.errors import (
@@ -562,6 +563,22 @@ class Uploads:
         if swept:
             log.info("expired %d unfinished upload(s)", swept)
         return swept
+
+    def sweep_in_background(self) -> Callable[[], None]:
+        """Sweep every ``sweep_interval_s`` (and once at start: a restart on existing data
+        seals what was complete, frees what expired), not only when a device creates an
+        upload; returns what stops it."""
+        interval = self.settings.sweep_interval_s
+
+        def step() -> None:
+            try:
+                self.sweep(force=True)
+            except Exception as e:  # the index or store away: the next round tries again
+                log.warning("the upload sweep failed: %s", e)
+
+        return background.every(
+            interval, step, name="liuhen-upload-sweep", first_s=min(1.0, interval)
+        )
 
     def _seal_again(self, uploads: list[tuple[str, str]]) -> None:
         for upload_id, device_id in uploads:

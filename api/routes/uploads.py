@@ -143,31 +143,12 @@ def _decorate(request: Request, response: Response) -> None:
 
 
 def sweep_in_background(app: Any, rt: Runtime) -> Callable[[], None]:
-    """Make the app's ``Uploads`` and sweep them every ``intake.sweep_interval_s`` (and once
-    at start: a restart on existing data seals what was complete, frees what expired), not
-    only when a device creates an upload; returns what stops it."""
+    """Make the app's ``Uploads`` and sweep them in the background (``Uploads``); returns
+    what stops it."""
     uploads = Uploads(rt)
     with _uploads_lock:
         app.state.uploads = uploads
-    stop = threading.Event()
-
-    def loop() -> None:
-        wait = min(1.0, rt.settings.intake.sweep_interval_s)
-        while not stop.wait(wait):
-            wait = rt.settings.intake.sweep_interval_s
-            try:
-                uploads.sweep(force=True)
-            except Exception as e:  # the index or store away: the next round tries again
-                log.warning("the upload sweep failed: %s", e)
-
-    thread = threading.Thread(target=loop, name="liuhen-upload-sweep", daemon=True)
-    thread.start()
-
-    def halt() -> None:
-        stop.set()
-        thread.join(30)
-
-    return halt
+    return uploads.sweep_in_background()
 
 
 def get_uploads(request: Request, rt: RuntimeDep) -> Uploads:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from configs.settings import Settings
+from configs.settings import PROFILE_DIR, Settings
 from ingest.errors import LogKeyExists, LogKeyMissing
 from ingest.logkey import init_key, load_log_key
 from integrity.errors import NoteError
@@ -107,9 +107,8 @@ def test_the_init_key_command(tmp_path: Path) -> None:
 def _production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The production profile with nothing else set yet: the key comes first."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
-    root = Path(__file__).resolve().parents[2]
     return env | {
-        "LIUHEN_CONFIG": str(root / "configs" / "production.toml"),
+        "LIUHEN_CONFIG": str(PROFILE_DIR / "production.toml"),
         "LIUHEN_HOME": str(tmp_path / "home"),
         **extra,
     }
