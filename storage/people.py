@@ -196,12 +196,12 @@ def grants_of(
 
 def grant_is_live(user_name: str, now: datetime, case_id: Any) -> ColumnElement[bool]:
     """SQL: ``user_name`` holds an unrevoked, unexpired grant on ``case_id`` (a column)."""
-    return exists().where(
-        CaseGrant.user_name == user_name,
-        CaseGrant.case_id == case_id,
-        CaseGrant.revoked_at.is_(None),
-        CaseGrant.until > now,
-    )
+    return exists().where(CaseGrant.case_id == case_id, *_live_grant(user_name, now))
+
+
+def _live_grant(user_name: str, now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """SQL: a ``CaseGrant`` row of ``user_name``, unrevoked and unexpired at ``now``."""
+    return (CaseGrant.user_name == user_name, CaseGrant.revoked_at.is_(None), CaseGrant.until > now)
 
 
 # --- case events, units and holds ----------------------------------------------------------
@@ -332,9 +332,5 @@ def in_case_of_unit(unit: str) -> ColumnElement[bool]:
 
 def in_granted_case(user_name: str, now: datetime) -> ColumnElement[bool]:
     """SQL: the item (``Item.id``) is linked to a case ``user_name`` may read now."""
-    live = select(CaseGrant.case_id).where(
-        CaseGrant.user_name == user_name,
-        CaseGrant.revoked_at.is_(None),
-        CaseGrant.until > now,
-    )
+    live = select(CaseGrant.case_id).where(*_live_grant(user_name, now))
     return Item.id.in_(select(ItemCase.item_id).where(ItemCase.case_id.in_(live)))
