@@ -36,6 +36,7 @@ from ingest.errors import (
     Unauthenticated,
     UnsupportedTusVersion,
     UploadExpired,
+    UploadHomeUnavailable,
     UploadNotFound,
     WrongContentType,
 )
@@ -83,6 +84,7 @@ STATUS: tuple[tuple[type[LiuhenError], int, str], ...] = (
     (StoreUnavailable, 503, "Object store unavailable"),
     (IndexUnavailable, 503, "Index database unavailable"),
     (ServerUnavailable, 503, "Server unavailable"),
+    (UploadHomeUnavailable, 503, "The upload's serving process is unavailable"),
     (CheckpointPending, 503, "No checkpoint covers it yet"),
     (LogKeyExists, 409, "A log key is already there"),
     (LogKeyMissing, 500, "No log key to sign with"),

@@ -145,6 +145,12 @@ class ApiSettings(BaseModel):
     threads: int = Field(default=200, ge=1)
     """Requests a serving process runs at once in its thread pool (each seal holds a thread
     while it waits for its receipt): anyio's default of 40 kept the 41st upload waiting."""
+    advertise_url: str | None = Field(default=None, pattern=r"^https?://[^/\s?#]+$")
+    """Where the other ``liuhen serve`` processes of the deployment reach this one
+    (``http://10.0.0.5:8470``: scheme, host and port, no path). A tus upload's bytes are
+    spooled by the process that created it; behind a load balancer, a request for it reaching
+    another process is forwarded here. Unset: uploads are served where their spool is (one
+    process, or several sharing one home)."""
 
 
 class WebSettings(BaseModel):

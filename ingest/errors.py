@@ -38,7 +38,8 @@ LiuhenError
       │    ├── ItemDeleted     the item was deleted when its retention ended: its bytes
       │    │                   cannot be sealed again, nor the item linked (409)
       │    └── HoldsChanging   a hold change kept meeting changed objects: try again (409)
-      └── ServerUnavailable    liuhen push: the server did not answer through every retry
+      ├── ServerUnavailable    liuhen push: the server did not answer through every retry
+      └── UploadHomeUnavailable  the serving process that spools an upload does not answer
 """
 
 from __future__ import annotations
@@ -232,3 +233,10 @@ class ServerUnavailable(IngestError):
     retry."""
 
     code = "server_unavailable"
+
+
+class UploadHomeUnavailable(IngestError):
+    """A tus request reached a serving process without the upload's spool, and the process
+    that has it (``uploads.served_by``) does not answer: nothing is lost, try again (503)."""
+
+    code = "upload_home_unavailable"

@@ -74,6 +74,12 @@ ERRORS = Counter(
     ["component", "code"],
     registry=REGISTRY,
 )
+FORWARDED = Counter(
+    "liuhen_uploads_forwarded",
+    "tus requests forwarded to the serving process that spools the upload, by its answer.",
+    ["status"],
+    registry=REGISTRY,
+)
 CHECKPOINTS = Counter(
     "liuhen_checkpoints_signed", "Checkpoints this process signed.", registry=REGISTRY
 )
@@ -101,6 +107,12 @@ def answered(error: BaseException) -> None:
     if isinstance(error, IntakeRefused | AccessError):
         refused(error)
     failed(error)
+
+
+def forwarded(status: str) -> None:
+    """A tus request passed to the process with the upload's spool: its status, or
+    ``unreachable``."""
+    FORWARDED.labels(status=status).inc()
 
 
 def count(component: str, code: str) -> None:

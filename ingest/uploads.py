@@ -86,6 +86,7 @@ class UploadState:
     expires_at: datetime
     item_id: str | None
     error: dict[str, Any] | None
+    served_by: str | None = None
 
 
 def _lapsed(upload: Upload | UploadState, now: datetime) -> bool:
@@ -104,6 +105,7 @@ def _state(row: Upload) -> UploadState:
         row.expires_at,
         row.item_id,
         row.error,
+        row.served_by,
     )
 
 
@@ -114,6 +116,7 @@ class Uploads:
         self.rt = rt
         self.settings = rt.settings.intake
         self.dir = rt.settings.uploads_dir  # made by the first upload, not by a server start
+        self.here = rt.settings.api.advertise_url
         self._hashes: dict[str, tuple[int, Any]] = {}
         self._streams: dict[str, StoreStream] = {}
         self._guard = threading.Lock()
@@ -200,6 +203,7 @@ class Uploads:
                 created_at=now,
                 updated_at=now,
                 expires_at=now + timedelta(seconds=self.settings.upload_expiry_s),
+                served_by=self.here,
             )
             session.add(row)
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -250,6 +254,15 @@ class Uploads:
             )
         return state
 
+    def spooled_elsewhere(self, state: UploadState) -> str | None:
+        """The address of the serving process whose spool holds the upload's bytes, when it
+        is not this one (a load balancer sent the device's request here): the request is
+        forwarded there. None when the spool is here (or in a home shared with its maker), or
+        when no address was recorded. Only a receiving upload needs its spool."""
+        if state.state != RECEIVING or state.served_by in (None, self.here):
+            return None  # an ended upload is answered from the index, anywhere
+        return None if self.spool_path(state.id).exists() else state.served_by
+
     # --- writing -----------------------------------------------------------------------
 
     def open_writer(
@@ -284,6 +297,17 @@ class Uploads:
             return os.open(self.spool_path(upload_id), os.O_RDWR)
         except FileNotFoundError:
             state = self.get(upload_id, device_id=device_id)
+            if state.state == RECEIVING and state.served_by:  # forwarded here by mistake
+                raise OffsetConflict(
+                    f"the bytes of upload {upload_id} are spooled by the serving process at "
+                    f"{state.served_by}, not by this one"
+                ) from None
+            if state.state == RECEIVING:  # another process's spool, and no address for it
+                raise OffsetConflict(
+                    f"the bytes of upload {upload_id} are spooled by another serving process: "
+                    "route /v1/uploads/<id> to one process, give them one home, or set "
+                    "api.advertise_url on each"
+                ) from None
             raise OffsetConflict(
                 f"upload {upload_id} is {state.state}: it takes no more bytes"
             ) from None

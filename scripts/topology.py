@@ -473,7 +473,12 @@ def _liuhen_procs(root: Path, ports: dict[str, int], api: int, workers: int) -> 
                 name,
                 [exe, "serve", "--host", "127.0.0.1", "--port", str(ports[name])],
                 str(root / "homes" / name),
-                {"LIUHEN_HOME": str(root / "homes" / name), "LIUHEN_PIPELINE__WORKERS": "0"},
+                {
+                    "LIUHEN_HOME": str(root / "homes" / name),
+                    "LIUHEN_PIPELINE__WORKERS": "0",
+                    # Each spools its own tus uploads; the others forward to it.
+                    "LIUHEN_API__ADVERTISE_URL": f"http://127.0.0.1:{ports[name]}",
+                },
                 liuhen=True,
             )
         )

@@ -428,3 +428,6 @@ class Upload(Base):
     item_id: Mapped[str | None] = mapped_column(ForeignKey("items.id"))
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """The problem document of a failed seal."""
+    served_by: Mapped[str | None] = mapped_column(String(255))
+    """``api.advertise_url`` of the process whose spool holds the bytes (None: no address
+    given; only a process with the spool, or sharing its home, can take the upload)."""

@@ -1,17 +1,22 @@
 """A loopback TCP proxy that can cut its connections: a network outage between liuhen and a
-real server (PostgreSQL) without stopping the server, which other tests share."""
+real server (PostgreSQL) without stopping the server, which other tests share; in front of
+several servers, a load balancer that hands each connection to the next."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import threading
 from collections.abc import Iterator
 
 
 class CuttableProxy:
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
+    """Each new connection goes to the next of ``targets`` in turn (a round-robin load
+    balancer when there are several)."""
+
+    def __init__(self, *targets: tuple[str, int]) -> None:
+        self.targets = itertools.cycle(targets)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -32,7 +37,7 @@ class CuttableProxy:
                 client.close()  # the other end is unreachable for now
                 continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = socket.create_connection(next(self.targets), timeout=5)
             except OSError:
                 client.close()
                 continue
@@ -78,8 +83,8 @@ class CuttableProxy:
 
 
 @contextlib.contextmanager
-def cuttable(target: tuple[str, int]) -> Iterator[CuttableProxy]:
-    proxy = CuttableProxy(target)
+def cuttable(*targets: tuple[str, int]) -> Iterator[CuttableProxy]:
+    proxy = CuttableProxy(*targets)
     try:
         yield proxy
     finally:

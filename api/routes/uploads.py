@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import RuntimeDep
 from api.errors import problem
+from api.upload_forward import forward, forwarded
 from ingest import metrics
 from ingest.devices import authenticate_device, record_refusal
 from ingest.errors import (
@@ -88,6 +89,8 @@ class TusRoute(APIRoute):
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"], route_class=TusRoute)
 _uploads_lock = threading.Lock()
+RETRY_AFTER_S = 5
+"""What a 503 (the store, the index, the upload's serving process away) asks a client to wait."""
 SEALS_AT_ONCE = 8
 """Seals run in worker threads for seconds each; a limiter of their own keeps a wave of
 completions from taking every thread (device auth, HEAD and PATCH writes use them too)."""
@@ -123,11 +126,12 @@ async def _problem(request: Request, error: LiuhenError) -> Response:
             log.error("could not record the refusal of device %s: %s", device_id, e)
     elif isinstance(error, Unauthenticated):
         log.warning("%s %s refused: %s", request.method, request.url.path, error)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if doc["status"] == 503 else {}
     if doc["status"] >= 500:
         log.error("%s %s: %s", request.method, request.url.path, error)
     if request.method == "HEAD":
-        return Response(status_code=doc["status"])
-    return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON)
+        return Response(status_code=doc["status"], headers=headers)
+    return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON, headers=headers)
 
 
 def _decorate(request: Request, response: Response) -> None:
@@ -233,6 +237,31 @@ def _offset_headers(state: UploadState, offset: int) -> dict[str, str]:
     }
 
 
+async def _spooled_elsewhere(
+    request: Request, uploads: Uploads, upload_id: str, device_id: str
+) -> Response | None:
+    """The answer of the serving process that spools this upload, when it is not this one
+    (``upload_forward``); None when this process answers itself."""
+    if forwarded(request):
+        return None
+    state = await to_thread.run_sync(lambda: uploads.get(upload_id, device_id=device_id))
+    home = uploads.spooled_elsewhere(state)
+    if home is None:
+        return None
+    idle_s = uploads.settings.body_idle_s
+    body = _stream(request, idle_s) if request.method == "PATCH" else None
+    answer_s = idle_s + uploads.rt.settings.log.receipt_wait_s + 60  # a seal answers last
+    try:
+        return await forward(request, home, here=uploads.here, body=body, answer_s=answer_s)
+    except TimeoutError:  # the device's body went silent (``_stream``)
+        raise BodyStalled(
+            f"no byte of the body arrived for {idle_s:.0f} s; what arrived is kept: ask with "
+            "HEAD and resume from there"
+        ) from None
+    except ClientDisconnect:
+        raise BadUploadRequest("the client went away before the body ended") from None
+
+
 # --- endpoints ---------------------------------------------------------------------------
 
 
@@ -279,7 +308,8 @@ async def create(request: Request, device: DeviceDep, uploads: UploadsDep) -> Re
     has_body = request.headers.get("content-length", "0") != "0" or request.headers.get(
         "transfer-encoding"
     )
-    if has_body and offset == 0 and state.state == RECEIVING:
+    here = uploads.spooled_elsewhere(state) is None  # made before, by another process
+    if has_body and offset == 0 and state.state == RECEIVING and here:
         if request.headers.get("content-type") != OCTETS:
             raise WrongContentType(f"an upload body must be {OCTETS}")
         offset, state = await _receive(request, uploads, state.id, device.id, 0)
@@ -295,6 +325,8 @@ async def head(
     failed is sealed first: a tus client that reads offset == length asks no more, so a 200
     here must mean sealed (a seal still failing answers 503, and the client tries again)."""
     _check_version(request)
+    if (elsewhere := await _spooled_elsewhere(request, uploads, upload_id, device.id)) is not None:
+        return elsewhere
     state = await to_thread.run_sync(lambda: uploads.get(upload_id, device_id=device.id))
     if state.state == RECEIVING and state.offset == state.length:
         state = await to_thread.run_sync(
@@ -315,6 +347,8 @@ async def patch(
     if request.headers.get("content-type") != OCTETS:
         raise WrongContentType(f"PATCH bodies must be {OCTETS}")
     offset = _int_header(request, "upload-offset")
+    if (elsewhere := await _spooled_elsewhere(request, uploads, upload_id, device.id)) is not None:
+        return elsewhere
     offset, state = await _receive(request, uploads, upload_id, device.id, offset)
     return Response(status_code=204, headers=_offset_headers(state, offset))
 
@@ -383,6 +417,8 @@ async def terminate(
 ) -> Response:
     """Termination: drop an unfinished upload and its spool."""
     _check_version(request)
+    if (elsewhere := await _spooled_elsewhere(request, uploads, upload_id, device.id)) is not None:
+        return elsewhere
     await to_thread.run_sync(lambda: uploads.terminate(upload_id, device_id=device.id))
     return Response(status_code=204)
 
@@ -393,6 +429,8 @@ async def result(
 ) -> Response:
     """A finished upload: the item document and its receipt (sealing it first if the last
     byte arrived but the seal did not complete, e.g. the server was killed)."""
+    if (elsewhere := await _spooled_elsewhere(request, uploads, upload_id, device.id)) is not None:
+        return elsewhere
     state = await to_thread.run_sync(
         lambda: uploads.finish(upload_id, device_id=device.id), limiter=_seals(request)
     )

@@ -2,12 +2,14 @@
 servers with replication 001, filer, S3 gateway), PostgreSQL, two ``liuhen serve`` and three
 ``liuhen worker`` processes (``scripts/topology.py``). A mixed batch goes in through both APIs;
 mid-run one volume server and one busy worker are killed with SIGKILL (the volume server is
-started again a few seconds later: with 001 every write needs both copies). Every item must
+started again a few seconds later: with 001 every write needs both copies); then a device's
+tus upload goes in through a round-robin balancer over both APIs. Every item must
 end ``ready``, each derivative made and logged once, the log dense, ``verify --all`` clean.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -22,14 +24,19 @@ import psutil
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tusclient import client as tus_client
 
+from ingest.devices import load_credential
 from scripts.topology import Topology
 from scripts.topology import main as topology_cli
 from tests.cli import LIUHEN
 from tests.conftest import TESTDATA
 from tests.integration import mediagen as gen
+from tests.integration.devicekit import manifest_for, metadata
+from tests.tcpproxy import cuttable
 
 PHOTOS = sorted((TESTDATA / "photos" / "gps").glob("*.jpg"))[:3]
+EXTRA_PHOTO = sorted((TESTDATA / "photos" / "gps").glob("*.jpg"))[3]
 VIDEO_ROLES = {"proxy", "contact", *(f"thumb-{i:03d}" for i in range(3))}
 ROLES = {"video": VIDEO_ROLES, "audio": {"proxy", "waveform"}, "image": {"display", "thumb-000"}}
 
@@ -97,6 +104,45 @@ def statuses(topo: Topology, ids: list[str]) -> dict[str, str]:
     return {str(i): str(s) for i, s in rows}
 
 
+def tus_through_a_balancer(topo: Topology, tmp_path: Path) -> str:
+    """A device's resumable upload through a round-robin balancer over both APIs: each has
+    its own spool, the one without it forwards (``api.advertise_url``). Returns the item."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")} | topo.env()
+    cred_path = tmp_path / "cam.json"
+    subprocess.run(
+        [str(LIUHEN), "device", "enroll", "TOPO-CAM", "--officer", "100001", "--unit", "U-T",
+         "-o", str(cred_path)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    cred = load_credential(cred_path)
+    data = EXTRA_PHOTO.read_bytes()
+    manifest = manifest_for(cred, data, seq=1, file_name=EXTRA_PHOTO.name, case_ids=["TOPO-1"])
+    ports = [("127.0.0.1", int(url.rsplit(":", 1)[1])) for url in topo.api_urls()]
+    with cuttable(*ports) as balancer:  # tuspy opens a connection per request
+        base = f"http://127.0.0.1:{balancer.port}"
+        uploader = tus_client.TusClient(
+            f"{base}/v1/uploads", headers={"Authorization": f"Bearer {cred.token}"}
+        ).uploader(
+            file_stream=io.BytesIO(data),
+            chunk_size=max(1, len(data) // 4),
+            metadata=metadata(cred, manifest),
+            upload_checksum=True,
+        )
+        uploader.upload()
+        doc = httpx.get(
+            str(uploader.url), headers={"Authorization": f"Bearer {cred.token}"}, timeout=60
+        ).json()
+    assert doc["state"] == "sealed" and doc["size"] == len(data), doc
+    forwarded = 0.0
+    for url in topo.api_urls():
+        for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+            forwarded += sum(
+                s.value for s in family.samples if s.name == "liuhen_uploads_forwarded_total"
+            )
+    assert forwarded >= 2, "no request reached the API without the spool"
+    return str(doc["id"])
+
+
 def test_topology_survives_a_dead_volume_server_and_a_killed_worker(
     topology: Topology, tmp_path: Path
 ) -> None:
@@ -134,8 +180,7 @@ def test_topology_survives_a_dead_volume_server_and_a_killed_worker(
                 )
             assert r.status_code == 201, r.text
             kinds[r.json()["id"]] = kind
-    ids = list(kinds)
-    assert len(ids) == len(files)
+    assert len(kinds) == len(files)
 
     deadline = time.monotonic() + 60
     while (victim := busy_worker(topo)) is None:
@@ -147,6 +192,8 @@ def test_topology_survives_a_dead_volume_server_and_a_killed_worker(
     assert topology_cli(["status", str(topo.root)]) == 1  # volume-2 is down
     assert topology_cli(["restart", str(topo.root), "volume-2"]) == 0
     assert topology_cli(["status", str(topo.root)]) == 1  # the killed worker still is
+    kinds[tus_through_a_balancer(topo, tmp_path)] = "image"  # with a worker still down
+    ids = list(kinds)
 
     deadline = time.monotonic() + 150
     while True:

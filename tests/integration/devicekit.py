@@ -95,10 +95,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(settings: Settings) -> Iterator[tuple[str, Runtime]]:
-    """The real app under uvicorn on a free loopback port, in a thread of this process."""
+def live_server(settings: Settings, port: int | None = None) -> Iterator[tuple[str, Runtime]]:
+    """The real app under uvicorn on a loopback port (a free one unless given), in a thread
+    of this process."""
     app = create_app(settings, workers=0)
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
