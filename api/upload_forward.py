@@ -19,7 +19,7 @@ import httpx
 from fastapi import Request, Response
 
 from ingest import metrics
-from ingest.errors import UploadHomeUnavailable
+from ingest.errors import UploadHomeSlow, UploadHomeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ _HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
+_NOT_COPIED_IN = _HOP_BY_HOP | {"x-forwarded-for"}  # extended below, sent once
+_NOT_COPIED_OUT = _HOP_BY_HOP | {"date", "server", "content-encoding"}
+"""The answer's own: this server adds its date and name; httpx has decoded the body."""
 
 
 def forwarded(request: Request) -> bool:
@@ -58,9 +61,10 @@ async def forward(
 
     ``answer_s`` bounds the wait for each read of the answer: a PATCH's last byte is
     answered only after the seal and its receipt. An unreachable home is 503
-    ``upload_home_unavailable`` (nothing changed; try again)."""
+    ``upload_home_unavailable`` (nothing changed; try again); one that took the request and
+    stayed silent longer is 504 ``upload_home_slow`` (ask with HEAD)."""
     url = home + request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_COPIED_IN]
     if body is not None and "content-length" in request.headers:
         headers.append(("content-length", request.headers["content-length"]))
     headers.append((FORWARDED_BY, here or "unnamed"))
@@ -72,6 +76,17 @@ async def forward(
     try:
         async with httpx.AsyncClient(timeout=timeout) as client:
             answer = await client.request(request.method, url, headers=headers, content=body)
+    except httpx.ReadTimeout:
+        # The request went out whole and the home is up but silent: a last PATCH is answered
+        # only after its seal, which may take longer than we wait. It is not "away".
+        metrics.forwarded("timeout")
+        log.warning("%s %s: its serving process %s did not answer within %.0f s",
+                    request.method, request.url.path, home, answer_s)  # fmt: skip
+        raise UploadHomeSlow(
+            f"the serving process at {home}, which spools this upload, received the request "
+            f"but did not answer within {answer_s:.0f} s; it may still be sealing it: ask "
+            "with HEAD for the offset (a complete upload is sealed by it)"
+        ) from None
     except httpx.TransportError as e:  # refused, reset, timed out: the home is not there
         metrics.forwarded("unreachable")
         log.warning("%s %s: its serving process %s does not answer: %s",
@@ -81,6 +96,5 @@ async def forward(
             f"does not answer ({type(e).__name__}); nothing is lost: try again"
         ) from None
     metrics.forwarded(str(answer.status_code))
-    kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
-    kept.pop("content-encoding", None)  # httpx has decoded the body already
+    kept = {k: v for k, v in answer.headers.items() if k.lower() not in _NOT_COPIED_OUT}
     return Response(answer.content, status_code=answer.status_code, headers=kept)

@@ -240,3 +240,11 @@ class UploadHomeUnavailable(IngestError):
     that has it (``uploads.served_by``) does not answer: nothing is lost, try again (503)."""
 
     code = "upload_home_unavailable"
+
+
+class UploadHomeSlow(IngestError):
+    """A forwarded tus request reached the upload's serving process, which did not answer in
+    time: it may still be sealing (a last PATCH is answered after the seal); ask with HEAD
+    (504)."""
+
+    code = "upload_home_slow"

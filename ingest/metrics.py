@@ -110,8 +110,8 @@ def answered(error: BaseException) -> None:
 
 
 def forwarded(status: str) -> None:
-    """A tus request passed to the process with the upload's spool: its status, or
-    ``unreachable``."""
+    """A tus request passed to the process with the upload's spool: its status,
+    ``unreachable`` or ``timeout``."""
     FORWARDED.labels(status=status).inc()
 
 

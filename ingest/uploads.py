@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 
 from ingest import background, catalog
 from ingest.devices import check_manifest
@@ -593,9 +593,14 @@ class Uploads:
         seals what was complete, frees what expired), not only when a device creates an
         upload; returns what stops it."""
         interval = self.settings.sweep_interval_s
+        claimed = False
 
         def step() -> None:
+            nonlocal claimed
             try:
+                if not claimed:
+                    self.claim_spools()
+                    claimed = True
                 self.sweep(force=True)
             except Exception as e:  # the index or store away: the next round tries again
                 log.warning("the upload sweep failed: %s", e)
@@ -603,6 +608,31 @@ class Uploads:
         return background.every(
             interval, step, name="liuhen-upload-sweep", first_s=min(1.0, interval)
         )
+
+    def claim_spools(self) -> int:
+        """Uploads still receiving whose spool is in this process's directory are served at
+        this process's address (``api.advertise_url``), whatever address created them: a
+        restart may come back under another one, and the other processes would otherwise
+        forward to the old address until the uploads expire. Returns how many moved."""
+        if self.here is None or not self.dir.is_dir():
+            return 0
+        ids = [path.stem for path in self.dir.glob("*.bin")]
+        moved = 0
+        with transaction(self.rt.sessions) as session:
+            for start in range(0, len(ids), 500):
+                result = session.execute(
+                    update(Upload)
+                    .where(
+                        Upload.id.in_(ids[start : start + 500]),
+                        Upload.state == RECEIVING,
+                        or_(Upload.served_by.is_(None), Upload.served_by != self.here),
+                    )
+                    .values(served_by=self.here)
+                )
+                moved += int(getattr(result, "rowcount", 0))
+        if moved:
+            log.info("%d unfinished upload(s) are now served at %s", moved, self.here)
+        return moved
 
     def _seal_again(self, uploads: list[tuple[str, str]]) -> None:
         for upload_id, device_id in uploads:

@@ -12,13 +12,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
+from fastapi import Request, Response
 from sqlalchemy import func, select
 from tusclient import client as tus_client
 
+from api.upload_forward import forward
 from configs.settings import Settings
 from ingest.devices import Credential
+from ingest.errors import UploadHomeSlow, UploadHomeUnavailable
 from ingest.metrics import REGISTRY
 from ingest.runtime import Runtime
 from integrity.verify import verify_receipt
@@ -135,6 +139,7 @@ def test_requests_reaching_the_other_process_are_forwarded(
         r = _patch(base_b, path, cred, data[:200_000], 0)
         assert r.status_code == 204, r.text
         assert r.headers["upload-offset"] == "200000" and r.headers["tus-resumable"] == "1.0.0"
+        assert len(r.headers.get_list("date")) == 1  # the home's is not passed on beside ours
         assert spool_a.stat().st_size == 200_000 and not spool_b.exists()
         h = httpx.head(base_b + path, headers=_auth(cred))
         assert h.status_code == 200 and h.headers["upload-offset"] == "200000"
@@ -229,3 +234,55 @@ def test_the_spooling_process_away_loses_nothing(
             assert r.status_code == 204, r.text
             doc = httpx.get(base_b + path, headers=_auth(cred)).json()
             assert doc["state"] == "sealed" and doc["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_home_back_under_a_new_address_claims_its_spools(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """A restart on the same home but another address (a new pod IP): its first sweep moves
+    the uploads whose spool it holds to that address, so the others forward there."""
+    pa, pb, pa2 = free_port(), free_port(), free_port()
+    sa, sb = (_settings(make_settings, tmp_path, n, p) for n, p in (("a", pa), ("b", pb)))
+    data = clip(400_000)
+    with live_server(sa, pa) as (base_a, rt_a):
+        cred = enroll(rt_a, "DEV-MOVED")
+        path = _create(base_a, cred, data, seq=1)
+        assert _patch(base_a, path, cred, data[:100_000], 0).status_code == 204
+    sa2 = _settings(make_settings, tmp_path, "a", pa2)  # same home, new address
+    with live_server(sa2, pa2) as (base_a2, rt), live_server(sb, pb) as (base_b, _):
+        deadline = time.monotonic() + 15
+        while _row(rt, path).served_by != base_a2:
+            assert time.monotonic() < deadline, _row(rt, path).served_by
+            time.sleep(0.1)
+        r = _patch(base_b, path, cred, data[100_000:], 100_000)
+        assert r.status_code == 204, r.text
+        assert _row(rt, path).state == "sealed"
+
+
+def test_a_home_that_takes_the_request_and_stays_silent_is_504(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """Not "away" (503): the request went out whole; the home may still be sealing."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        home = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        scope = {
+            "type": "http",
+            "method": "HEAD",
+            "path": "/v1/uploads/x",
+            "query_string": b"",
+            "headers": [(b"tus-resumable", b"1.0.0")],
+            "client": ("127.0.0.1", 1234),
+        }
+        before = _forwarded("timeout")
+        with pytest.raises(UploadHomeSlow, match="HEAD"):
+            _forward(Request(scope), home, answer_s=0.5)
+        assert _forwarded("timeout") - before == 1
+    with pytest.raises(UploadHomeUnavailable):  # nothing listens there any more
+        _forward(Request(scope), home, answer_s=0.5)
+
+
+def _forward(request: Request, home: str, *, answer_s: float) -> Response:
+    async def run() -> Response:
+        return await forward(request, home, here="http://127.0.0.1:1", body=None, answer_s=answer_s)
+
+    return anyio.run(run)
