@@ -173,24 +173,34 @@ def committer(rt: Runtime) -> Committer:
 
 def write_many(rt: Runtime, plans: list[Plan]) -> list[list[Any]]:
     """The sealing transaction for several new items at once; each plan's two appended leaves
-    (item, custody), in order. Raises (and rolls back) on anything a single seal would."""
+    (item, custody), in order. Raises (and rolls back) on anything a single seal would.
+
+    The sequencer row stays locked from its reservation to the commit, and on PostgreSQL each
+    statement in between is a round trip (several ms in a busy process, waiting for the GIL
+    too) that every seal of the deployment waits out. So what needs no log index goes first:
+    the parties, the items (with a placeholder index), their links, units and jobs, one
+    statement each. Under the sequencer only the leaves, the items' real indexes, the custody
+    rows, the case units and the hold check, as other writers of cases and holds take them.
+    """
     with metrics.timed("seal_transaction"), transaction(rt.sessions) as session:
         _parties(session, plans)
-        # One sequencer update for every leaf of the batch.
+        new_item.insert_items(
+            session, [{**p.row, "log_index": new_item.provisional_log_index()} for p in plans]
+        )
+        new_item.link_many(session, [(p.item_id, p.case_ids, p.actor, p.now) for p in plans])
+        new_item.stamp_units(session, [(p.item_id, p.unit) for p in plans if p.unit])
+        rt.queue.defer_new(session, [p.item_id for p in plans])
+        # The sequencer: one update for every leaf of the batch.
         entries = []
         for p in plans:
             entries += [("item", p.item_id, p.item_fields), ("custody", p.item_id, p.sealed_leaf)]
         appended = rt.ledger.append_many(session, entries, now=max(p.now for p in plans))
         pairs = [appended[i : i + 2] for i in range(0, len(appended), 2)]
-        new_item.insert_items(
-            session,
-            [{**p.row, "log_index": leaf.index} for p, (leaf, _) in zip(plans, pairs, strict=True)],
+        new_item.set_log_indexes(
+            session, [(p.item_id, leaf.index) for p, (leaf, _) in zip(plans, pairs, strict=True)]
         )
-        links = [(p.item_id, p.case_ids, p.actor, p.now) for p in plans]
-        new_item.link_many(session, links)
-        new_item.stamp_units(session, [(p.item_id, p.unit) for p in plans if p.unit])
-        for p in plans:
-            new_item.settle_case_units(session, item_id=p.item_id, case_ids=p.case_ids)
+        # Under the sequencer, as ``links.link`` claims a case's unit.
+        new_item.settle_many_case_units(session, [(p.item_id, p.case_ids) for p in plans])
         repo.add_custody_rows(
             session,
             rows=[
@@ -198,14 +208,12 @@ def write_many(rt: Runtime, plans: list[Plan]) -> list[list[Any]]:
                 for p, (_, custody) in zip(plans, pairs, strict=True)
             ],
         )
+        # Under the sequencer, as ``retention.sync_item_hold`` reads it.
+        held = people.held_items(session, item_ids=[p.item_id for p in plans])
         for p in plans:
-            rt.queue.defer(session, p.item_id, new=True)
-        for p in plans:  # under the sequencer, as ``retention.sync_item_hold`` reads it
-            held = bool(people.held_cases_of(session, item_id=p.item_id))
-            if held != p.held:
-                raise HoldChanged(held)
-            if held:
-                new_item.hold(session, item_id=p.item_id, now=p.now)
+            if (p.item_id in held) != p.held:
+                raise HoldChanged(p.item_id in held)
+        new_item.hold(session, [(p.item_id, p.now) for p in plans if p.held])
     return pairs
 
 

@@ -1,19 +1,22 @@
 """The rows of newly sealed items (one, or a group commit's batch), in a few Core statements.
 
-Sealing runs under the log sequencer (and on SQLite the one write lock), so its statements are
-the part of the API's work that does not spread over threads: each ORM flush and savepoint it
-does not make is time another seal does not wait (``bench/scale.py``). A new item has no links,
+Sealing holds the log sequencer from its reservation to its commit (and on SQLite the one
+write lock throughout), so its statements are the part of the API's work that does not spread
+over threads: each ORM flush, savepoint and round trip it does not make is time another seal
+does not wait (``bench/scale.py``); what needs no log index runs before the reservation
+(``ingest.group_commit.write_many``). A new item has no links,
 custody events or hold yet, so nothing here reads before it writes; rows that may exist already
 (devices, officers, cases) are inserted with ``ON CONFLICT DO NOTHING``.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,6 +44,21 @@ def insert_items(session: Session, rows: list[dict[str, Any]]) -> None:
         raise Conflict(f"an item with SHA-256 {shas} exists (one of them, for a batch)") from e
 
 
+def provisional_log_index() -> int:
+    """A placeholder for ``items.log_index`` until the sequencer hands out the real one in
+    the same transaction (``set_log_indexes``): negative, so no committed row has it, and
+    random, so two uncommitted batches never wait on each other's unique entry."""
+    return -1 - secrets.randbits(62)
+
+
+def set_log_indexes(session: Session, indexes: Sequence[tuple[str, int]]) -> None:
+    """The new items' log indexes ``(item_id, index)``, in one executemany."""
+    session.execute(
+        update(_ITEMS).where(_ITEMS.c.id == bindparam("item")).values(log_index=bindparam("idx")),
+        [{"item": item_id, "idx": index} for item_id, index in indexes],
+    )
+
+
 def link_many(session: Session, links: Sequence[tuple[str, Sequence[str], str, datetime]]) -> None:
     """Link several new items to their cases: ``(item_id, case_ids, actor, now)`` each."""
     rows = [
@@ -59,21 +77,27 @@ def stamp_units(session: Session, units: Sequence[tuple[str, str]]) -> None:
         )
 
 
-def settle_case_units(session: Session, *, item_id: str, case_ids: Sequence[str]) -> None:
-    """Cases without a unit take the new item's (``people.item_unit_expr``: the unit stamped
-    at intake, else its device's, else its officer's): one UPDATE."""
-    if not case_ids:
+def settle_many_case_units(session: Session, links: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Cases without a unit take the new items' (``people.item_unit_expr``: the unit stamped
+    at intake, else its device's, else its officer's), ``(item_id, case_ids)`` in order, in
+    one executemany: a case linked by several takes the first's."""
+    rows = [{"case": c, "item": item_id} for item_id, case_ids in links for c in case_ids]
+    if not rows:
         return
-    unit = select(people.item_unit_expr()).where(Item.id == item_id).scalar_subquery()
+    unit = select(people.item_unit_expr()).where(Item.id == bindparam("item")).scalar_subquery()
     session.execute(
         update(_CASES)
-        .where(_CASES.c.id.in_(list(case_ids)), _CASES.c.unit.is_(None))
-        .values(unit=unit)
+        .where(_CASES.c.id == bindparam("case"), _CASES.c.unit.is_(None))
+        .values(unit=unit),
+        rows,
     )
 
 
-def hold(session: Session, *, item_id: str, now: datetime) -> None:
-    """Record that a new item is under legal hold (the version got it on its PUT)."""
-    session.execute(
-        insert(_table(ItemHold)), [{"item_id": item_id, "held": True, "changed_at": now}]
-    )
+def hold(session: Session, holds: Sequence[tuple[str, datetime]]) -> None:
+    """Record that new items ``(item_id, now)`` are under legal hold (their versions got it
+    on their PUT)."""
+    if holds:
+        session.execute(
+            insert(_table(ItemHold)),
+            [{"item_id": item_id, "held": True, "changed_at": now} for item_id, now in holds],
+        )

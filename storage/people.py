@@ -270,6 +270,23 @@ def held_cases_of(session: Session, *, item_id: str) -> list[str]:
     )
 
 
+def held_items(session: Session, *, item_ids: Sequence[str]) -> set[str]:
+    """Those of ``item_ids`` linked to an open (held) case, as :func:`held_cases_of` counts
+    them: one query for a batch of new items."""
+    if not item_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(ItemCase.item_id)
+            .outerjoin(CaseHold, CaseHold.case_id == ItemCase.case_id)
+            .where(
+                ItemCase.item_id.in_(list(item_ids)), or_(CaseHold.held.is_(None), CaseHold.held)
+            )
+            .distinct()
+        )
+    )
+
+
 def open_cases(session: Session, *, case_ids: list[str]) -> list[str]:
     """Those of ``case_ids`` that are open (held), as :func:`held_cases_of` counts them: a
     case nobody released, including one that does not exist yet."""

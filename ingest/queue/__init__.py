@@ -28,7 +28,7 @@ policy (:mod:`ingest.queue.policy`); a handler answers ``DONE`` or ``FAILED`` or
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -103,6 +103,10 @@ class Queue(Protocol):
     def defer(self, session: Session, item_id: str, *, new: bool = False) -> None:
         """Queue ``item_id``'s job in ``session``'s transaction (no-op if one is waiting).
         ``new``: the item was inserted in this transaction, so no job of it can exist."""
+
+    def defer_new(self, session: Session, item_ids: Sequence[str]) -> None:
+        """Queue the jobs of items inserted in ``session``'s transaction (a group commit's
+        batch), in one statement."""
 
     def run_worker(self, *, concurrency: int, stop: threading.Event) -> None:
         """Run jobs with ``concurrency`` threads until ``stop`` is set (finishing current jobs)."""

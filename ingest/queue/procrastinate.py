@@ -55,7 +55,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, LiteralString
@@ -286,6 +286,18 @@ class ProcrastinateQueue:
                 self._defer_on(session, item_id)
         except pexc.AlreadyEnqueued:
             pass  # a job for this item is waiting: it will see everything committed so far
+
+    def defer_new(self, session: Session, item_ids: Sequence[str]) -> None:
+        if not item_ids:
+            return
+        conn = session.connection().connection.driver_connection
+        jobs = [
+            self._defer_app.configure_task(
+                TASK, lock=item_id, queueing_lock=item_id, queue=self.queue
+            ).make_new_job(item_id=item_id)
+            for item_id in item_ids
+        ]
+        self._defer_app.job_manager.batch_defer_jobs(jobs, connection=conn)
 
     def _defer_on(self, session: Session, item_id: str) -> None:
         conn = session.connection().connection.driver_connection

@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -198,6 +198,12 @@ class SqliteQueue:
     def defer(self, session: Session, item_id: str, *, new: bool = False) -> None:  # noqa: ARG002 - one upsert serves both
         # A running job stays with its worker, and is queued again when that run ends.
         session.execute(_DEFER, {"id": item_id, "now": db_now(session)})
+
+    def defer_new(self, session: Session, item_ids: Sequence[str]) -> None:
+        # One upsert each (its IN list cannot be an executemany): in-process, no round trips.
+        now = db_now(session) if item_ids else None
+        for item_id in item_ids:
+            session.execute(_DEFER, {"id": item_id, "now": now})
 
     # --- claiming and settling -------------------------------------------------------------
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from ingest import group_commit, intake
+from ingest import group_commit, intake, links
 from ingest.intake import SealResult, seal_file
 from ingest.manifest import Manifest
-from ingest.runtime import Runtime
+from ingest.runtime import Runtime, runtime
 from ingest.verify import verify_all
 from storage import people
 from storage import repository as repo
@@ -136,4 +136,48 @@ def test_an_unavailable_index_is_every_seal_of_the_batch_at_once(
     monkeypatch.undo()
     again = _seal_at_once(rt, [(p, Manifest()) for p in files])  # the devices try again
     assert sum(not r.duplicate for r in again) == 4
+    assert verify_all(rt, actor="test").ok
+
+
+def test_two_processes_batching_into_the_same_cases_while_others_link(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """Two processes' batches insert their items and links before taking the sequencer, and
+    settle case units and holds under it, while a third writer links items under the
+    sequencer first (``links.link``): nothing deadlocks, every index is dense and real (no
+    placeholder survives), and the log verifies."""
+    with runtime(rt.settings) as other:
+        early = seal_file(rt, distinct_files(tmp_path / "early", 1)[0], Manifest(), actor="t")
+        jobs = [
+            (rt if i % 2 else other, path, Manifest(case_ids=(f"S-{i % 3}", f"NEW-{i}")))
+            for i, path in enumerate(distinct_files(tmp_path / "many", 24))
+        ]
+        with ThreadPoolExecutor(12) as pool:
+            sealed = [
+                pool.submit(seal_file, own, p, m, actor="t", unit="U-S") for own, p, m in jobs
+            ]
+            linked = [
+                pool.submit(
+                    links.link,
+                    other,
+                    item_id=early.item_id,
+                    case_id=f"S-{i % 3}",
+                    reason="the same stop",
+                    actor="t",
+                )
+                for i in range(3)
+            ]
+            results = [f.result(timeout=120) for f in sealed]
+            assert all(f.result(timeout=120)["changed"] for f in linked)
+    with rt.sessions() as s:
+        size = repo.log_size(s)
+        assert [leaf.idx for leaf in repo.leaves_between(s, start=0, stop=size)] == list(
+            range(size)
+        )
+        for r in results:
+            item = repo.get_item(s, item_id=r.item_id)
+            assert item.log_index == r.log_index >= 0
+            assert repo.get_leaf(s, index=item.log_index).data == r.leaf
+        assert {repo.get_case(s, case_id=f"S-{i}").unit for i in range(3)} == {"U-S"}
+        assert sorted(repo.case_ids_of(s, item_id=early.item_id)) == ["S-0", "S-1", "S-2"]
     assert verify_all(rt, actor="test").ok

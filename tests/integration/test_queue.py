@@ -52,10 +52,10 @@ def test_a_seal_that_rolls_back_leaves_no_job(
     job exists."""
     photo = gen.small_h264(tmp_path)
 
-    def refuse(*_: Any, **__: Any) -> list[str]:
+    def refuse(*_: Any, **__: Any) -> set[str]:
         raise IndexUnavailable("index gone (test)")
 
-    monkeypatch.setattr(storage_people, "held_cases_of", refuse)
+    monkeypatch.setattr(storage_people, "held_items", refuse)
     with pytest.raises(IndexUnavailable, match="index gone"):
         seal(rt, photo)
     assert (items(rt), rt.queue.depth()) == (0, 0)
