@@ -473,14 +473,21 @@ class Uploads:
         self._release(upload_id)
         return result
 
-    def _end_unfinished(self, upload_id: str, *, state: str) -> bool:
-        """Terminate or expire the upload if it is still receiving, read under the write lock
-        (the caller holds its spool's lock): a seal that finished meanwhile stays sealed."""
+    def _end_unfinished(
+        self, upload_id: str, *, state: str, expired_by: datetime | None = None
+    ) -> bool:
+        """Terminate or expire the upload if it is still receiving, in one conditional
+        update: a seal that finished meanwhile stays sealed. ``expired_by``: a sweep's time,
+        and the upload ends only if it is still unfinished and expired by then, as another
+        process's sweep (which holds no lock on a spool it does not have) may race a PATCH
+        on the spool's own process that moved the expiry on."""
+        ending = update(Upload).where(Upload.id == upload_id, Upload.state == RECEIVING)
+        if expired_by is not None:
+            ending = ending.where(Upload.offset < Upload.length, Upload.expires_at <= expired_by)
         with transaction(self.rt.sessions) as session:
-            row = session.get(Upload, upload_id)
-            if row is None or row.state != RECEIVING:
+            result = session.execute(ending.values(state=state, updated_at=datetime.now(UTC)))
+            if not getattr(result, "rowcount", 0):
                 return False
-            row.state, row.updated_at = state, datetime.now(UTC)
         self._release(upload_id)
         return True
 
@@ -572,7 +579,7 @@ class Uploads:
             try:
                 fd = os.open(self.spool_path(upload_id), os.O_RDWR)
             except FileNotFoundError:
-                swept += self._end_unfinished(upload_id, state=EXPIRED)
+                swept += self._end_unfinished(upload_id, state=EXPIRED, expired_by=now)
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -580,7 +587,7 @@ class Uploads:
                 os.close(fd)
                 continue  # being written right now: not idle, not expired
             try:
-                swept += self._end_unfinished(upload_id, state=EXPIRED)
+                swept += self._end_unfinished(upload_id, state=EXPIRED, expired_by=now)
             finally:
                 os.close(fd)
         swept += self._sweep_orphans(now)

@@ -10,6 +10,7 @@ import io
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -25,7 +26,9 @@ from ingest.devices import Credential
 from ingest.errors import UploadHomeSlow, UploadHomeUnavailable
 from ingest.metrics import REGISTRY
 from ingest.runtime import Runtime
+from ingest.uploads import EXPIRED, Uploads
 from integrity.verify import verify_receipt
+from storage.db import transaction
 from storage.tables import Item, Upload
 from tests.conftest import SettingsFactory
 from tests.integration.devicekit import (
@@ -286,3 +289,28 @@ def _forward(request: Request, home: str, *, answer_s: float) -> Response:
         return await forward(request, home, here="http://127.0.0.1:1", body=None, answer_s=answer_s)
 
     return anyio.run(run)
+
+
+def test_another_processs_sweep_ends_only_what_is_still_expired(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """A sweep without the spool holds no lock on it: between its look (expired) and its
+    update, a PATCH on the spool's process may have moved the expiry on. The update ends
+    the upload only if it is still expired by the sweep's time."""
+    with _two_servers(make_settings, tmp_path) as ((base_a, rt, _), (base_b, rt_b, _)):
+        cred = enroll(rt, "DEV-RACE")
+        data = clip(300_000)
+        path = _create(base_a, cred, data, seq=1)
+        assert _patch(base_a, path, cred, data[:100_000], 0).status_code == 204
+        upload_id = path.rsplit("/", 1)[1]
+        other = Uploads(rt_b)
+        looked = _row(rt, path).expires_at - timedelta(seconds=1)  # its expiry moved past it
+        assert not other._end_unfinished(upload_id, state=EXPIRED, expired_by=looked)
+        assert _row(rt, path).state == "receiving"
+        assert _patch(base_b, path, cred, data[100_000:200_000], 100_000).status_code == 204
+        with transaction(rt.sessions) as s:  # a day passes without a byte
+            row = s.get(Upload, upload_id)
+            assert row is not None
+            row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        assert other.sweep(force=True) == 1
+        assert _row(rt, path).state == "expired"
