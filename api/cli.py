@@ -56,6 +56,14 @@ ActorOpt = Annotated[
 ]
 
 
+def check_is_file(path: Path) -> None:
+    """A file to seal or push, or what it is instead (before anything is sent)."""
+    if path.is_dir():
+        raise IntakeRefused(f"{path}: a folder; give the files in it")
+    if not path.is_file():
+        raise IntakeRefused(f"{path}: no such file")
+
+
 def _actor(actor: str | None) -> str:
     return actor or f"cli:{getpass.getuser()}"
 
@@ -131,10 +139,7 @@ def ingest(
     results: list[dict[str, Any]] = []
     try:  # refuse bad arguments before anything is sealed
         for path in [*files, *([track] if track else [])]:
-            if path.is_dir():
-                raise IntakeRefused(f"{path}: a folder; give the files in it")
-            if not path.is_file():
-                raise IntakeRefused(f"{path}: no such file")
+            check_is_file(path)
             check_file_name(kept_file_name(path.name))
     except ValueError as e:
         _fail(ManifestError(str(e)), as_json)

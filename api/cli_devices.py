@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from api.cli import ActorOpt, JsonOpt, _actor, _emit, _fail, _runtime
+from api.cli import ActorOpt, JsonOpt, _actor, _emit, _fail, _runtime, check_is_file
 from integrity.errors import LiuhenError
 
 device_app = typer.Typer(
@@ -206,7 +206,7 @@ def push(
     )
 
     from ingest.devices import load_credential
-    from ingest.errors import IntakeRefused, InvalidInput
+    from ingest.errors import InvalidInput
     from ingest.push import Pusher, PushState, Retry
 
     try:
@@ -215,8 +215,7 @@ def push(
         if not url:
             raise InvalidInput("no server to push to: give --server, or enroll with --server")
         for path in files:
-            if not path.is_file():
-                raise IntakeRefused(f"{path}: no such file")
+            check_is_file(path)
     except LiuhenError as e:
         _fail(e, as_json)
     state = PushState.load(credential.with_name(credential.name + ".push-state.json"))

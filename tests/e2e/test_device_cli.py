@@ -220,6 +220,21 @@ def test_push_prints_verified_receipts(
     )
     assert r.returncode == 0 and r.json()["items"][0]["id"] == items[0]["id"]
     assert _count(index, Item, Item.device_id == "CAM-PUSH") == 2
+    # A folder among the files: said so, before anything is sent.
+    folder = tmp_path / "DCIM"
+    folder.mkdir()
+    r = run_cli(
+        "push",
+        folder,
+        "--server",
+        serve.base,
+        "--credential",
+        cred,
+        "--json",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 3 and "a folder" in r.json()["error"]["detail"], str(r)
     # A disabled device's push fails, with the server's refusal, and exits non-zero.
     run_cli("device", "disable", "CAM-PUSH", env=env, cwd=tmp_path)
     r = run_cli(
