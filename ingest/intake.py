@@ -53,6 +53,7 @@ from storage import repository as repo
 from storage.errors import Conflict, ObjectStoreError
 from storage.ids import new_id
 from storage.objects import PART_SIZE, StoredObject, retain_until
+from storage.tables import Case
 
 log = logging.getLogger(__name__)
 
@@ -501,6 +502,8 @@ def _link_existing(
     vouched: Vouched | None = None,
 ) -> SealResult:
     def work(session: Session, plan: HoldPlan) -> SealResult:
+        # The cases before the sequencer, as ``links.link`` and a group commit take them.
+        repo.insert_missing(session, Case, sorted(set(manifest.case_ids)), now=now)
         repo.reserve_log_indexes(session, 0)  # a purge cannot delete it between look and link
         item = repo.find_item_by_sha256(session, sha256=sha256)
         if item is None:  # pragma: no cover - the constraint said it exists

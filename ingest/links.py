@@ -47,6 +47,9 @@ def link(
     check_case_id(case_id, rt.settings.case_id_pattern)
 
     def work(session: Session, plan: HoldPlan) -> dict[str, Any]:
+        # The case row before the sequencer, as a group commit makes its new cases: one
+        # being made by a seal is waited for without holding the sequencer the seal needs.
+        repo.ensure_case(session, case_id=case_id, now=now)
         # The sequencer before the item is read: a purge deciding under it that the item is
         # in no case is then never followed by this link committing (``retention``).
         repo.reserve_log_indexes(session, 0)

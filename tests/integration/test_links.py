@@ -4,6 +4,9 @@ case ID, the item's case history, case units, and the log that verifies them."""
 from __future__ import annotations
 
 import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from ingest.verify import verify_all
 from storage import people as pstore
 from storage import repository as repo
 from storage.errors import NotFound
+from storage.tables import Case
 from tests.people import bearer, make_user
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
@@ -126,3 +130,36 @@ def test_http_link_and_unlink(settings: Settings, tmp_path: Path) -> None:
             ("link", "user:110001", "seen on the footage"),
             ("unlink", "user:110001", "duplicate case"),
         ]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("how", ["link", "the same bytes again"])
+def test_a_link_to_a_case_another_seal_is_creating_waits_without_holding_the_sequencer(
+    rt: Runtime, tmp_path: Path, how: str
+) -> None:
+    """A group commit creates its new cases before it takes the sequencer. A link to the same
+    new case meanwhile (by hand, or by the same bytes arriving again) must not take the
+    sequencer first and then wait for that case row: the two would wait on each other
+    (PostgreSQL breaks it after a second by failing one)."""
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(MP4_HEAD + os.urandom(1024))
+    item_id = seal_file(rt, path, Manifest(), actor="cli:test").item_id
+    now = datetime.now(UTC)
+    with rt.sessions() as sealing, sealing.begin():
+        repo.insert_missing(sealing, Case, ["NEW-CASE-1"], now=now)  # not committed yet
+        with ThreadPoolExecutor(1) as pool:
+            linking: Future[object]
+            if how == "link":
+                linking = pool.submit(
+                    links.link, rt, item_id=item_id, case_id="NEW-CASE-1", reason="r", actor="t"
+                )
+            else:
+                again = Manifest(case_ids=("NEW-CASE-1",))
+                linking = pool.submit(seal_file, rt, path, again, actor="cli:test")
+            time.sleep(0.5)  # the link is now waiting for the case row
+            repo.reserve_log_indexes(sealing, 0)  # what the seal takes next: the sequencer
+            sealing.commit()
+            linking.result(timeout=30)
+    with rt.sessions() as s:
+        assert repo.case_ids_of(s, item_id=item_id) == ["NEW-CASE-1"]
+    assert verify_all(rt, actor="test").ok
