@@ -328,6 +328,15 @@ class MerkleTree(ProvingTree):
         start = i * HASH_SIZE
         return bytes(self._levels[level][start : start + HASH_SIZE])
 
+    def nodes(self, level: int, start: int, count: int) -> bytes:
+        """The hashes of the complete subtrees ``start`` .. ``start + count - 1`` on tree
+        level ``level``, back to back (fewer where the tree has not completed them): the
+        contents of a tile, to hold a stored one against."""
+        if level >= len(self._levels):
+            return b""
+        row = self._levels[level]
+        return bytes(row[start * HASH_SIZE : (start + count) * HASH_SIZE])
+
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT

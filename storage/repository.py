@@ -6,7 +6,7 @@ by check-then-insert: a violation inside a savepoint becomes :class:`Conflict`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -368,6 +368,23 @@ def read_tiles(
         )
     )
     return {(int(level), int(idx)): bytes(hashes) for level, idx, hashes in rows}
+
+
+def iter_tiles(session: Session, *, page: int = 256) -> Iterator[tuple[int, int, bytes]]:
+    """Every stored tile ``(level, idx, hashes)`` in key order, ``page`` rows per query."""
+    after = (-1, -1)
+    while True:
+        rows = session.execute(
+            select(LogTile.level, LogTile.idx, LogTile.hashes)
+            .where(tuple_(LogTile.level, LogTile.idx) > tuple_(*after))
+            .order_by(LogTile.level, LogTile.idx)
+            .limit(page)
+        ).all()
+        for level, idx, hashes in rows:
+            yield int(level), int(idx), bytes(hashes)
+        if len(rows) < page:
+            return
+        after = (int(rows[-1][0]), int(rows[-1][1]))
 
 
 def advance_log_tree(session: Session, *, old_size: int, new_size: int, root_hash: bytes) -> bool:

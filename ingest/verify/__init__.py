@@ -26,6 +26,7 @@ Codes (``Failure.what``):
     leaf_row                     a leaf row's kind / item_id columns are not what its data says
     log_size                     log_state, the leaf rows and the checkpoints disagree
     leaf_mirror                  the leaf bundles in object storage do not rebuild the log
+    log_tree, log_tile           the stored tree (its root, a tile) differs from the leaf rows
     checkpoint_signature         a checkpoint does not verify with the log key
     log_key                      the log key verifies none of the checkpoints (key replaced?)
     checkpoint_origin, checkpoint_root, checkpoint_consistency, checkpoint_mirror
@@ -44,7 +45,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ingest.runtime import Runtime
-from ingest.verify import checkpoints, items, mirror
+from ingest.verify import checkpoints, items, mirror, tiles
 from ingest.verify.log import Audit
 from ingest.verify.mirror import rebuild_leaves_from_objects
 from ingest.verify.report import CouldNotCheck, Failure, Report, make_report, record
@@ -122,6 +123,7 @@ def _verify_all(audit: Audit, *, actor: str, progress: Progress | None) -> Repor
     audit.read_log(lambda session, start, stop: q.pointers_between(session, start=start, stop=stop))
     audit.name_bad_leaves()
     checkpoints.check_checkpoints(audit, signed)
+    tiles.check_tiles(audit)
     done = 0
     checked: list[str] = []
     after = ""

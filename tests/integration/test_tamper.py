@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -513,3 +515,95 @@ def test_an_outage_after_a_difference_was_found_keeps_it(
     assert report.exit_status == 1
     assert (evidence.a.item_id, "index_vs_leaf") in concerns(report)
     assert report.could_not_check and "database" in report.could_not_check[-1].reason
+
+
+# --- the stored tree ---------------------------------------------------------------------------
+
+
+def _many_leaves(rt: Runtime, item_id: str, n: int) -> None:
+    """``n`` more custody leaves, signed: the stored tree gets full tiles and a level above."""
+    now = datetime.now(UTC)
+    with rt.sessions() as session, session.begin():
+        item = repo.get_item(session, item_id=item_id)
+        for _ in range(n):
+            custody.record(session, rt.ledger, item=item, action="view", actor="t", now=now)
+    rt.ledger.publish()
+
+
+@pytest.mark.parametrize(
+    ("edit", "expect"),
+    [
+        ("a hash of a full tile", "tile 0/1, hash 0 (leaves 256..256)"),
+        ("a partial tile cut short", "tile 1/0 holds 1 hashes"),
+        ("a tile deleted", "lacks tiles 0/2"),
+        ("a tile beyond the tree", "tile 0/99 holds 1 hashes, more than a tree of"),
+        ("the stored root", "the stored tree's root"),
+    ],
+)
+def test_an_edited_stored_tree_is_named(
+    rt: Runtime, evidence: Evidence, edit: str, expect: str
+) -> None:
+    """The tiles a process starts from and proves with, held against the re-hashed leaves."""
+    _many_leaves(rt, evidence.a.item_id, 700)
+    assert verify_all(rt, actor="auditor").ok
+    with rt.sessions() as session:
+        stored = repo.read_tiles(session, keys=[(0, 1), (1, 0)])
+    zero = bytes(32)
+    if edit == "a hash of a full tile":
+        sql(rt, "UPDATE log_tiles SET hashes = :h WHERE level = 0 AND idx = 1",
+            h=zero + stored[(0, 1)][32:])  # fmt: skip
+    elif edit == "a partial tile cut short":
+        sql(rt, "UPDATE log_tiles SET hashes = :h WHERE level = 1 AND idx = 0", h=zero)
+    elif edit == "a tile deleted":
+        sql(rt, "DELETE FROM log_tiles WHERE level = 0 AND idx = 2")
+    elif edit == "a tile beyond the tree":
+        sql(rt, "INSERT INTO log_tiles (level, idx, hashes) VALUES (0, 99, :h)", h=zero)
+    else:
+        sql(rt, "UPDATE log_tree SET root_hash = :h WHERE id = 1", h=zero)
+    report = verify_all(rt, actor="auditor")
+    found = [f for f in report.failures if f.what in {"log_tile", "log_tree"}]
+    assert len(found) == 1 and expect in found[0].detail, report.failures
+    assert_untouched(rt, *evidence.all)  # the items' own proofs do not read the tiles
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_the_stored_tree_growing_during_a_run_is_not_a_difference(
+    rt: Runtime, evidence: Evidence
+) -> None:
+    """Checkpoints signed while the run reads (its tiles grow, new ones appear): nothing to
+    name, each hash is judged only where the run's own leaves reach."""
+    _many_leaves(rt, evidence.a.item_id, 300)
+    stop = threading.Event()
+
+    def sign_on() -> int:
+        rounds = 0
+        while not stop.is_set():
+            _many_leaves(rt, evidence.b.item_id, 40)
+            rounds += 1
+        return rounds
+
+    with ThreadPoolExecutor(1) as pool:
+        signing = pool.submit(sign_on)
+        reports = [verify_all(rt, actor="auditor") for _ in range(3)]
+        stop.set()
+        assert signing.result(timeout=60) >= 2
+    for report in reports:
+        assert not [f for f in report.failures if f.what in {"log_tile", "log_tree"}]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_tiles_signed_between_the_tree_and_the_tiles_being_read_are_not_a_difference(
+    rt: Runtime, evidence: Evidence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run reads the stored tree's size, then the tiles; a checkpoint committed in
+    between makes tiles wider than that size allows, and new ones: the size is asked again."""
+    _many_leaves(rt, evidence.a.item_id, 250)
+    reading = repo.iter_tiles
+
+    def signed_meanwhile(session: Any, **kw: Any) -> Iterator[tuple[int, int, bytes]]:
+        _many_leaves(rt, evidence.b.item_id, 300)  # another connection, committed
+        yield from reading(session, **kw)
+
+    monkeypatch.setattr(repo, "iter_tiles", signed_meanwhile)
+    report = verify_all(rt, actor="auditor")
+    assert not [f for f in report.failures if f.what in {"log_tile", "log_tree"}], report.failures

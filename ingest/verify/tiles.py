@@ -1,0 +1,105 @@
+"""The stored tree (``log_tree`` and ``log_tiles``) against the tree rebuilt from the leaf rows.
+
+A process starts from the stored tree instead of re-hashing the log, and proves receipts and
+signs checkpoints from its tiles; a tile that differs from the leaves is refused when a proof
+touches it, and would stop the next signing. Here every stored tile is held against the
+rebuilt tree, so a damaged one is named before it is used.
+
+The run reads while others sign: a tile only ever grows (its first hashes never change), so
+each stored hash is compared where the rebuilt tree has it; hashes for leaves this run did not
+read are not judged. ``log_tree`` is read before the tiles, so every tile its size needs is
+there (the signer writes both in one transaction).
+"""
+
+from __future__ import annotations
+
+from ingest.verify.log import Audit
+from integrity.merkle import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, TileKey, tile_width
+from storage import repository as repo
+
+
+def check_tiles(audit: Audit) -> None:
+    tree = audit.tree
+    with audit.rt.reads() as session:
+        size, root = repo.log_tree_state(session)
+        if size <= tree.size and size and tree.root(size) != root:
+            audit.fail(
+                None,
+                "log_tree",
+                f"the stored tree's root at size {size} is {root.hex()}; the leaf rows give "
+                f"{tree.root(size).hex()}",
+            )
+        seen: set[TileKey] = set()
+        wide: dict[TileKey, int] = {}  # more hashes than the tree read first has there
+        for level, idx, hashes in repo.iter_tiles(session):
+            seen.add((level, idx))
+            count = _check_tile(audit, (level, idx), hashes, stored_size=size)
+            if count > tile_width(max(size, tree.size), (level, idx)):
+                wide[(level, idx)] = count
+        if wide:  # a signer may have moved on while the tiles were read: ask the tree again
+            later = max(repo.log_tree_state(session)[0], tree.size)
+            for (level, idx), count in wide.items():
+                if count > tile_width(later, (level, idx)):
+                    audit.fail(
+                        None,
+                        "log_tile",
+                        f"tile {level}/{idx} holds {count} hashes, more than a tree of "
+                        f"{later} leaves has there",
+                    )
+    missing = [key for key in _tiles_of(size) if key not in seen]
+    if missing:
+        shown = ", ".join(f"{level}/{idx}" for level, idx in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        audit.fail(None, "log_tile", f"the stored tree of {size} leaves lacks tiles {shown}{more}")
+
+
+def _check_tile(audit: Audit, key: TileKey, hashes: bytes, *, stored_size: int) -> int:
+    """Fail ``key`` if it is malformed, shorter than ``stored_size`` needs, or holds a hash
+    the rebuilt tree has otherwise; returns how many hashes it holds (0: malformed)."""
+    level, idx = key
+    count, rest = divmod(len(hashes), HASH_SIZE)
+    if rest or not 0 < count <= TILE_WIDTH:
+        audit.fail(None, "log_tile", f"tile {level}/{idx} holds {len(hashes)} bytes")
+        return 0
+    needed = tile_width(stored_size, key)
+    if count < needed:
+        audit.fail(
+            None,
+            "log_tile",
+            f"tile {level}/{idx} holds {count} hashes; the stored tree of {stored_size} "
+            f"leaves needs {needed} there",
+        )
+        return count
+    expected = audit.tree.nodes(level * TILE_HEIGHT, idx * TILE_WIDTH, count)
+    judged = len(expected)  # the hashes of leaves signed after this run read the rows: unjudged
+    if hashes[:judged] == expected:
+        return count
+    first = (
+        next(
+            j
+            for j in range(0, judged, HASH_SIZE)
+            if hashes[j : j + HASH_SIZE] != expected[j : j + HASH_SIZE]
+        )
+        // HASH_SIZE
+    )
+    node = idx * TILE_WIDTH + first
+    span = 1 << (level * TILE_HEIGHT)
+    audit.fail(
+        None,
+        "log_tile",
+        f"tile {level}/{idx}, hash {first} (leaves {node * span}..{(node + 1) * span - 1}) "
+        "differs from the leaf rows",
+        idx=node * span if level == 0 else None,
+    )
+    return count
+
+
+def _tiles_of(size: int) -> list[TileKey]:
+    """The tiles a tree of ``size`` leaves keeps, level by level."""
+    keys: list[TileKey] = []
+    level = 0
+    while size >> (level * TILE_HEIGHT):
+        nodes = size >> (level * TILE_HEIGHT)
+        keys += [(level, n) for n in range((nodes + TILE_WIDTH - 1) // TILE_WIDTH)]
+        level += 1
+    return keys
