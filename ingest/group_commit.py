@@ -184,8 +184,14 @@ def write_many(rt: Runtime, plans: list[Plan]) -> list[list[Any]]:
     """
     with metrics.timed("seal_transaction"), transaction(rt.sessions) as session:
         _parties(session, plans)
+        # In SHA-256 order: two processes' batches holding the same new bytes the other way
+        # round would each wait on the other's uncommitted unique entry (a deadlock).
         new_item.insert_items(
-            session, [{**p.row, "log_index": new_item.provisional_log_index()} for p in plans]
+            session,
+            sorted(
+                ({**p.row, "log_index": new_item.provisional_log_index()} for p in plans),
+                key=lambda row: str(row["sha256"]),
+            ),
         )
         new_item.link_many(session, [(p.item_id, p.case_ids, p.actor, p.now) for p in plans])
         new_item.stamp_units(session, [(p.item_id, p.unit) for p in plans if p.unit])

@@ -97,6 +97,8 @@ class Audit:
         self.failures: list[Failure] = []
         self.unchecked: list[CouldNotCheck] = []
         self.tree = MerkleTree()
+        self.placeholders: list[int] = []
+        """Leaf indexes whose row is gone with no mirrored copy: ``PLACEHOLDER`` in the tree."""
         self.size = 0
         self.logged: dict[str, Logged] = {}
         self.suspects: dict[int, _Suspect] = {}
@@ -160,6 +162,8 @@ class Audit:
             # Its WORM copy stands in, so the rest still checks against it and the roots.
             text = self.walk.line(idx) if self.walk is not None else None
             self.tree.append(mirrored or PLACEHOLDER)
+            if mirrored is None:
+                self.placeholders.append(idx)
             if text is None:
                 return
             found = leaf_hash(text.encode())

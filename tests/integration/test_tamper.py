@@ -23,6 +23,7 @@ from ingest.ledger import LogCorrupt
 from ingest.retrieve import log_read, resolve
 from ingest.runtime import Runtime, runtime
 from ingest.verify import Report, verify_all, verify_item
+from ingest.verify import mirror as verify_mirror
 from integrity.errors import ProofError
 from integrity.leaves import canonical_json
 from integrity.merkle import MerkleTree, leaf_hash
@@ -606,4 +607,17 @@ def test_tiles_signed_between_the_tree_and_the_tiles_being_read_are_not_a_differ
 
     monkeypatch.setattr(repo, "iter_tiles", signed_meanwhile)
     report = verify_all(rt, actor="auditor")
+    assert not [f for f in report.failures if f.what in {"log_tile", "log_tree"}], report.failures
+
+
+def test_a_leaf_row_gone_without_a_mirrored_copy_is_not_blamed_on_the_tiles(
+    rt: Runtime, evidence: Evidence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no copy to stand in (the mirror unreadable), the rebuilt tree holds a placeholder
+    there: the stored tiles over it are not judged, and the hole is named once."""
+    b = evidence.b
+    sql(rt, "DELETE FROM log_leaves WHERE idx = :i", i=b.log_index)
+    monkeypatch.setattr(verify_mirror, "walk_mirror", lambda *_: None)  # bundles unreadable
+    report = verify_all(rt, actor="auditor")
+    assert (b.item_id, b.log_index) in named(report, "leaf_missing")
     assert not [f for f in report.failures if f.what in {"log_tile", "log_tree"}], report.failures
