@@ -199,6 +199,9 @@ def set_case_hold(
     check_case_id(case_id, rt.settings.case_id_pattern)
 
     def work(session: Session, plan: HoldPlan) -> list[dict[str, Any]]:
+        # The sequencer before the case's items are read: a seal into the case then either
+        # committed before (and is among them) or reads the new hold under it (and applies it).
+        repo.reserve_log_indexes(session, 0)
         repo.get_case(session, case_id=case_id)
         store.set_case_hold(
             session, case_id=case_id, held=held, actor=actor, reason=reason, now=now

@@ -22,6 +22,7 @@ from ingest.manifest import Manifest
 from ingest.runtime import Runtime
 from ingest.verify import verify_all
 from storage import keys
+from storage import people as storage_people
 from storage import repository as repo
 from storage.errors import ObjectLocked, ObjectNotFound, StoreUnavailable
 from storage.tables import Item
@@ -330,3 +331,42 @@ def test_holding_a_case_again_repairs_flags_a_failed_release_left_off(
     # And a release done again lifts them all.
     retention.set_case_hold(rt, case_id="P-1", held=False, reason="closed", actor="cli:a")
     assert _flags(rt, a.item_id) + _flags(rt, b.item_id) == [False, False]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_an_item_sealed_into_a_case_while_it_is_being_held_ends_up_held(
+    rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hold`` reads the case's items, then commits; a seal into the case committing in
+    between must not be left out of the hold (it read the case as released)."""
+    _seal(rt, tmp_path, "RACE-1")
+    retention.set_case_hold(rt, case_id="RACE-1", held=False, reason="closed", actor="cli:a")
+    reading = repo.items_of_case
+    sealed: list[SealResult] = []
+    started = threading.Event()
+
+    def seal_meanwhile() -> None:
+        started.set()
+        sealed.append(_seal(rt, tmp_path, "RACE-1"))
+
+    racer = threading.Thread(target=seal_meanwhile)
+
+    rounds: list[int] = []
+
+    def items_of_case(session: Session, *, case_id: str) -> list[Item]:
+        found = list(reading(session, case_id=case_id))
+        rounds.append(len(found))
+        if len(rounds) == 2:  # the last round: the first set the store's flags, rolled back
+            racer.start()
+            racer.join(2)  # it commits now, unless the hold's transaction holds it off
+        return found
+
+    monkeypatch.setattr(repo, "items_of_case", items_of_case)
+    retention.set_case_hold(rt, case_id="RACE-1", held=True, reason="reopened", actor="cli:a")
+    racer.join(60)
+    assert rounds[:2] == [1, 1]
+    (item,) = sealed
+    assert _flags(rt, item.item_id) == [True]
+    with rt.sessions() as s:
+        assert storage_people.item_hold_state(s, item_id=item.item_id)
+    assert verify_all(rt, actor="test").ok
