@@ -41,6 +41,8 @@ def verify(
 ) -> None:
     """Check originals, derivatives, leaves, checkpoints and custody chains; exit 0 if all hold.
 
+    --all also holds the stored tree (the tiles receipts are proved from) against the leaves.
+
     Exit 1 when something differs; 75 when something could not be checked.
 
     75 means the store or the database was unavailable and nothing differs.
