@@ -363,10 +363,17 @@ class Uploads:
         now = datetime.now(UTC)
         expires = now + timedelta(seconds=self.settings.upload_expiry_s)
         with transaction(self.rt.sessions) as session:
-            row = session.get(Upload, upload_id)
-            if row is None:  # pragma: no cover - rows are never deleted while locked
-                raise UploadNotFound(upload_id)
-            row.offset, row.updated_at, row.expires_at = offset, now, expires
+            result = session.execute(
+                update(Upload)
+                .where(Upload.id == upload_id, Upload.state == RECEIVING)
+                .values(offset=offset, updated_at=now, expires_at=expires)
+            )
+            if not getattr(result, "rowcount", 0):
+                # Ended meanwhile (another process's sweep found it expired): this request's
+                # bytes acknowledge nothing any more.
+                raise UploadExpired(
+                    f"upload {upload_id} ended while this request was writing; start again"
+                )
         return expires
 
     # --- completion ----------------------------------------------------------------------

@@ -23,7 +23,7 @@ from tusclient import client as tus_client
 from api.upload_forward import forward
 from configs.settings import Settings
 from ingest.devices import Credential
-from ingest.errors import UploadHomeSlow, UploadHomeUnavailable
+from ingest.errors import UploadExpired, UploadHomeSlow, UploadHomeUnavailable
 from ingest.metrics import REGISTRY
 from ingest.runtime import Runtime
 from ingest.uploads import EXPIRED, Uploads
@@ -314,3 +314,6 @@ def test_another_processs_sweep_ends_only_what_is_still_expired(
             row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
         assert other.sweep(force=True) == 1
         assert _row(rt, path).state == "expired"
+        with pytest.raises(UploadExpired, match="ended while this request was writing"):
+            Uploads(rt)._record_offset(upload_id, 250_000)  # the home's writer, a moment late
+        assert _row(rt, path).offset == 200_000
