@@ -26,7 +26,7 @@ from ingest.runtime import Runtime, open_runtime
 from integrity.receipts import parse_receipt
 from integrity.verify import verify_receipt
 from storage.tables import CustodyEvent, DeviceEvent, Item
-from tests.cli import LIUHEN, cli_env, run_cli
+from tests.cli import LIUHEN, CliResult, cli_env, run_cli
 from tests.integration.devicekit import (
     OCTETS,
     TUS,
@@ -182,19 +182,14 @@ def test_push_prints_verified_receipts(
         f = tmp_path / f"clip{i}.mp4"
         f.write_bytes(clip(300_000 + i))
         files.append(f)
-    r = run_cli(
-        "push",
-        *files,
-        "--server",
-        serve.base,
-        "--credential",
-        cred,
-        "--case",
-        "C-1",
-        "--json",
-        env=env,
-        cwd=tmp_path,
-    )
+
+    def push(*args: str | Path) -> CliResult:
+        return run_cli(
+            "push", *args, "--server", serve.base, "--credential", cred, "--json",
+            env=env, cwd=tmp_path,
+        )  # fmt: skip
+
+    r = push(*files, "--case", "C-1")
     assert r.returncode == 0, r
     items = r.json()["items"]
     assert [i["file"] for i in items] == [str(f) for f in files]
@@ -207,47 +202,17 @@ def test_push_prints_verified_receipts(
             leaf_data=item["leaf"].encode(), receipt_text=item["receipt"], verifier_key=log_key
         )
     # Pushing again: same items, nothing new.
-    r = run_cli(
-        "push",
-        files[0],
-        "--server",
-        serve.base,
-        "--credential",
-        cred,
-        "--json",
-        env=env,
-        cwd=tmp_path,
-    )
+    r = push(files[0])
     assert r.returncode == 0 and r.json()["items"][0]["id"] == items[0]["id"]
     assert _count(index, Item, Item.device_id == "CAM-PUSH") == 2
     # A folder among the files: said so, before anything is sent.
     folder = tmp_path / "DCIM"
     folder.mkdir()
-    r = run_cli(
-        "push",
-        folder,
-        "--server",
-        serve.base,
-        "--credential",
-        cred,
-        "--json",
-        env=env,
-        cwd=tmp_path,
-    )
+    r = push(folder)
     assert r.returncode == 3 and "a folder" in r.json()["error"]["detail"], str(r)
     # A disabled device's push fails, with the server's refusal, and exits non-zero.
     run_cli("device", "disable", "CAM-PUSH", env=env, cwd=tmp_path)
-    r = run_cli(
-        "push",
-        files[1],
-        "--server",
-        serve.base,
-        "--credential",
-        cred,
-        "--json",
-        env=env,
-        cwd=tmp_path,
-    )
+    r = push(files[1])
     assert r.returncode != 0 and r.json()["error"]["code"] == "device_disabled"
 
 
