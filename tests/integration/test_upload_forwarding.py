@@ -94,6 +94,18 @@ def _row(rt: Runtime, path: str) -> Upload:
         return row
 
 
+def _begun_then_stopped(
+    settings: Settings, port: int, device_id: str, data: bytes
+) -> tuple[str, Credential, str]:
+    """An upload created and its first 100,000 bytes sent to a process that then stops:
+    its base URL, the device, the upload's path."""
+    with live_server(settings, port) as (base, rt):
+        cred = enroll(rt, device_id)
+        path = _create(base, cred, data, seq=1)
+        assert _patch(base, path, cred, data[:100_000], 0).status_code == 204
+    return base, cred, path
+
+
 def test_a_stock_client_behind_a_round_robin_balancer(
     make_settings: SettingsFactory, tmp_path: Path
 ) -> None:
@@ -216,10 +228,7 @@ def test_the_spooling_process_away_loses_nothing(
     pa, pb = free_port(), free_port()
     sa, sb = (_settings(make_settings, tmp_path, n, p) for n, p in (("a", pa), ("b", pb)))
     data = clip(500_000)
-    with live_server(sa, pa) as (base_a, rt_a):
-        cred = enroll(rt_a, "DEV-AWAY")
-        path = _create(base_a, cred, data, seq=1)
-        assert _patch(base_a, path, cred, data[:100_000], 0).status_code == 204
+    base_a, cred, path = _begun_then_stopped(sa, pa, "DEV-AWAY", data)
     with live_server(sb, pb) as (base_b, rt_b):
         before = _forwarded("unreachable")
         started = time.monotonic()
@@ -247,10 +256,7 @@ def test_a_home_back_under_a_new_address_claims_its_spools(
     pa, pb, pa2 = free_port(), free_port(), free_port()
     sa, sb = (_settings(make_settings, tmp_path, n, p) for n, p in (("a", pa), ("b", pb)))
     data = clip(400_000)
-    with live_server(sa, pa) as (base_a, rt_a):
-        cred = enroll(rt_a, "DEV-MOVED")
-        path = _create(base_a, cred, data, seq=1)
-        assert _patch(base_a, path, cred, data[:100_000], 0).status_code == 204
+    _, cred, path = _begun_then_stopped(sa, pa, "DEV-MOVED", data)
     sa2 = _settings(make_settings, tmp_path, "a", pa2)  # same home, new address
     with live_server(sa2, pa2) as (base_a2, rt), live_server(sb, pb) as (base_b, _):
         deadline = time.monotonic() + 15
