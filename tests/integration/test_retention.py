@@ -343,14 +343,7 @@ def test_an_item_sealed_into_a_case_while_it_is_being_held_ends_up_held(
     retention.set_case_hold(rt, case_id="RACE-1", held=False, reason="closed", actor="cli:a")
     reading = repo.items_of_case
     sealed: list[SealResult] = []
-    started = threading.Event()
-
-    def seal_meanwhile() -> None:
-        started.set()
-        sealed.append(_seal(rt, tmp_path, "RACE-1"))
-
-    racer = threading.Thread(target=seal_meanwhile)
-
+    racer = threading.Thread(target=lambda: sealed.append(_seal(rt, tmp_path, "RACE-1")))
     rounds: list[int] = []
 
     def items_of_case(session: Session, *, case_id: str) -> list[Item]:
