@@ -142,7 +142,7 @@ def probe(path: Path) -> ProbeResult:
     structure = _structure_problem(path, head)
     try:
         with open_av(path) as container:
-            result = _describe_av(container)
+            result = _describe_av(container, path.name)
     except av.FFmpegError as exc:
         code, why = structure or (ProblemCode.NOT_MEDIA, "no known audio/video/image format")
         raise media_error(ProbeError, code, f"{path.name}: {why} ({exc.strerror})") from exc
@@ -158,12 +158,14 @@ def main_video(container: av.container.InputContainer) -> av.VideoStream | None:
     return None
 
 
-def _describe_av(container: av.container.InputContainer) -> ProbeResult:
+def _describe_av(container: av.container.InputContainer, name: str) -> ProbeResult:
     video = main_video(container)
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None and audio is None:
         raise media_error(
-            ProbeError, ProblemCode.NO_MEDIA_STREAMS, "the container has no audio or video"
+            ProbeError,
+            ProblemCode.NO_MEDIA_STREAMS,
+            f"{name}: FFmpeg reads it as {container.format.name}, with no audio or video in it",
         )
     tags = {str(k): str(v) for k, v in container.metadata.items()}
     problems: list[Problem] = []

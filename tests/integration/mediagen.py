@@ -6,7 +6,7 @@ the whole media suite stays fast; sizes and codecs mimic what body cameras and p
 
 from __future__ import annotations
 
-import os
+import random
 import shutil
 import struct
 import subprocess
@@ -189,8 +189,17 @@ def moov_missing(directory: Path) -> Path:
 
 
 def random_bytes(directory: Path) -> Path:
+    """64 KiB of noise, the same in every run: FFmpeg takes about one in a hundred noise files
+    for a raw stream (h263, lrc lyrics), so fresh noise made the expected problem vary."""
     out = directory / "random.mp4"
-    out.write_bytes(os.urandom(64 * 1024))
+    out.write_bytes(random.Random(20261203).randbytes(64 * 1024))
+    return out
+
+
+def lyrics_only(directory: Path) -> Path:
+    """Timed text (LRC), which FFmpeg opens as a container of one subtitle stream."""
+    out = directory / "lyrics.mp4"
+    out.write_text("[00:00.00]执法开始\n[00:05.00]出示证件\n[00:09.50]执法结束\n", "utf-8")
     return out
 
 

@@ -139,6 +139,7 @@ def test_probe_trusts_content_not_the_file_name(clips: gen.ClipCache, tmp_path: 
 BROKEN: list[tuple[Maker, str]] = [
     (gen.moov_missing, "moov_missing"),
     (gen.random_bytes, "not_media"),
+    (gen.lyrics_only, "no_media_streams"),
     (gen.empty, "empty"),
     (gen.truncated_avi_header, "truncated"),
 ]
@@ -152,6 +153,11 @@ def test_unreadable_input_raises_probe_error_with_code(
     with untouched(src), pytest.raises(ProbeError, match=src.name) as caught:
         media.probe(src)
     assert caught.value.code == code
+
+
+def test_no_streams_names_the_format_ffmpeg_read(clips: gen.ClipCache) -> None:
+    with pytest.raises(ProbeError, match="FFmpeg reads it as lrc, with no audio or video"):
+        media.probe(clips.get(gen.lyrics_only))
 
 
 def test_truncated_avi_probes_with_a_problem_and_still_derives(

@@ -282,6 +282,7 @@ def half_photo(directory: Path) -> Path:
 BROKEN: list[tuple[Maker, str, set[str], tuple[str, str]]] = [
     (gen.moov_missing, "unprocessable", set(), ("probe", "moov_missing")),
     (gen.random_bytes, "unprocessable", set(), ("probe", "not_media")),
+    (gen.lyrics_only, "unprocessable", set(), ("probe", "no_media_streams")),
     (gen.truncated_avi_header, "unprocessable", set(), ("probe", "truncated")),
     (forged_ftyp, "unprocessable", set(), ("probe", "moov_missing")),
     # The container is cut, but every frame in it decodes: all derivatives, a warning.
