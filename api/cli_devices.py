@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from api.cli import ActorOpt, JsonOpt, _actor, _emit, _fail, _runtime, check_is_file
+from ingest.errors import InvalidInput
 from integrity.errors import LiuhenError
 
 device_app = typer.Typer(
@@ -277,6 +278,7 @@ def _dock_pass(
     erase: bool,
     who: str,
     cases: tuple[str, ...],
+    unit: str | None,
     stop: threading.Event,
 ) -> dict[str, Any]:
     from rich.console import Console
@@ -292,7 +294,7 @@ def _dock_pass(
             bar.update(task, description=name, completed=done, total=total)
 
         report = import_folder(
-            rt, folder, receipts=receipts, erase=erase, actor=who, case_ids=cases,
+            rt, folder, receipts=receipts, erase=erase, actor=who, case_ids=cases, unit=unit,
             progress=progress, stop=stop,
         )  # fmt: skip
     return report.as_dict()
@@ -306,6 +308,14 @@ EraseOpt = Annotated[
     bool, typer.Option("--erase", help="Remove each camera file once its receipt verified.")
 ]
 CaseOpt = Annotated[list[str] | None, typer.Option("--case", help="Case ID (repeatable).")]
+UnitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--unit",
+        help="The station's unit, given to what it seals (default intake.dock_unit; else the "
+        "unit of the device or officer in each file name).",
+    ),
+]
 
 
 @dock_app.command("import")
@@ -314,6 +324,7 @@ def dock_import(
     receipts: ReceiptsOpt = None,
     erase: EraseOpt = False,
     case: CaseOpt = None,
+    unit: UnitOpt = None,
     as_json: JsonOpt = False,
     actor: ActorOpt = None,
 ) -> None:
@@ -326,7 +337,7 @@ def dock_import(
         try:
             doc = _dock_pass(
                 rt, folder, receipts=receipts, erase=erase, who=_actor(actor),
-                cases=tuple(case or ()), stop=stop,
+                cases=tuple(case or ()), unit=unit, stop=stop,
             )  # fmt: skip
         except LiuhenError as e:
             _fail(e, as_json)
@@ -342,6 +353,7 @@ def dock_watch(
     receipts: ReceiptsOpt = None,
     erase: EraseOpt = False,
     case: CaseOpt = None,
+    unit: UnitOpt = None,
     as_json: JsonOpt = False,
     actor: ActorOpt = None,
 ) -> None:
@@ -359,8 +371,10 @@ def dock_watch(
             try:
                 doc = _dock_pass(
                     rt, folder, receipts=receipts, erase=erase, who=_actor(actor),
-                    cases=tuple(case or ()), stop=stop,
+                    cases=tuple(case or ()), unit=unit, stop=stop,
                 )  # fmt: skip
+            except InvalidInput as e:
+                _fail(e, as_json)  # an unknown unit, a receipts path: no later pass fixes it
             except LiuhenError as e:
                 typer.echo(f"liuhen dock: {e}", err=True)
                 stop.wait(rt.settings.intake.dock_poll_s)

@@ -196,6 +196,8 @@ class IntakeSettings(BaseModel):
     """A camera file whose size changed within this many seconds is still being written."""
     dock_poll_s: float = Field(default=5.0, gt=0)
     """``liuhen dock watch``: how often the folder is scanned."""
+    dock_unit: str | None = Field(default=None, min_length=1, max_length=100)
+    """The collection station's unit, stamped on what ``liuhen dock`` seals (``--unit``)."""
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     """Browser origins allowed to upload over tus (device tokens are bearer tokens, never
     cookies, so another origin cannot borrow one)."""

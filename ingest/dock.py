@@ -45,6 +45,7 @@ from ingest.timeplace import parse_capture_filename
 from integrity.errors import LiuhenError
 from integrity.hashing import sha256_file
 from integrity.verify import verify_receipt
+from storage import people
 from storage import repository as repo
 from storage.errors import Conflict
 
@@ -129,15 +130,29 @@ def import_folder(
     erase: bool,
     actor: str,
     case_ids: tuple[str, ...] = (),
+    unit: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     stop: threading.Event | None = None,
 ) -> DockReport:
-    """One pass over ``folder``: seal what is new and stable, finish what a kill interrupted."""
+    """One pass over ``folder``: seal what is new and stable, finish what a kill interrupted.
+
+    ``unit``: the station's unit, stamped on what it seals (else an item's unit comes from the
+    device or officer its file name gives, and a name that gives neither leaves the item
+    unitless: its unit's officers would not see it until it is linked to one of their cases).
+    """
+    unit = unit or rt.settings.intake.dock_unit
+    if unit is not None:
+        with rt.sessions() as session:
+            if not people.unit_is_known(session, unit=unit):
+                raise InvalidInput(
+                    f"unit {unit!r} is not known here: no device, officer or user belongs to "
+                    "it (enroll one first, or check the name)"
+                )
     state_path = DockState.path_for(rt, folder)
     with _exclusive(state_path.with_suffix(".lock"), folder):
         state = DockState(state_path)  # read under the lock: another run may just have saved
         return _import(rt, folder, state, receipts=receipts, erase=erase, actor=actor,
-                       case_ids=case_ids, progress=progress, stop=stop)  # fmt: skip
+                       case_ids=case_ids, unit=unit, progress=progress, stop=stop)  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -163,6 +178,7 @@ def _import(
     erase: bool,
     actor: str,
     case_ids: tuple[str, ...],
+    unit: str | None,
     progress: Callable[[str, int, int], None] | None,
     stop: threading.Event | None,
 ) -> DockReport:
@@ -192,7 +208,7 @@ def _import(
             continue
         try:
             outcome = _one(rt, state, folder, path, receipts=receipts, erase=erase, actor=actor,
-                           case_ids=case_ids, stable_s=stable, stop=stop)  # fmt: skip
+                           case_ids=case_ids, unit=unit, stable_s=stable, stop=stop)  # fmt: skip
         except (LiuhenError, OSError, ValueError) as e:  # ValueError: a manifest it made
             log.warning("dock: %s failed: %s", path, e)
             report.failed.append({"file": name, "error": f"{type(e).__name__}: {e}"})
@@ -216,6 +232,7 @@ def _one(
     erase: bool,
     actor: str,
     case_ids: tuple[str, ...],
+    unit: str | None,
     stable_s: float,
     stop: threading.Event | None = None,
 ) -> dict[str, Any] | str:
@@ -262,7 +279,8 @@ def _one(
         if item_id is None:
             entry["sealing"] = True
             state.save()
-            sealed = seal_file(rt, path, _manifest(rt, path, entry, case_ids), actor=actor)
+            manifest = _manifest(rt, path, entry, case_ids)
+            sealed = seal_file(rt, path, manifest, actor=actor, unit=unit)
             item_id = sealed.item_id
         entry |= {"phase": "sealed", "item_id": item_id}
         state.save()

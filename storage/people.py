@@ -26,6 +26,7 @@ from storage.tables import (
     ItemHold,
     ItemUnit,
     Person,
+    Unit,
     User,
     WebSession,
 )
@@ -153,6 +154,14 @@ def set_person_unit(session: Session, *, person_id: str, unit: str, now: datetim
     else:
         person.unit = unit
     session.flush()
+
+
+def unit_is_known(session: Session, *, unit: str) -> bool:
+    """Whether some device, officer or user belongs to ``unit`` (a typo names none)."""
+    return any(
+        session.execute(select(exists().where(column == unit))).scalar_one()
+        for column in (Unit.id, Device.unit, Person.unit, User.unit)
+    )
 
 
 # --- grants --------------------------------------------------------------------------------

@@ -434,6 +434,19 @@ def test_dock_skips_files_still_being_written(
     assert growing.exists(), "without --erase the camera keeps its file"
 
 
+def test_dock_with_an_unknown_unit_stops_at_once(env: dict[str, str], tmp_path: Path) -> None:
+    camera = tmp_path / "DCIM"
+    camera.mkdir()
+    photo = camera / "IMG_0001.JPG"
+    photo.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(2000))
+    for command in ("import", "watch"):  # watch too: no later pass would fix the name
+        r = run_cli("dock", command, camera, "--unit", "三中队x", "--json", env=env, cwd=tmp_path,
+                    timeout_s=60)  # fmt: skip
+        assert r.returncode == 3, r
+        assert "unit '三中队x' is not known here" in r.json()["error"]["detail"], r
+    assert photo.exists()
+
+
 def test_push_killed_resumes_the_same_upload(
     env: dict[str, str], tmp_path: Path, serve: Serve, index: Runtime
 ) -> None:

@@ -1,22 +1,26 @@
 """The collection station in-process on real services: bytes that came by another path, two
 folders with the same file name, one importer per folder, the file-name hints, a name the
 camera reuses after an erase, a failed seal retried, names a manifest refuses, a camera clock
-ahead of the station's, a receipts folder around the camera folder."""
+ahead of the station's, a receipts folder around the camera folder, the station's unit."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from ingest.dock import DockState, _exclusive, import_folder
+from ingest.errors import InvalidInput
 from ingest.intake import seal_file
 from ingest.manifest import Manifest
 from ingest.runtime import Runtime
+from storage import people
 from storage import repository as repo
+from storage.db import transaction
 from storage.errors import Conflict
 from tests.integration.devicekit import clip
 
@@ -173,3 +177,26 @@ def test_a_receipts_folder_around_the_camera_folder_leaves_its_files_to_import(
     report = import_folder(rt, station / "cam1", receipts=station, erase=False, actor="dock:t")
     assert len(report.sealed) == 1, report.as_dict()
     assert (station / "DCIM" / "IMG_0004.JPG.receipt.json").is_file()
+
+
+def test_the_stations_unit_is_given_to_what_it_seals(rt: Runtime, tmp_path: Path) -> None:
+    camera = tmp_path / "cam"
+    plain = _photo(camera / "DCIM" / "IMG_0005.JPG")  # no device or officer in the name
+    with pytest.raises(InvalidInput, match="unit '二中队' is not known here"):
+        import_folder(rt, camera, receipts=None, erase=False, actor="dock:t", unit="二中队")
+    assert not DockState.path_for(rt, camera).exists()  # refused before anything was hashed
+    with transaction(rt.sessions) as s:
+        people.set_person_unit(s, person_id="010002", unit="二中队", now=datetime.now(UTC))
+    report = import_folder(rt, camera, receipts=None, erase=False, actor="dock:t",
+                           case_ids=("CASE-U2",), unit="二中队")  # fmt: skip
+    assert [Path(s["file"]) for s in report.sealed] == [plain], report.as_dict()
+    item_id = report.sealed[0]["id"]
+    with rt.sessions() as s:
+        assert people.item_unit(s, item_id=item_id) == "二中队"
+        assert repo.get_case(s, case_id="CASE-U2").unit == "二中队"  # an unclaimed case too
+    without = import_folder(rt, tmp_path / "cam2", receipts=None, erase=False, actor="dock:t")
+    assert without.sealed == []
+    _photo(tmp_path / "cam2" / "IMG_0006.JPG")
+    unitless = import_folder(rt, tmp_path / "cam2", receipts=None, erase=False, actor="dock:t")
+    with rt.sessions() as s:
+        assert people.item_unit(s, item_id=unitless.sealed[0]["id"]) is None
