@@ -30,7 +30,9 @@ def home_settings(
 ) -> Settings:
     """Settings of one home ``root/name`` on a running SeaweedFS: its own index (SQLite under
     it unless ``database_url``), the workers off, and the one log key of ``root``, as in any
-    one deployment."""
+    one deployment. A bucket holds one log: give each home its own (two homes of one key in
+    one bucket are two logs under one name, and a signer refuses to fork the one published).
+    """
     return Settings(
         profile="embedded",
         home=root / name,

@@ -19,7 +19,9 @@
    = 1, the old way), interleaved, median of ``--rounds``: ``--leaves-per-checkpoint`` new
    leaves each, without a TSA and with a local one (``openssl ts`` behind HTTP, the tests'
    ``tests/tsa_server.py``). Every receipt waits for a checkpoint, so this is latency a
-   device sees; against a remote store and TSA the round trips it saves are longer.
+   device sees; against a remote store and TSA the round trips it saves are longer. Also
+   against signing without first reading the checkpoint published last (``log/checkpoint``,
+   the one store read that stops a signer on a restored index from forking the log).
 """
 
 from __future__ import annotations
@@ -137,8 +139,8 @@ def bench_start(
 ) -> None:
     if database_url:
         raise SystemExit("the start benchmark makes its own SQLite indexes; drop --database-url")
-    small = home_settings(root, s3, "small", None, bucket="bench-seq")
-    big = home_settings(root, s3, "big", None, bucket="bench-seq")
+    small = home_settings(root, s3, "small", None, bucket="bench-seq-small")
+    big = home_settings(root, s3, "big", None, bucket="bench-seq-big")
     for settings, n in ((small, 1), (big, leaves)):
         rt = open_runtime(settings)
         try:
@@ -207,7 +209,7 @@ def bench_seals(
             path.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(20_000))
             files.append(path)
         rt = open_runtime(
-            home_settings(root, s3, f"seals-{mode}", database_url, bucket="bench-seq")
+            home_settings(root, s3, f"seals-{mode}", database_url, bucket=f"bench-seq-{mode}")
         )
         try:
             rt.ledger.interval = interval_ms / 1000 if mode == "shared" else 0
@@ -235,7 +237,11 @@ def bench_mirror(root: Path, s3: EmbeddedS3, rounds: int, per_checkpoint: int) -
             ("local TSA", {"tsa_url": tsa.url, "tsa_roots": [tsa.dir / "ca.pem"]}),
         ):
             settings = home_settings(
-                root, s3, f"mirror-{len(log_settings)}", None, bucket="bench-seq"
+                root,
+                s3,
+                f"mirror-{len(log_settings)}",
+                None,
+                bucket=f"bench-seq-m{len(log_settings)}",
             )
             settings = settings.model_copy(
                 update={"log": settings.log.model_copy(update=log_settings)}
@@ -243,23 +249,33 @@ def bench_mirror(root: Path, s3: EmbeddedS3, rounds: int, per_checkpoint: int) -
             rt = open_runtime(settings)
             try:
                 rt.ledger.interval = 0
-                times: dict[int, list[float]] = {1: [], MIRROR_AT_ONCE: []}
-                for _ in range(rounds):  # interleaved, so that a busy machine hits both alike
-                    for at_once in times:
+                signer = rt.ledger.signer
+                check = signer._check_published
+                times: dict[str, list[float]] = {"apart": [], "together": [], "unchecked": []}
+                for _ in range(rounds):  # interleaved, so that a busy machine hits all alike
+                    for kind in times:
                         _fill(rt, per_checkpoint)
-                        rt.ledger.signer.mirror_at_once = at_once
+                        signer.mirror_at_once = 1 if kind == "apart" else MIRROR_AT_ONCE
+                        # The baseline of the published-checkpoint read: signing without it.
+                        signer._check_published = (  # type: ignore[method-assign]
+                            (lambda *_: None) if kind == "unchecked" else check
+                        )
                         t0 = time.perf_counter()
                         rt.ledger.publish()
-                        times[at_once].append(time.perf_counter() - t0)
+                        times[kind].append(time.perf_counter() - t0)
                 with rt.sessions() as session:
                     stamped = sum(cp.tsr is not None for cp in repo.checkpoints(session))
             finally:
                 rt.close()
-            together, apart = (statistics.median(times[k]) for k in (MIRROR_AT_ONCE, 1))
+            together, apart, unchecked = (
+                statistics.median(times[k]) for k in ("together", "apart", "unchecked")
+            )
             note = f"{per_checkpoint} new leaves each, {stamped} time-stamped"
             line(f"checkpoint, {label}, puts one after another", apart * 1000, "ms", note)
             line(f"checkpoint, {label}, {MIRROR_AT_ONCE} at once", together * 1000, "ms")
             line(f"  {label}: at once / one after another", together / apart, "x")
+            line(f"checkpoint, {label}, published one not read", unchecked * 1000, "ms")
+            line(f"  {label}: read and checked / not read", together / unchecked, "x")
 
 
 def main() -> None:

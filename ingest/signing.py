@@ -50,8 +50,9 @@ costs in proportion to what arrives, at most SCRUB_ROWS per checkpoint."""
 SCRUB_MIN = 256
 READ_BATCH = 10_000
 """Leaf rows read per query while extending the tree."""
-MIRROR_AT_ONCE = 4
-"""Mirror puts (and the TSA request) of one checkpoint in flight at once."""
+MIRROR_AT_ONCE = 6
+"""Mirror puts (and the TSA request) of one checkpoint in flight at once: the bundle, the
+checkpoint twice (by size, and as the published one), the time-stamp, a tile or two."""
 SIGNER_LOCK_ID = 7310852
 """The PostgreSQL advisory lock of the signer (7310851 guards migrations)."""
 
@@ -251,6 +252,7 @@ class CheckpointSigner:
             bundle = self._extend(tree, size, bundle_from=signed_size)
         except ProofError as e:
             raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
+        self._check_published(store, tree, size)
         try:
             signed = next_checkpoint(
                 tree=tree,
@@ -281,6 +283,45 @@ class CheckpointSigner:
             metrics.checkpoint_signed(size=size, seconds=time.perf_counter() - started)
             log.info("checkpoint %d signed (%d new leaves)", size, size - signed_size)
         return signed
+
+    def _check_published(self, store: ObjectStore, tree: TiledTree, size: int) -> None:
+        """Refuse to sign what would fork the checkpoint last published to the store.
+
+        An index restored from an older backup, or one that lost its newest rows, has fewer
+        leaves than the log already published: signing on would give those leaf indexes other
+        leaves under this key, and every receipt handed out since would stop proving against
+        the checkpoints to come. The store's copy (put with each checkpoint, WORM) says how
+        far the log went. A copy that does not open with the log key is not the log's (bytes
+        someone with write access put there) and is passed over, with a warning."""
+        note = store.read_current(keys.PUBLISHED_CHECKPOINT)
+        if note is None:
+            return  # nothing published yet (or a log from before this copy was kept)
+        try:
+            published = open_checkpoint(note.decode("utf-8"), self.key.verifier)
+        except (UnicodeDecodeError, NoteError) as e:
+            log.warning("%s does not open with the log key; not checked: %s",
+                        keys.PUBLISHED_CHECKPOINT, e)  # fmt: skip
+            return
+        if published.origin != self.origin:
+            log.warning("%s is for log %r, not %r; not checked",
+                        keys.PUBLISHED_CHECKPOINT, published.origin, self.origin)  # fmt: skip
+            return
+        if published.size > size:
+            raise LogCorrupt(
+                f"checkpoint {published.size} of this log was published to the store, but the "
+                f"index holds {size} leaves: it lost rows or was restored from an older backup. "
+                "Refusing to sign a fork of the published log; restore an index that holds "
+                "those leaves (liuhen verify --all lists the checkpoints it lacks)"
+            )
+        try:
+            root = tree.root(published.size)
+        except ProofError as e:
+            raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
+        if root != published.root_hash:
+            raise LogCorrupt(
+                f"the index's first {published.size} leaves give another root than checkpoint "
+                f"{published.size}, published to the store: refusing to sign a fork of it"
+            )
 
     def _extend(self, tree: TiledTree, size: int, *, bundle_from: int) -> list[str]:
         """Append leaf rows tree.size..size to ``tree``, checking each row's hash; return the
@@ -366,7 +407,8 @@ class CheckpointSigner:
                 for (level, index), hashes in sorted(tree.changed().items())
                 if len(hashes) == TILE_WIDTH * 32
             ),
-            (keys.checkpoint_key(size), note, "text/plain; charset=utf-8"),
+            (keys.PUBLISHED_CHECKPOINT, note, "text/plain; charset=utf-8"),
+            (keys.checkpoint_key(size), note, "text/plain; charset=utf-8"),  # last: the row's
         ]
         puts = [
             functools.partial(

@@ -26,6 +26,11 @@ def checkpoint_key(tree_size: int) -> str:
     return f"log/checkpoints/{tree_size}"
 
 
+PUBLISHED_CHECKPOINT = "log/checkpoint"
+"""The newest checkpoint, put again with each one (C2SP tlog-tiles' ``<prefix>/checkpoint``):
+one read tells a signer how far the log was published, whatever the index says."""
+
+
 def timestamp_key(tree_size: int) -> str:
     return f"log/checkpoints/{tree_size}.tsr"
 

@@ -454,6 +454,22 @@ class ObjectStore:
         """Small objects only (checkpoints, leaf bundles)."""
         return b"".join(self.iter_bytes(key, version_id))
 
+    def read_current(self, key: str) -> bytes | None:
+        """The newest version of a small object (``log/checkpoint``), or None if it has none."""
+
+        def get() -> bytes:
+            resp = self.client.get_object(self.bucket, key)
+            try:
+                return bytes(resp.read())
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        try:
+            return self._retrying(f"get {key}", get)
+        except ObjectNotFound:
+            return None
+
     def latest_version(self, key: str) -> str:
         st = self._retrying(f"stat {key}", lambda: self.client.stat_object(self.bucket, key))
         if not st.version_id:

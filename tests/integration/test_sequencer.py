@@ -343,10 +343,11 @@ def test_full_tiles_are_mirrored(rt: Runtime) -> None:
 
 
 def test_a_checkpoints_mirror_puts_are_in_flight_together(rt: Runtime) -> None:
-    """The leaf bundle, a full tile and the checkpoint go to the store at once: each put
-    waits at a barrier that only all three together pass (one after another, it breaks)."""
+    """The leaf bundle, a full tile and the checkpoint (by size and as the published one) go
+    to the store at once: each put waits at a barrier that only all four together pass (one
+    after another, it breaks)."""
     _append(rt, TILE_WIDTH + 3)
-    together = threading.Barrier(3, timeout=30)
+    together = threading.Barrier(4, timeout=30)
     real_put = rt.store.put_bytes
     keys_put: list[str] = []
 
@@ -362,6 +363,7 @@ def test_a_checkpoints_mirror_puts_are_in_flight_together(rt: Runtime) -> None:
         [
             keys.leaf_bundle_key(0, TILE_WIDTH + 2),
             keys.tile_key(0, 0),
+            keys.PUBLISHED_CHECKPOINT,
             keys.checkpoint_key(TILE_WIDTH + 3),
         ]
     )

@@ -1,11 +1,16 @@
 """Tampering behind liuhen's back, the way someone with access to the bucket, the database or
 the key file could: each change is found by ``verify_all`` and named (code, item, leaf), the
-items nobody touched still pass ``verify_item``, and the ledger refuses to sign over it."""
+items nobody touched still pass ``verify_item``, and the ledger refuses to sign over it.
+
+The module has a bucket of its own: the signer checks the checkpoint published last to
+``log/checkpoint``, which another test's log (another key) would overwrite meanwhile."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
+import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,10 +36,17 @@ from integrity.note import generate_signer_key
 from integrity.verify import verify_receipt
 from storage import keys
 from storage import repository as repo
+from storage.db import transaction
 from storage.errors import IndexUnavailable
 from storage.tables import ItemCase, LogLeaf
-from tests.conftest import TESTDATA
+from tests.conftest import TESTDATA, SettingsFactory
 from tests.integration.logkit import distinct_files, seal, sql
+
+
+@pytest.fixture(scope="module")
+def bucket() -> str:
+    return f"t-tamper-{secrets.token_hex(4)}"
+
 
 SMALL_PHOTO = TESTDATA / "photos" / "mobile" / "date-priority-test.jpg"
 
@@ -410,8 +422,9 @@ def test_history_rewritten_after_its_checkpoint_rows_were_deleted_is_found(
     """Checkpoint rows can be deleted; their WORM copies cannot. With every row past the
     first gone, c's item leaf rewritten (its case C-2 hidden) and its chain re-linked, the
     rows alone agree with themselves: the copies no row names are checked too. Then the
-    signer is wound back to the first checkpoint and signs over the forged history: still
-    found, the copies disagree with it."""
+    signer is wound back to the first checkpoint: it refuses to sign over the forged history
+    (the checkpoint published to the store has another root at that size), and the forgery
+    is still found."""
     c = evidence.c
     with rt.sessions() as s:
         first = min(cp.size for cp in repo.checkpoints(s))
@@ -428,7 +441,11 @@ def test_history_rewritten_after_its_checkpoint_rows_were_deleted_is_found(
     root = MerkleTree.from_leaf_hashes(hashes).root()
     sql(rt, "UPDATE log_tree SET size = :n, root_hash = :r WHERE id = 1", n=first, r=root)
     with runtime(rt.settings) as fresh:
-        fresh.ledger.publish()  # signs the forged history: the rows give it no reason not to
+        # The rows give it no reason not to; the store's published checkpoint does.
+        with pytest.raises(LogCorrupt, match="give another root than checkpoint"):
+            fresh.ledger.publish()
+        with fresh.sessions() as s:
+            assert max(cp.size for cp in repo.checkpoints(s)) == first  # nothing signed
         again = verify_all(fresh, actor="auditor")
     assert not again.ok
     assert {"checkpoint_root", "checkpoint_consistency"} & {f.what for f in again.failures}
@@ -621,3 +638,62 @@ def test_a_leaf_row_gone_without_a_mirrored_copy_is_not_blamed_on_the_tiles(
     report = verify_all(rt, actor="auditor")
     assert (b.item_id, b.log_index) in named(report, "leaf_missing")
     assert not [f for f in report.failures if f.what in {"log_tile", "log_tree"}], report.failures
+
+
+def _leaves(rt: Runtime, n: int, tag: str) -> None:
+    with transaction(rt.sessions) as s:
+        rt.ledger.append_many(
+            s, [("custody", None, {"v": 1, "tag": tag, "n": i}) for i in range(n)],
+            now=datetime.now(UTC),
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # a backup is a file copy here
+def test_an_index_restored_from_an_older_backup_is_not_signed_over(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """The index goes back to last night's backup while the store keeps today's checkpoints:
+    signing on would give the leaf indexes published since other leaves under the same key
+    (every receipt of the day would stop proving). The signer refuses, before and after the
+    index grows past the published size again, and signs nothing."""
+    settings = make_settings()
+    assert settings.database.url is not None
+    index = Path(settings.database.url.removeprefix("sqlite:///"))
+    backup = tmp_path / "backup.sqlite3"
+    with runtime(settings) as rt:
+        _leaves(rt, 5, "before the backup")
+        night = rt.ledger.publish().checkpoint
+    with sqlite3.connect(index) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+    with runtime(settings) as rt:
+        _leaves(rt, 20, "the day")
+        day = rt.ledger.publish().checkpoint
+    assert day.size == night.size + 20
+    for leftover in index.parent.glob(index.name + "-*"):  # -wal, -shm
+        leftover.unlink()
+    backup.replace(index)
+
+    with runtime(settings) as rt:
+        _leaves(rt, 3, "after the restore")
+        with pytest.raises(LogCorrupt, match=f"checkpoint {day.size} of this log was published"):
+            rt.ledger.publish()
+        _leaves(rt, 30, "past the published size")
+        with pytest.raises(LogCorrupt, match=f"another root than checkpoint {day.size}"):
+            rt.ledger.publish()
+        with rt.sessions() as s:
+            assert [cp.size for cp in repo.checkpoints(s)] == [night.size]
+
+
+def test_a_published_checkpoint_that_is_not_the_logs_is_passed_over(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes someone with write access put at ``log/checkpoint`` (no signature of the log
+    key) neither stop signing nor count: the next checkpoint is published over them."""
+    _leaves(rt, 4, "x")
+    forged = b"liuhen.local/log\n999\nAAAA\n"
+    rt.store.put_bytes(keys.PUBLISHED_CHECKPOINT, forged, content_type="text/plain")
+    signed = rt.ledger.publish()
+    assert signed.checkpoint.size >= 4
+    assert "does not open with the log key" in caplog.text
+    current = rt.store.read_current(keys.PUBLISHED_CHECKPOINT)
+    assert current == signed.note.encode()
