@@ -53,6 +53,11 @@ READ_BATCH = 10_000
 MIRROR_AT_ONCE = 6
 """Mirror puts (and the TSA request) of one checkpoint in flight at once: the bundle, the
 checkpoint twice (by size, and as the published one), the time-stamp, a tile or two."""
+_RESTORE = (
+    "The index lost rows or was restored from an older backup (or another home's index signs "
+    "into this bucket with this key): restore the index that published it; liuhen verify "
+    "--all shows where the two differ"
+)
 SIGNER_LOCK_ID = 7310852
 """The PostgreSQL advisory lock of the signer (7310851 guards migrations)."""
 
@@ -309,9 +314,7 @@ class CheckpointSigner:
         if published.size > size:
             raise LogCorrupt(
                 f"checkpoint {published.size} of this log was published to the store, but the "
-                f"index holds {size} leaves: it lost rows or was restored from an older backup. "
-                "Refusing to sign a fork of the published log; restore an index that holds "
-                "those leaves (liuhen verify --all lists the checkpoints it lacks)"
+                f"index holds {size} leaves: refusing to sign a fork of it. {_RESTORE}"
             )
         try:
             root = tree.root(published.size)
@@ -320,7 +323,8 @@ class CheckpointSigner:
         if root != published.root_hash:
             raise LogCorrupt(
                 f"the index's first {published.size} leaves give another root than checkpoint "
-                f"{published.size}, published to the store: refusing to sign a fork of it"
+                f"{published.size}, published to the store: refusing to sign a fork of it. "
+                f"{_RESTORE}"
             )
 
     def _extend(self, tree: TiledTree, size: int, *, bundle_from: int) -> list[str]:
