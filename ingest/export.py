@@ -209,13 +209,25 @@ class PackageStream:
             repo.get_case(session, case_id=case_id)
             items = [i for i in repo.items_of_case(session, case_id=case_id) if i.log_index < size]
             self.tsr = repo.get_checkpoint(session, size=size).tsr if size else None
-            leaves = q.leaves_of_items(session, item_ids=[i.id for i in items], below=size)
+            # Items taken out of the case are listed too (without their bytes): a reviewer
+            # must see that evidence left the case, when, by whom and why.
+            others = q.items_unlinked_from(session, case_id=case_id) - {i.id for i in items}
+            ids = [i.id for i in items] + sorted(others)
+            leaves = q.leaves_of_items(session, item_ids=ids, below=size)
             # Membership as the checkpoint has it: an item linked after it was signed (the
             # index is read a moment later) would come with no leaf putting it in the case.
             cases = _cases_at(leaves)
             items = [i for i in items if case_id in cases.get(i.id, set())]
-            leaves = [leaf for leaf in leaves if leaf.item_id in {i.id for i in items}]
+            members = {i.id for i in items}
+            removed = _removed(leaves, case_id, members)
+            leaves = [
+                leaf
+                for leaf in leaves
+                if leaf.item_id in members or leaf.idx in removed.get(leaf.item_id or "", ())
+            ]
             self.entries = [self._entry(session, i, leaves, cases[i.id]) for i in items]
+        self.removed = _removed_documents(leaves, removed, case_id)
+        """The items the case held once and no longer does (``data/removed.json``)."""
         self.leaves = [(leaf.idx, leaf.data) for leaf in leaves]
         # Every proof now, against the one checkpoint: a leaf row that differs from the signed
         # log (LogCorrupt) stops the export before a byte is sent, not after the originals.
@@ -313,6 +325,9 @@ class PackageStream:
             for idx, data in self.leaves:
                 yield from text(f"{bag.LEAVES}/{idx}.json", data)
                 yield from text(f"{bag.PROOFS}/{idx}.tlog-proof", self.proofs[idx])
+            if self.removed:
+                removed = json.dumps(self.removed, ensure_ascii=False, indent=2, sort_keys=True)
+                yield from text(bag.REMOVED, removed + "\n")
             yield from text(bag.CHECKPOINT, self.signed.note)
             if self.tsr:
                 yield from text(bag.TIMESTAMP, self.tsr)
@@ -328,6 +343,7 @@ class PackageStream:
                     checkpoint=cp,
                     verifier_key=key.verifier_key,
                     items=len(self.entries),
+                    removed=len(self.removed),
                 ),
             )
             yield from text(
@@ -338,6 +354,7 @@ class PackageStream:
                     at=self.now,
                     checkpoint=cp,
                     documents=[e.document for e in self.entries],
+                    removed=self.removed,
                 ),
             )
             yield from text(bag.BAGIT, bag.BAGIT_TEXT)
@@ -450,6 +467,65 @@ def _cases_at(leaves: list[LogLeaf]) -> dict[str, set[str]]:
             elif leaf.action == "unlink":
                 now_in.discard(leaf.case_id)
     return cases
+
+
+def _removed(leaves: list[LogLeaf], case_id: str, members: set[str]) -> dict[str, list[int]]:
+    """The items ``leaves`` put in ``case_id`` that are not in it at their end (not
+    ``members``): per item, the leaves that say so (its item leaf, then each ``link`` and
+    ``unlink`` of the case)."""
+    out: dict[str, list[int]] = {}
+    ever: set[str] = set()
+    for row in leaves:
+        if row.item_id is None or row.item_id in members:
+            continue
+        leaf = parse_leaf(row.data)
+        if isinstance(leaf, ItemLeaf):
+            out[row.item_id] = [row.idx]
+            if case_id in leaf.case_ids:
+                ever.add(row.item_id)
+        elif isinstance(leaf, CustodyLeaf) and leaf.action in ("link", "unlink"):
+            if leaf.case_id == case_id and row.item_id in out:
+                out[row.item_id].append(row.idx)
+                ever.add(row.item_id)
+    return {item_id: idxs for item_id, idxs in out.items() if item_id in ever}
+
+
+def _removed_documents(
+    leaves: list[LogLeaf], removed: dict[str, list[int]], case_id: str
+) -> list[dict[str, Any]]:
+    """``data/removed.json``: per item taken out of the case, what its leaves say (each of
+    them is in ``data/log/leaves`` with its proof)."""
+    by_idx = {row.idx: parse_leaf(row.data) for row in leaves}
+    docs = []
+    for item_id, (item_idx, *event_idxs) in sorted(removed.items()):
+        item = by_idx[item_idx]
+        events = [(idx, by_idx[idx]) for idx in event_idxs]
+        if not isinstance(item, ItemLeaf):  # _removed put the item leaf first
+            raise TypeError(f"leaf {item_idx} is no item leaf")
+        docs.append(
+            {
+                "item_id": item_id,
+                "log_index": item_idx,
+                "sha256": item.sha256,
+                "size": item.size,
+                "media_type": item.media_type,
+                "original_name": item.original_name,
+                "received_at": item.received_at,
+                "sealed_in_case": case_id in item.case_ids,
+                "events": [
+                    {
+                        "action": e.action,
+                        "actor": e.actor,
+                        "at": e.at,
+                        "reason": e.reason,
+                        "log_index": idx,
+                    }
+                    for idx, e in events
+                    if isinstance(e, CustodyLeaf)
+                ],
+            }
+        )
+    return docs
 
 
 def _as_of(document: dict[str, Any], size: int, cases: set[str]) -> dict[str, Any]:

@@ -11,7 +11,13 @@ from integrity.note import Checkpoint
 
 
 def verify_md(
-    *, case_id: str, folder: str, checkpoint: Checkpoint, verifier_key: str, items: int
+    *,
+    case_id: str,
+    folder: str,
+    checkpoint: Checkpoint,
+    verifier_key: str,
+    items: int,
+    removed: int = 0,
 ) -> str:
     """``data/VERIFY.md``: how a reviewer checks the package by hand."""
     return VERIFY_MD.format(
@@ -21,7 +27,16 @@ def verify_md(
         origin=checkpoint.origin,
         key=verifier_key,
         items=items,
+        removed=REMOVED_MD.format(removed=removed) if removed else "",
     )
+
+
+REMOVED_MD = """
+{removed} item(s) were in this case once and were taken out before it was exported. Their
+bytes are not here; `data/removed.json` lists each with what its leaves say (its item leaf,
+then every `link` and `unlink` of this case, with who, when and why), and those leaves are
+in `data/log/leaves` with their proofs like all others.
+"""
 
 
 VERIFY_MD = """\
@@ -30,7 +45,7 @@ VERIFY_MD = """\
 Case `{case}`: {items} item(s), every log leaf about them, each proven against one signed
 checkpoint of the log `{origin}` (size {size}). You need `sha256sum`, `openssl` (3.0 or
 later) and Python 3; nothing of liuhen, no network. Work in the bag folder `{folder}/`.
-
+{removed}
 ## 1. Nothing changed since it was packed
 
     sha256sum -c manifest-sha256.txt
@@ -140,8 +155,10 @@ def report_html(
     at: datetime,
     checkpoint: Checkpoint,
     documents: list[dict[str, Any]],
+    removed: list[dict[str, Any]] | None = None,
 ) -> str:
-    """``data/report.html``: items, times with their sources, places, problems, custody."""
+    """``data/report.html``: items, times with their sources, places, problems, custody, and
+    the items taken out of the case."""
     e = html.escape
     rows, timelines = [], []
     for d in documents:
@@ -182,6 +199,34 @@ def report_html(
         size=checkpoint.size,
         rows="".join(rows),
         timelines="".join(timelines),
+        removed=_removed_html(removed or []),
+    )
+
+
+def _removed_html(removed: list[dict[str, Any]]) -> str:
+    if not removed:
+        return ""
+    e = html.escape
+    rows = []
+    for r in removed:
+        events = "<br>".join(
+            e(f"{v['at']} {v['action']} by {v['actor']}: {v.get('reason') or '—'}")
+            + f" <small>(leaf {v['log_index']})</small>"
+            for v in r["events"]
+        )
+        sealed = "sealed into the case<br>" if r["sealed_in_case"] else ""
+        rows.append(
+            f"<tr><td><code>{e(r['item_id'])}</code><br>{e(r.get('original_name') or '')}</td>"
+            f"<td>{e(r['media_type'])}<br>{r['size']} bytes<br>"
+            f"<code class=h>{e(r['sha256'])}</code></td>"
+            f"<td>{sealed}{events}</td></tr>"
+        )
+    return (
+        "<h2>Taken out of this case</h2><p>These items were in the case once; their bytes "
+        "are not in this package (<code>data/removed.json</code>).</p>"
+        "<table><tr><th>item</th><th>original</th><th>in and out of the case (UTC)</th></tr>"
+        + "".join(rows)
+        + "</table>"
     )
 
 
@@ -203,5 +248,6 @@ Check this package as <code>data/VERIFY.md</code> says before relying on it.</p>
 <th>place</th><th>problems</th><th>status</th></tr>{rows}</table>
 <h2>Custody timeline</h2>
 {timelines}
+{removed}
 </body></html>
 """

@@ -52,6 +52,8 @@ TAG_MANIFEST = "tagmanifest-sha256.txt"
 BAGIT_TEXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 ITEMS = "data/items"
 LEAVES = "data/log/leaves"
+REMOVED = "data/removed.json"
+"""The items the case held once and no longer does: what their leaves say, no bytes."""
 PROOFS = "data/log/proofs"
 CHECKPOINT = "data/log/checkpoint"
 TIMESTAMP = "data/log/checkpoint.tsr"
@@ -97,11 +99,14 @@ class PackageReport:
     key: str
     """``given`` (checked against --key) or ``package`` (against its own key only)."""
     warning: str | None
+    removed: int = 0
+    """Items listed as taken out of the case (``data/removed.json``), each checked."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "checked": self.checked,
+            "removed": self.removed,
             "failures": [f.as_dict() for f in self.failures],
             "files": self.files,
             "checkpoint_size": self.checkpoint_size,
@@ -192,6 +197,7 @@ def verify_package(path: Path, *, verifier_key: str | None = None) -> PackageRep
         checkpoint = _check_checkpoint(run, verifier)
         proven = _check_leaves(run, checkpoint)
         items = _check_items(run, proven)
+        removed = _check_removed(run, proven)
     return PackageReport(
         ok=not run.failures,
         checked=items,
@@ -200,6 +206,7 @@ def verify_package(path: Path, *, verifier_key: str | None = None) -> PackageRep
         checkpoint_size=checkpoint.size if checkpoint else None,
         key="given" if given else "package",
         warning=None if given else UNTRUSTED_KEY,
+        removed=removed,
     )
 
 
@@ -413,6 +420,74 @@ def _check_leaves(run: _Run, checkpoint: Checkpoint | None) -> dict[int, _Proven
             continue
         proven[index] = _Proven(index, data, leaf)
     return proven
+
+
+# --- the items taken out of the case -----------------------------------------------------------
+
+
+_REMOVED_FIELDS = ("sha256", "size", "media_type", "original_name", "received_at")
+
+
+def _check_removed(run: _Run, proven: dict[int, _Proven]) -> int:
+    """Each item ``data/removed.json`` lists was put in this case and taken out, as proven
+    leaves say: its item leaf, then its ``link`` / ``unlink`` custody leaves of the case, in
+    log order, ending out of it; what the file says of it is what they say."""
+    data = run.read(REMOVED) if run.exists(REMOVED) else None
+    if data is None:
+        return 0
+    case = _bag_info(run).get("Liuhen-Case")
+    try:
+        entries = json.loads(data)
+        if not isinstance(entries, list) or not all(isinstance(r, dict) for r in entries):
+            raise ValueError("not a list of objects")
+    except ValueError as err:
+        run.fail(REMOVED, "removed_format", f"not the list of removed items: {err}")
+        return 0
+    folders = {PurePosixPath(rel).parts[2] for rel in run.names() if rel.startswith(ITEMS + "/")}
+    for r in entries:
+        item_id = r.get("item_id")
+        where = f"{REMOVED} ({item_id})"
+        p = proven.get(r.get("log_index")) if isinstance(r.get("log_index"), int) else None
+        if p is None or not isinstance(p.leaf, ItemLeaf):
+            run.fail(
+                where, "removed_leaf", f"log_index {r.get('log_index')} is no proven item leaf"
+            )
+            continue
+        item = p.leaf
+        said = {k: r.get(k) for k in _REMOVED_FIELDS}
+        if said != {k: getattr(item, k) for k in _REMOVED_FIELDS}:
+            run.fail(where, "removed_vs_leaf", f"says {said}; item leaf {p.index} says otherwise")
+        inside = case in item.case_ids
+        if r.get("sealed_in_case") is not inside:
+            run.fail(where, "removed_vs_leaf", f"sealed_in_case is not what leaf {p.index} says")
+        last = p.index
+        events = r.get("events") if isinstance(r.get("events"), list) else []
+        for ev in events:
+            raw = ev.get("log_index") if isinstance(ev, dict) else None
+            idx = raw if isinstance(raw, int) else -1
+            done = proven.get(idx)
+            step = done.leaf if done is not None else None
+            if (
+                not isinstance(ev, dict)
+                or not isinstance(step, CustodyLeaf)
+                or step.item_id != item_id
+                or step.item_sha256 != item.sha256
+                or step.action not in ("link", "unlink")
+                or step.case_id != case
+                or idx <= last
+            ):
+                run.fail(where, "removed_event", f"leaf {raw} is no later link/unlink of it here")
+                continue
+            if {k: ev.get(k) for k in ("action", "actor", "at", "reason")} != {
+                "action": step.action, "actor": step.actor, "at": step.at, "reason": step.reason,
+            }:  # fmt: skip
+                run.fail(where, "removed_vs_leaf", f"the event of leaf {idx} says otherwise")
+            inside, last = step.action == "link", idx
+        if inside or not events:
+            run.fail(where, "removed_in_case", "its leaves here do not take it out of the case")
+        if item_id in folders:
+            run.fail(where, "removed_in_case", f"it is also in {ITEMS}/{item_id}")
+    return len(entries)
 
 
 # --- the items: bytes against their leaves, custody chains ---------------------------------------

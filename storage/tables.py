@@ -24,6 +24,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -176,6 +177,17 @@ class CustodyEvent(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     log_index: Mapped[int] = mapped_column(BigInteger, unique=True)
     leaf_hash: Mapped[str] = mapped_column(String(64))
+
+
+# The items taken out of a case, for its export package (``ingest.export``): unlinks are
+# few among the custody events (one per read), so only they are indexed.
+_UNLINK = text("action = 'unlink'")
+Index(
+    "ix_custody_events_unlink",
+    CustodyEvent.item_id,
+    postgresql_where=_UNLINK,
+    sqlite_where=_UNLINK,
+)
 
 
 class LogLeaf(Base):

@@ -672,3 +672,62 @@ def test_every_export_is_a_case_event_also_of_a_case_with_no_items(
     details = event.details or {}
     assert event.actor == "reviewer:r" and details["package_sha256"] == result.sha256
     assert details["items"] == []
+
+
+def test_items_taken_out_of_the_case_are_listed_with_the_leaves_that_prove_it(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """An officer unlinks a recording before the export: the reviewer still sees that it was
+    in the case, when it left, by whom and why, each fact a proven leaf; not its bytes. A
+    forger who edits the reason (and re-hashes the bag) is named."""
+    kept = seal(rt, distinct_files(tmp_path / "a", 1)[0], "RM-1")
+    gone = seal(rt, distinct_files(tmp_path / "b", 1)[0], "RM-1")
+    back = seal(rt, distinct_files(tmp_path / "c", 1)[0], "OTHER-3")
+    links.unlink(rt, item_id=gone.item_id, case_id="RM-1", reason="wrong case", actor="officer:o")
+    for action in (links.link, links.unlink, links.link):  # out and in again: a member
+        action(rt, item_id=back.item_id, case_id="RM-1", reason="same scene", actor="officer:p")
+    path = tmp_path / "rm.zip"
+    result = export_to_file(rt, case_id="RM-1", actor="reviewer:r", output=path)
+    assert result.items == 2
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        top = names[0].split("/")[0]
+        removed = json.loads(zf.read(f"{top}/{package.REMOVED}"))
+        report_html = zf.read(f"{top}/data/report.html").decode()
+        verify_md = zf.read(f"{top}/data/VERIFY.md").decode()
+    assert not any(f"items/{gone.item_id}" in n for n in names)  # no bytes of it
+    assert [r["item_id"] for r in removed] == [gone.item_id]
+    (r,) = removed
+    assert (r["sha256"], r["sealed_in_case"]) == (gone.sha256, True)
+    assert [(e["action"], e["actor"], e["reason"]) for e in r["events"]] == [
+        ("unlink", "officer:o", "wrong case")
+    ]
+    for idx in (r["log_index"], r["events"][0]["log_index"]):
+        assert f"{top}/data/log/leaves/{idx}.json" in names
+        assert f"{top}/data/log/proofs/{idx}.tlog-proof" in names
+    assert "Taken out of this case" in report_html and "wrong case" in report_html
+    assert "1 item(s) were in this case once" in verify_md
+    report = verify_package(path, verifier_key=rt.ledger.key.verifier_key)
+    assert report.ok and (report.checked, report.removed) == (2, 1), report.failures
+
+    def edit_reason(files: dict[str, bytes]) -> None:
+        member = f"{top}/{package.REMOVED}"
+        files[member] = files[member].replace(b'"wrong case"', b'"duplicate upload"')
+
+    forged = tmp_path / "forged.zip"
+    exported = Exported(path, result, rt.ledger.key.verifier_key, [], top)
+    _forge(exported, forged, edit_reason)
+    bad = verify_package(forged, verifier_key=rt.ledger.key.verifier_key)
+    assert {(f.file, f.code) for f in bad.failures} == {
+        (f"{package.REMOVED} ({gone.item_id})", "removed_vs_leaf")
+    }, bad.failures
+
+    def pretend_still_out(files: dict[str, bytes]) -> None:  # an item of the case listed too
+        member = f"{top}/{package.REMOVED}"
+        doc = json.loads(files[member])
+        doc.append({**doc[0], "item_id": kept.item_id})
+        files[member] = json.dumps(doc).encode()
+
+    _forge(exported, forged, pretend_still_out)
+    codes = {f.code for f in verify_package(forged, verifier_key=exported.key).failures}
+    assert "removed_event" in codes and "removed_in_case" in codes
