@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 
 from api.cli import ActorOpt, JsonOpt, _actor, _emit, _fail, _runtime, check_is_file
-from ingest.errors import InvalidInput
 from integrity.errors import LiuhenError
 
 device_app = typer.Typer(
@@ -365,7 +364,13 @@ def dock_watch(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     total: dict[str, list[Any]] = {"sealed": [], "skipped": [], "failed": []}
+    from ingest.dock import station_unit
+
     with _runtime(as_json) as rt:
+        try:
+            unit = station_unit(rt, unit)  # a mistyped unit: no later pass would fix it
+        except LiuhenError as e:
+            _fail(e, as_json)
         typer.echo(f"liuhen dock: watching {folder}; Ctrl-C to stop", err=True)
         while not stop.is_set():
             try:
@@ -373,8 +378,6 @@ def dock_watch(
                     rt, folder, receipts=receipts, erase=erase, who=_actor(actor),
                     cases=tuple(case or ()), unit=unit, stop=stop,
                 )  # fmt: skip
-            except InvalidInput as e:
-                _fail(e, as_json)  # an unknown unit, a receipts path: no later pass fixes it
             except LiuhenError as e:
                 typer.echo(f"liuhen dock: {e}", err=True)
                 stop.wait(rt.settings.intake.dock_poll_s)

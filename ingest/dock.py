@@ -140,19 +140,30 @@ def import_folder(
     device or officer its file name gives, and a name that gives neither leaves the item
     unitless: its unit's officers would not see it until it is linked to one of their cases).
     """
-    unit = unit or rt.settings.intake.dock_unit
-    if unit is not None:
-        with rt.sessions() as session:
-            if not people.unit_is_known(session, unit=unit):
-                raise InvalidInput(
-                    f"unit {unit!r} is not known here: no device, officer or user belongs to "
-                    "it (enroll one first, or check the name)"
-                )
+    unit = station_unit(rt, unit)
     state_path = DockState.path_for(rt, folder)
     with _exclusive(state_path.with_suffix(".lock"), folder):
         state = DockState(state_path)  # read under the lock: another run may just have saved
         return _import(rt, folder, state, receipts=receipts, erase=erase, actor=actor,
                        case_ids=case_ids, unit=unit, progress=progress, stop=stop)  # fmt: skip
+
+
+def station_unit(rt: Runtime, unit: str | None) -> str | None:
+    """``unit`` (else ``intake.dock_unit``), refused unless a device, officer, user or case
+    belongs to it: a mistyped unit would hide every item it stamps from that unit."""
+    unit = unit if unit is not None else rt.settings.intake.dock_unit
+    if unit is not None:
+        with rt.sessions() as session:
+            if not people.unit_is_known(session, unit=unit):
+                raise UnknownUnit(
+                    f"unit {unit!r} is not known here: no device, officer, user or case "
+                    "belongs to it (enroll one first, or check the name)"
+                )
+    return unit
+
+
+class UnknownUnit(InvalidInput):
+    """``--unit`` names no unit of this deployment."""
 
 
 @contextlib.contextmanager

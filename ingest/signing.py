@@ -33,9 +33,11 @@ from ingest.errors import SignerRace
 from integrity.errors import IntegrityError, NoteError, ProofError, TimestampError
 from integrity.log import LogKey, SignedCheckpoint, next_checkpoint, open_checkpoint
 from integrity.merkle import TILE_WIDTH, TiledTree, TileKey, leaf_hash
+from integrity.note import Checkpoint
 from storage import keys
 from storage import repository as repo
 from storage.db import one_moment, transaction
+from storage.errors import ObjectStoreError
 from storage.objects import ObjectStore, retain_until
 from storage.tables import Checkpoint as CheckpointRow
 
@@ -50,9 +52,11 @@ costs in proportion to what arrives, at most SCRUB_ROWS per checkpoint."""
 SCRUB_MIN = 256
 READ_BATCH = 10_000
 """Leaf rows read per query while extending the tree."""
+PUBLISHED_MAX = 64 * 1024
+"""Bytes read of ``log/checkpoint`` at most (a checkpoint note is a few hundred)."""
 MIRROR_AT_ONCE = 6
 """Mirror puts (and the TSA request) of one checkpoint in flight at once: the bundle, the
-checkpoint twice (by size, and as the published one), the time-stamp, a tile or two."""
+checkpoint, the time-stamp, a tile or two."""
 _RESTORE = (
     "The index lost rows or was restored from an older backup (or another home's index signs "
     "into this bucket with this key): restore the index that published it; liuhen verify "
@@ -179,6 +183,8 @@ class CheckpointSigner:
         self.lock = SignerLock(engine)
         self.mirror_at_once = MIRROR_AT_ONCE
         self._scrub_from = 0
+        self._furthest: Checkpoint | None = None
+        """The furthest checkpoint this process has seen published (or published itself)."""
 
     def state(self) -> LogState:
         """How far the leaves, the tiles and the checkpoints go, read in one moment (another
@@ -250,14 +256,19 @@ class CheckpointSigner:
             return self.open(latest)  # nothing new since the latest checkpoint
         started = time.perf_counter()
         tree = TiledTree(tree_size, self.read_tiles)
-        try:
-            if tree.root() != tree_root:
-                raise ProofError("the tiles give a root other than the one stored with them")
-            self._scrub(tree, new=size - tree_size)
-            bundle = self._extend(tree, size, bundle_from=signed_size)
-        except ProofError as e:
-            raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
-        self._check_published(store, tree, size)
+        with ThreadPoolExecutor(1, "liuhen-published") as reading:
+            # The published copy is read while the leaf rows are (an empty log's checkpoint is
+            # never stored: no store call for it).
+            published = reading.submit(self._published, store) if size > 0 else None
+            try:
+                if tree.root() != tree_root:
+                    raise ProofError("the tiles give a root other than the one stored with them")
+                self._scrub(tree, new=size - tree_size)
+                bundle = self._extend(tree, size, bundle_from=signed_size)
+            except ProofError as e:
+                raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
+            if published is not None:
+                self._check_published(published.result(), tree, size, tree_size=tree_size)
         try:
             signed = next_checkpoint(
                 tree=tree,
@@ -273,59 +284,114 @@ class CheckpointSigner:
         row: CheckpointRow | None = None
         if size > signed_size:
             row = self._mirror(store, signed, tree, bundle, first=signed_size, now=now)
-        with transaction(self.sessions) as session:
-            if not repo.advance_log_tree(
-                session, old_size=tree_size, new_size=size, root_hash=signed.checkpoint.root_hash
-            ):
-                raise SignerRace(
-                    f"another signer moved the log from {tree_size} leaves first; "
-                    f"checkpoint {size} was not stored"
-                )
-            repo.write_tiles(session, tiles=tree.changed())
-            if row is not None:
-                repo.add_checkpoint(session, checkpoint=row)
-        if row is not None:  # an empty log's checkpoint is signed for readers, never stored
+        with contextlib.ExitStack() as publishing:
+            if row is not None:  # an empty log's checkpoint is signed for readers, never stored
+                # Published while the row commits: everything it covers is stored by now, and
+                # a commit that fails leaves a copy whose leaves are committed (a prefix).
+                pool = publishing.enter_context(ThreadPoolExecutor(1, "liuhen-publish"))
+                until = retain_until(self.retention, now=now)
+                pool.submit(self._publish, store, signed, until=until)
+            with transaction(self.sessions) as session:
+                if not repo.advance_log_tree(
+                    session,
+                    old_size=tree_size,
+                    new_size=size,
+                    root_hash=signed.checkpoint.root_hash,
+                ):
+                    raise SignerRace(
+                        f"another signer moved the log from {tree_size} leaves first; "
+                        f"checkpoint {size} was not stored"
+                    )
+                repo.write_tiles(session, tiles=tree.changed())
+                if row is not None:
+                    repo.add_checkpoint(session, checkpoint=row)
+        if row is not None:
             metrics.checkpoint_signed(size=size, seconds=time.perf_counter() - started)
             log.info("checkpoint %d signed (%d new leaves)", size, size - signed_size)
         return signed
 
-    def _check_published(self, store: ObjectStore, tree: TiledTree, size: int) -> None:
+    def _publish(self, store: ObjectStore, signed: SignedCheckpoint, *, until: datetime) -> None:
+        """Put the checkpoint as ``log/checkpoint`` once everything it covers is stored: the
+        published head never names what is not there yet. A failed put is no failed signing
+        (the numbered copy exists); the next checkpoint publishes."""
+        self._furthest = signed.checkpoint
+        try:
+            store.put_bytes(
+                keys.PUBLISHED_CHECKPOINT,
+                signed.note.encode(),
+                content_type="text/plain; charset=utf-8",
+                retain_until=until,
+            )
+        except ObjectStoreError as e:
+            log.warning("checkpoint %d stored, not published to %s: %s",
+                        signed.checkpoint.size, keys.PUBLISHED_CHECKPOINT, e)  # fmt: skip
+
+    def _check_published(
+        self, published: Checkpoint | None, tree: TiledTree, size: int, *, tree_size: int
+    ) -> None:
         """Refuse to sign what would fork the checkpoint last published to the store.
 
         An index restored from an older backup, or one that lost its newest rows, has fewer
         leaves than the log already published: signing on would give those leaf indexes other
         leaves under this key, and every receipt handed out since would stop proving against
-        the checkpoints to come. The store's copy (put with each checkpoint, WORM) says how
-        far the log went. A copy that does not open with the log key is not the log's (bytes
-        someone with write access put there) and is passed over, with a warning."""
-        note = store.read_current(keys.PUBLISHED_CHECKPOINT)
+        the checkpoints to come. The store's copy (put after each checkpoint's other objects,
+        WORM) says how far the log went; so does the furthest this process has seen, which a
+        deleted or overwritten copy cannot take back. A copy that does not open with the log
+        key is not the log's (bytes someone with write access put there): passed over with a
+        warning, as is a missing one where the index has checkpoints. A signer that lost its
+        lock while another signed past it is in a race, not on a forked index (``SignerRace``).
+        """
+        if published is not None and (
+            self._furthest is None or published.size > self._furthest.size
+        ):
+            self._furthest = published
+        head = self._furthest
+        if head is None:
+            return
+        problem: str | None = None
+        if head.size > size:
+            problem = (
+                f"checkpoint {head.size} of this log was published to the store, but the index "
+                f"holds {size} leaves"
+            )
+        else:
+            try:
+                root = tree.root(head.size)
+            except ProofError as e:
+                raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
+            if root != head.root_hash:
+                problem = (
+                    f"the index's first {head.size} leaves give another root than checkpoint "
+                    f"{head.size}, published to the store"
+                )
+        if problem is None:
+            return
+        if self.state().tree_size != tree_size:
+            raise SignerRace(
+                f"another signer moved the log from {tree_size} leaves first; "
+                f"checkpoint {size} was not signed"
+            )
+        raise LogCorrupt(f"{problem}: refusing to sign a fork of it. {_RESTORE}")
+
+    def _published(self, store: ObjectStore) -> Checkpoint | None:
+        """``log/checkpoint`` as the store has it, if it opens with the log key."""
+        note = store.read_current(keys.PUBLISHED_CHECKPOINT, limit=PUBLISHED_MAX)
         if note is None:
-            return  # nothing published yet (or a log from before this copy was kept)
+            if self._furthest is None and self.state().latest is not None:
+                log.warning("%s is missing from the store although checkpoints were signed",
+                            keys.PUBLISHED_CHECKPOINT)  # fmt: skip
+            return None
         try:
             published = open_checkpoint(note.decode("utf-8"), self.key.verifier)
         except (UnicodeDecodeError, NoteError) as e:
             log.warning("%s does not open with the log key; not checked: %s",
                         keys.PUBLISHED_CHECKPOINT, e)  # fmt: skip
-            return
+            return None
         if published.origin != self.origin:
             log.warning("%s is for log %r, not %r; not checked",
                         keys.PUBLISHED_CHECKPOINT, published.origin, self.origin)  # fmt: skip
-            return
-        if published.size > size:
-            raise LogCorrupt(
-                f"checkpoint {published.size} of this log was published to the store, but the "
-                f"index holds {size} leaves: refusing to sign a fork of it. {_RESTORE}"
-            )
-        try:
-            root = tree.root(published.size)
-        except ProofError as e:
-            raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
-        if root != published.root_hash:
-            raise LogCorrupt(
-                f"the index's first {published.size} leaves give another root than checkpoint "
-                f"{published.size}, published to the store: refusing to sign a fork of it. "
-                f"{_RESTORE}"
-            )
+            return None
+        return published
 
     def _extend(self, tree: TiledTree, size: int, *, bundle_from: int) -> list[str]:
         """Append leaf rows tree.size..size to ``tree``, checking each row's hash; return the
@@ -411,7 +477,6 @@ class CheckpointSigner:
                 for (level, index), hashes in sorted(tree.changed().items())
                 if len(hashes) == TILE_WIDTH * 32
             ),
-            (keys.PUBLISHED_CHECKPOINT, note, "text/plain; charset=utf-8"),
             (keys.checkpoint_key(size), note, "text/plain; charset=utf-8"),  # last: the row's
         ]
         puts = [

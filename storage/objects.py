@@ -454,13 +454,14 @@ class ObjectStore:
         """Small objects only (checkpoints, leaf bundles)."""
         return b"".join(self.iter_bytes(key, version_id))
 
-    def read_current(self, key: str) -> bytes | None:
-        """The newest version of a small object (``log/checkpoint``), or None if it has none."""
+    def read_current(self, key: str, *, limit: int) -> bytes | None:
+        """The newest version of a small object (``log/checkpoint``), at most ``limit`` bytes
+        of it, or None if it has none (never put, or a delete marker over it)."""
 
         def get() -> bytes:
             resp = self.client.get_object(self.bucket, key)
             try:
-                return bytes(resp.read())
+                return bytes(resp.read(limit))  # streamed: no more is read off the wire
             finally:
                 resp.close()
                 resp.release_conn()

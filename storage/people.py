@@ -157,10 +157,10 @@ def set_person_unit(session: Session, *, person_id: str, unit: str, now: datetim
 
 
 def unit_is_known(session: Session, *, unit: str) -> bool:
-    """Whether some device, officer or user belongs to ``unit`` (a typo names none)."""
+    """Whether some device, officer, user or case belongs to ``unit`` (a typo names none)."""
     return any(
         session.execute(select(exists().where(column == unit))).scalar_one()
-        for column in (Unit.id, Device.unit, Person.unit, User.unit)
+        for column in (Unit.id, Device.unit, Person.unit, User.unit, Case.unit)
     )
 
 

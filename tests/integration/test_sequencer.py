@@ -343,30 +343,32 @@ def test_full_tiles_are_mirrored(rt: Runtime) -> None:
 
 
 def test_a_checkpoints_mirror_puts_are_in_flight_together(rt: Runtime) -> None:
-    """The leaf bundle, a full tile and the checkpoint (by size and as the published one) go
-    to the store at once: each put waits at a barrier that only all four together pass (one
-    after another, it breaks)."""
+    """The leaf bundle, a full tile and the checkpoint go to the store at once: each put
+    waits at a barrier that only all three together pass (one after another, it breaks).
+    The published copy, ``log/checkpoint``, goes after them (it must not name what is not
+    stored yet)."""
     _append(rt, TILE_WIDTH + 3)
-    together = threading.Barrier(4, timeout=30)
+    together = threading.Barrier(3, timeout=30)
     real_put = rt.store.put_bytes
     keys_put: list[str] = []
 
     def meeting_put(key: str, data: bytes, **kw: Any) -> Any:
         keys_put.append(key)
-        together.wait()
+        if key != keys.PUBLISHED_CHECKPOINT:
+            together.wait()
         return real_put(key, data, **kw)
 
     rt.store.put_bytes = meeting_put  # type: ignore[method-assign]
     signed = rt.ledger.publish()
     assert signed.checkpoint.size == TILE_WIDTH + 3
-    assert sorted(keys_put) == sorted(
+    assert sorted(keys_put[:3]) == sorted(
         [
             keys.leaf_bundle_key(0, TILE_WIDTH + 2),
             keys.tile_key(0, 0),
-            keys.PUBLISHED_CHECKPOINT,
             keys.checkpoint_key(TILE_WIDTH + 3),
         ]
     )
+    assert keys_put[3:] == [keys.PUBLISHED_CHECKPOINT]
     _assert_checkpoints_extend_each_other(rt)
 
 
@@ -465,3 +467,29 @@ def test_leaves_nobody_asked_about_are_signed_in_the_background(rt: Runtime) -> 
     _append(rt)
     time.sleep(1.5)
     assert _checkpoint_sizes(rt) == [3, 5]  # stopped: nothing more is signed
+
+
+def test_a_signer_overtaken_after_its_lock_was_lost_is_in_a_race_not_on_a_fork(
+    rt: Runtime, settings: Any
+) -> None:
+    """Signer A reads the log, then (its lock's connection dropped) B signs further and
+    publishes. A then finds a published checkpoint beyond its own view of the index: that is
+    SignerRace (try again), not LogCorrupt (restore the index), and A stores nothing."""
+    _append(rt, 5, "a")
+    rt.ledger.publish()
+    _append(rt, 5, "b")
+    signer = rt.ledger.signer
+    real_extend = signer._extend
+
+    def extend_then_overtaken(*args: Any, **kwargs: Any) -> Any:
+        bundle = real_extend(*args, **kwargs)
+        _append(rt, 5, "c")
+        with runtime(settings) as other:
+            assert other.ledger.publish().checkpoint.size == 15
+        return bundle
+
+    signer._extend = extend_then_overtaken  # type: ignore[method-assign]
+    with pytest.raises(SignerRace, match="another signer moved the log from 5 leaves first"):
+        signer.sign(rt.store)
+    assert _checkpoint_sizes(rt) == [5, 15]
+    _assert_checkpoints_extend_each_other(rt)
