@@ -135,7 +135,10 @@ def _verify_package(path: Path, key: str | None, as_json: bool) -> None:
         for f in result.failures:
             typer.echo(f"FAIL {f.file} {f.code}: {f.message}")
         verdict = "ok" if result.ok else f"{len(result.failures)} failure(s)"
-        typer.echo(f"{path}: checked {result.checked} item(s), {result.files} file(s): {verdict}")
+        removed = f" and {result.removed} taken out of the case" if result.removed else ""
+        typer.echo(
+            f"{path}: checked {result.checked} item(s){removed}, {result.files} file(s): {verdict}"
+        )
 
     _emit(doc, as_json, human)
     if result.warning:

@@ -709,6 +709,9 @@ def test_items_taken_out_of_the_case_are_listed_with_the_leaves_that_prove_it(
     assert "1 item(s) were in this case once" in verify_md
     report = verify_package(path, verifier_key=rt.ledger.key.verifier_key)
     assert report.ok and (report.checked, report.removed) == (2, 1), report.failures
+    said = run_cli("verify", path, "--key", rt.ledger.key.verifier_key,
+                   env=cli_env(tmp_path / "nowhere"), cwd=tmp_path)  # fmt: skip
+    assert said.returncode == 0 and "checked 2 item(s) and 1 taken out of the case" in said.stdout
 
     def edit_reason(files: dict[str, bytes]) -> None:
         member = f"{top}/{package.REMOVED}"
