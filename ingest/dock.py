@@ -165,6 +165,8 @@ def station_unit(rt: Runtime, unit: str | None) -> str | None:
 class UnknownUnit(InvalidInput):
     """``--unit`` names no unit of this deployment."""
 
+    code = "unknown_unit"
+
 
 @contextlib.contextmanager
 def _exclusive(lock_path: Path, folder: Path) -> Iterator[None]:

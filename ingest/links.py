@@ -16,6 +16,7 @@ from ingest.retention import HoldPlan, refuse_deleted, sync_item_hold, with_hold
 from ingest.runtime import Runtime
 from storage import people as store
 from storage import repository as repo
+from storage import verify_queries as q
 from storage.db import transaction
 from storage.errors import NotFound
 from storage.tables import Item
@@ -130,3 +131,30 @@ def set_case_unit(
             details={"from": old, "to": unit},
         )
     return {"case_id": case_id, "unit": unit, "previous": old}
+
+
+def taken_out(session: Session, *, case_id: str) -> list[dict[str, Any]]:
+    """The items the case held once and no longer does, each with its last ``unlink`` of the
+    case (when, by whom, why), in that order: a case page shows them, so evidence never
+    leaves a case unseen (its export lists them too)."""
+    members = {i.id for i in repo.items_of_case(session, case_id=case_id)}
+    out = []
+    for item_id in sorted(q.items_unlinked_from(session, case_id=case_id) - members):
+        unlinks = [
+            e
+            for e in repo.custody_of(session, item_id=item_id)
+            if e.action == "unlink" and (e.details or {}).get("case_id") == case_id
+        ]
+        item = repo.get_item(session, item_id=item_id)
+        last = unlinks[-1]
+        out.append(
+            {
+                "item_id": item_id,
+                "original_name": item.original_name,
+                "sha256": item.sha256,
+                "at": last.at,
+                "actor": last.actor,
+                "reason": last.reason,
+            }
+        )
+    return sorted(out, key=lambda r: (r["at"], r["item_id"]))

@@ -32,7 +32,7 @@ SQLITE_POOL = 48
 READ_ONLY_OPTION = "liuhen_read_only"
 """Execution option of read sessions' connections (see ``make_read_sessionmaker``)."""
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 """The newest migration's revision (a test checks it against Alembic's head): a database at
 this revision needs no migration, so a command does not even import Alembic."""
 

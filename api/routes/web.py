@@ -263,6 +263,7 @@ def case_page(w: WebDep, case_id: str, gap: str | None = None, done: str | None 
                 skew_threshold=timedelta(seconds=settings.pipeline.clock_skew_threshold_s),
             )
             held = pstore.case_is_held(session, case_id=case_id)
+            taken_out = links.taken_out(session, case_id=case_id)
     except NotFound:
         return w.message(w.t("not_found"), w.t("no_such_case"), status=404, back="/search")
     drawing = draw_timeline(
@@ -276,6 +277,7 @@ def case_page(w: WebDep, case_id: str, gap: str | None = None, done: str | None 
         gap_s=gap_s,
         names=names,
         held=held,
+        taken_out=taken_out,
         done=done if done in DONE else None,
         may_link=w.may(Action.ITEM_LINK, case_id=case_id),
         may_export=w.may(Action.CASE_EXPORT, case_id=case_id),

@@ -91,6 +91,13 @@ LABELS: dict[str, tuple[str, str]] = {
     "link": ("关联", "Link"),
     "unlink_item": ("解除关联", "Unlink an item"),
     "unlink": ("解除", "Unlink"),
+    "taken_out": ("已移出本案的证据", "Taken out of this case"),
+    "taken_out_note": (
+        "这些证据曾关联本案，后被解除关联；导出的证据包同样列出它们。",
+        "These items were in this case once and were unlinked; the export package lists them too.",
+    ),
+    "taken_out_at": ("移出时间", "Taken out"),
+    "taken_out_by": ("操作人", "By"),
     "legal_hold": ("法律保全", "Legal hold"),
     "hold": ("保全", "Hold"),
     "release": ("解除保全", "Release"),

@@ -235,9 +235,14 @@ def test_link_unlink_export_and_tokens_call_the_services(
         events = [(e.action, e.actor, e.reason) for e in repo.custody_of(s, item_id=items[0])]
     # the unlink, and the legal hold it lifted (the item is in no held case now)
     assert events[-2:] == [("unlink", "user:off1", "wrong case"), ("legal_hold", "user:off1", None)]
-    assert "已解除关联" in client.get(r.headers["location"]).text
+    after = client.get(r.headers["location"]).text
+    assert "已解除关联" in after
+    # The case page still shows that it left: when, by whom, why.
+    (row,) = re.findall(r'<tr class="taken-out-row">(.*?)</tr>', after, re.S)
+    assert items[0] in row and "user:off1" in row and "wrong case" in row
     r = post_form(client, f"/cases/{CASE}:link", page, item_id=items[0], reason="it is this one")
     assert r.status_code == 303
+    assert 'id="taken-out"' not in client.get(f"/cases/{CASE}").text  # back in the case
     with rt.sessions() as s:
         assert repo.case_ids_of(s, item_id=items[0]) == [CASE]
         assert "link" in [e.action for e in repo.custody_of(s, item_id=items[0])[-2:]]
