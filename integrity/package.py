@@ -485,6 +485,17 @@ def _check_removed(run: _Run, proven: dict[int, _Proven]) -> int:
             inside, last = step.action == "link", idx
         if inside or not events:
             run.fail(where, "removed_in_case", "its leaves here do not take it out of the case")
+        listed = {ev.get("log_index") for ev in events if isinstance(ev, dict)}
+        for q in proven.values():
+            e = q.leaf
+            if (
+                isinstance(e, CustodyLeaf)
+                and e.item_id == item_id
+                and e.action in ("link", "unlink")
+                and e.case_id == case
+                and q.index not in listed
+            ):
+                run.fail(where, "removed_event", f"leaf {q.index} ({e.action}) is not listed")
         if item_id in folders:
             run.fail(where, "removed_in_case", f"it is also in {ITEMS}/{item_id}")
     return len(entries)

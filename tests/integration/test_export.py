@@ -731,6 +731,16 @@ def test_items_taken_out_of_the_case_are_listed_with_the_leaves_that_prove_it(
         doc.append({**doc[0], "item_id": kept.item_id})
         files[member] = json.dumps(doc).encode()
 
+    def drop_the_unlink(files: dict[str, bytes]) -> None:  # its leaf stays in the package
+        member = f"{top}/{package.REMOVED}"
+        doc = json.loads(files[member])
+        doc[0]["events"] = []
+        files[member] = json.dumps(doc).encode()
+
+    _forge(exported, forged, drop_the_unlink)
+    codes = {f.code for f in verify_package(forged, verifier_key=exported.key).failures}
+    assert codes == {"removed_in_case", "removed_event"}, codes
+
     _forge(exported, forged, pretend_still_out)
     codes = {f.code for f in verify_package(forged, verifier_key=exported.key).failures}
     assert "removed_event" in codes and "removed_in_case" in codes
