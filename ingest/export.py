@@ -211,7 +211,8 @@ class PackageStream:
             self.tsr = repo.get_checkpoint(session, size=size).tsr if size else None
             # Items taken out of the case are listed too (without their bytes): a reviewer
             # must see that evidence left the case, when, by whom and why.
-            others = q.items_unlinked_from(session, case_id=case_id) - {i.id for i in items}
+            unlinked = {e.item_id for e in repo.unlinks_from_case(session, case_id=case_id)}
+            others = {i for i in unlinked if i is not None} - {i.id for i in items}
             ids = [i.id for i in items] + sorted(others)
             leaves = q.leaves_of_items(session, item_ids=ids, below=size)
             # Membership as the checkpoint has it: an item linked after it was signed (the

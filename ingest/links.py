@@ -16,7 +16,6 @@ from ingest.retention import HoldPlan, refuse_deleted, sync_item_hold, with_hold
 from ingest.runtime import Runtime
 from storage import people as store
 from storage import repository as repo
-from storage import verify_queries as q
 from storage.db import transaction
 from storage.errors import NotFound
 from storage.tables import Item
@@ -138,23 +137,20 @@ def taken_out(session: Session, *, case_id: str) -> list[dict[str, Any]]:
     case (when, by whom, why), in that order: a case page shows them, so evidence never
     leaves a case unseen (its export lists them too)."""
     members = {i.id for i in repo.items_of_case(session, case_id=case_id)}
+    last = {e.item_id: e for e in repo.unlinks_from_case(session, case_id=case_id)}
     out = []
-    for item_id in sorted(q.items_unlinked_from(session, case_id=case_id) - members):
-        unlinks = [
-            e
-            for e in repo.custody_of(session, item_id=item_id)
-            if e.action == "unlink" and (e.details or {}).get("case_id") == case_id
-        ]
+    for item_id, unlink in last.items():
+        if item_id is None or item_id in members:
+            continue
         item = repo.get_item(session, item_id=item_id)
-        last = unlinks[-1]
         out.append(
             {
                 "item_id": item_id,
                 "original_name": item.original_name,
                 "sha256": item.sha256,
-                "at": last.at,
-                "actor": last.actor,
-                "reason": last.reason,
+                "at": unlink.at,
+                "actor": unlink.actor,
+                "reason": unlink.reason,
             }
         )
     return sorted(out, key=lambda r: (r["at"], r["item_id"]))

@@ -180,6 +180,15 @@ def insert_derivatives(session: Session, *, rows: list[dict[str, Any]]) -> None:
 # --- custody -------------------------------------------------------------------------------
 
 
+def unlinks_from_case(session: Session, *, case_id: str) -> list[CustodyEvent]:
+    """Every ``unlink`` custody event that took an item out of ``case_id``, in log order (the
+    item may have been linked again since). Unlinks have a partial index of their own."""
+    rows = session.scalars(
+        select(CustodyEvent).where(CustodyEvent.action == "unlink").order_by(CustodyEvent.log_index)
+    )
+    return [e for e in rows if (e.details or {}).get("case_id") == case_id]
+
+
 def custody_of(session: Session, *, item_id: str) -> Sequence[CustodyEvent]:
     return session.scalars(
         select(CustodyEvent).where(CustodyEvent.item_id == item_id).order_by(CustodyEvent.log_index)

@@ -152,19 +152,6 @@ def all_checkpoints(session: Session) -> list[Checkpoint]:
     return list(session.scalars(select(Checkpoint).order_by(Checkpoint.size)))
 
 
-def items_unlinked_from(session: Session, *, case_id: str) -> set[str]:
-    """The items some ``unlink`` custody event took out of ``case_id`` (linked again since or
-    not: the caller reads their leaves)."""
-    rows = session.execute(
-        select(CustodyEvent.item_id, CustodyEvent.details).where(CustodyEvent.action == "unlink")
-    )
-    return {
-        item_id
-        for item_id, details in rows
-        if item_id is not None and isinstance(details, dict) and details.get("case_id") == case_id
-    }
-
-
 def leaves_of_items(session: Session, *, item_ids: list[str], below: int) -> list[LogLeaf]:
     """Every leaf (item, derivative, custody) of these items below ``below``, in log order."""
     return list(
