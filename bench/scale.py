@@ -13,7 +13,10 @@ the queue itself costs, and how fast a killed worker's job runs again.
   photo counts only on 201 with a receipt. The baseline, in the same run: as many threads
   doing minio ``put_object`` of the same bytes (new keys) to the same SeaweedFS and bucket.
   Printed: photos/s of each, their ratio (goal >= 0.7), errors, p50/p99 latency, and the CPU
-  time ``liuhen serve`` spent per sealed photo.
+  time ``liuhen serve`` spent per sealed photo. Between the two, the same clients hammer a
+  bare relay (``bench/relay.py``: one uvicorn process that parses the same form, hashes and
+  PUTs, nothing else; then one taking the raw body): what one more HTTP hop through Python
+  costs on this machine, the ceiling of any upload API of this shape here.
   ``--checkpoint-ms`` sets the server's ``log.checkpoint_interval_ms`` and ``--threads`` its
   ``api.threads`` (default: its own);
   ``--serve N`` starts N serving processes on the one index (clients spread evenly over
@@ -369,38 +372,38 @@ def liuhen_serve(
         raise RuntimeError(f"liuhen user add failed ({add.returncode}): {add.stderr[-2000:]}")
     token = str(json.loads(add.stdout)["token"])
     with contextlib.ExitStack() as stack:
+        serve = [str(liuhen), "serve", "--host", "127.0.0.1", "--port"]
         served = [
-            stack.enter_context(_one_serve(liuhen, env, root, port, n))
+            stack.enter_context(_serving([*serve, str(port)], env, root, port, f"serve-{n}"))
             for n, port in enumerate(pick_ports(processes))
         ]
         yield [base for base, _ in served], token, [pid for _, pid in served]
 
 
 @contextmanager
-def _one_serve(
-    liuhen: Path, env: dict[str, str], root: Path, port: int, n: int
+def _serving(
+    command: list[str], env: dict[str, str], root: Path, port: int, name: str
 ) -> Iterator[tuple[str, int]]:
+    """``command`` serving HTTP on ``port`` until the block ends: yields (base URL, PID) once
+    its ``/healthz`` answers."""
     import httpx
 
     base = f"http://127.0.0.1:{port}"
-    log_path = root / f"serve-{n}.log"
+    log_path = root / f"{name}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [str(liuhen), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=root, stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            command, env=env, cwd=root, stdout=log_file, stderr=subprocess.STDOUT
+        )
         try:
             deadline = time.monotonic() + 120
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"liuhen serve exited: {log_path.read_text()[-2000:]}")
+                    raise RuntimeError(f"{name} exited: {log_path.read_text()[-2000:]}")
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
                         break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"liuhen serve never answered: {log_path.read_text()[-2000:]}"
-                    )
+                    raise RuntimeError(f"{name} never answered: {log_path.read_text()[-2000:]}")
                 time.sleep(0.2)
             yield base, proc.pid
         finally:
@@ -470,6 +473,9 @@ def api_seal(
                 return seal
 
             plain = hammer(count, clients, put_maker)
+            relays = {
+                app: _relay(root, s3, app, data, clients, run_id) for app in ("form_app", "raw_app")
+            }
             try:
                 servers = [psutil.Process(pid) for pid in pids]
                 others = {"store": psutil.Process(weed.status().pid), "clients": psutil.Process()}
@@ -485,13 +491,17 @@ def api_seal(
     finally:
         weed.release()
         weed.stop()
-    for name, run in (("put_object (baseline)", plain), ("sealed through the API", sealed)):
+    runs: list[tuple[str, Run, float | None]] = [("put_object (baseline)", plain, None)]
+    runs += [(f"bare relay, {RELAYS[app]}", run, cpu) for app, (run, cpu) in relays.items()]
+    for name, run, cpu in [*runs, ("sealed through the API", sealed, serve_cpu)]:
+        its_cpu = "" if cpu is None else f"; {cpu / max(run.done, 1) * 1000:.2f} ms of its CPU each"
         line(
             f"{name}, {clients} clients",
             run.rate,
             "photos/s",
             f"{run.done}/{count} of 100 KB, {run.errors} errors; "
-            f"p50 {run.percentile(50) * 1000:.0f} ms, p99 {run.percentile(99) * 1000:.0f} ms",
+            f"p50 {run.percentile(50) * 1000:.0f} ms, p99 {run.percentile(99) * 1000:.0f} ms"
+            + its_cpu,
         )
         if run.first_error:
             print(f"  first error: {run.first_error}")
@@ -515,7 +525,66 @@ def api_seal(
     ratio = sealed.rate / plain.rate
     verdict = "ok" if ratio >= SEAL_GOAL and not sealed.errors else "BELOW GOAL"
     line("  API seal / put_object", ratio, "x", f"goal >= {SEAL_GOAL} ({verdict})")
+    form_relay = relays["form_app"][0].rate
+    for app, (run, _cpu_s) in relays.items():
+        line(
+            f"  bare relay ({RELAYS[app]}) / put_object",
+            run.rate / plain.rate,
+            "x",
+            "the ceiling of one Python process that only parses, hashes and PUTs",
+        )
+    line("  API seal / bare relay (FastAPI form)", sealed.rate / form_relay, "x", "")
     return ratio
+
+
+RELAYS = {"form_app": "FastAPI form", "raw_app": "raw ASGI body"}
+
+
+def _relay(
+    root: Path, s3: EmbeddedS3, app: str, data: list[bytes], clients: int, run_id: str
+) -> tuple[Run, float]:
+    """The ceiling of any Python upload API here: ``bench/relay.py``'s ``app`` (parse, hash,
+    PUT; nothing else) in one uvicorn process, hammered like the API. (run, its CPU seconds)"""
+    import httpx
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")} | {
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "RELAY_ENDPOINT": s3.endpoint,
+        "RELAY_ACCESS_KEY": s3.access_key,
+        "RELAY_SECRET_KEY": s3.secret_key,
+        "RELAY_BUCKET": BUCKET,
+    }
+    (port,) = pick_ports(1)
+    uvicorn = [sys.executable, "-m", "uvicorn", f"bench.relay:{app}", "--port", str(port)]
+    quiet = ["--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"]
+    made: list[httpx.Client] = []
+    with _serving(uvicorn + quiet, env, root, port, app) as (base, pid):
+
+        def relay_maker() -> Callable[[int], None]:
+            client = httpx.Client(base_url=base, timeout=120)
+            made.append(client)
+
+            def send(i: int) -> None:
+                if app == "raw_app":
+                    r = client.post("/v1/items", content=data[i])
+                else:
+                    manifest = json.dumps({"case_ids": ["BENCH-1"], "file_name": f"{i}.jpg"})
+                    files = {"file": (f"photo-{run_id}-{i:06d}.jpg", data[i], "image/jpeg")}
+                    r = client.post("/v1/items", files=files, data={"manifest": manifest})
+                if r.status_code != 201:
+                    raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
+
+            return send
+
+        proc = psutil.Process(pid)
+        cpu0 = _cpu([proc])
+        try:
+            run = hammer(len(data), clients, relay_maker)
+        finally:
+            for client in made:
+                client.close()
+        return run, _cpu([proc]) - cpu0
 
 
 def _stages(bases: list[str]) -> dict[str, float]:
