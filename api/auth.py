@@ -42,10 +42,10 @@ def resolve_token(rt: Runtime, token: str) -> Principal:
 
 
 def get_principal(
-    request: Request,
-    rt: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request, rt: Runtime, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
+    """The principal of ``Authorization: Bearer``; :class:`Unauthenticated` (recorded) if
+    there is none or it names nobody."""
     try:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Unauthenticated("send Authorization: Bearer TOKEN (liuhen user token NAME)")
@@ -121,13 +121,17 @@ def _record_unauthenticated(rt: Runtime, request: Request, why: str) -> None:
         )
 
 
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def authorize(action: Action) -> Callable[..., Principal]:
-    """A dependency: the principal, if it may perform ``action`` on the route's target."""
+    """A dependency: the principal, if it may perform ``action`` on the route's target.
 
-    def check(request: Request, rt: RuntimeDep, principal: PrincipalDep) -> Principal:
+    Who is asking and whether they may are one dependency, not two: FastAPI runs each plain
+    ``def`` dependency in a worker thread of its own, a thread hop per request."""
+
+    def check(request: Request, rt: RuntimeDep, credentials: Credentials) -> Principal:
+        principal = get_principal(request, rt, credentials)
         params: dict[str, Any] = request.path_params
         access.require(
             rt,
