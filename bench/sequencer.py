@@ -20,9 +20,10 @@
    leaves each, without a TSA and with a local one (``openssl ts`` behind HTTP, the tests'
    ``tests/tsa_server.py``). Every receipt waits for a checkpoint, so this is latency a
    device sees; against a remote store and TSA the round trips it saves are longer. Also
-   against signing without the published copy (``log/checkpoint``: read before signing, the
-   one store read that stops a signer on a restored index from forking the log, and put
-   after the row is committed).
+   against signing without the published copy (``log/checkpoint`` read before signing, with
+   a listing of the leaf bundles that follow the index's latest checkpoint: the store reads
+   that stop a signer on a restored index from forking the log; and ``log/checkpoint`` put
+   while the row commits).
 """
 
 from __future__ import annotations

@@ -259,7 +259,7 @@ class CheckpointSigner:
         with ThreadPoolExecutor(1, "liuhen-published") as reading:
             # The published copy is read while the leaf rows are (an empty log's checkpoint is
             # never stored: no store call for it).
-            published = reading.submit(self._published, store) if size > 0 else None
+            published = reading.submit(self._published, store, signed_size) if size > 0 else None
             try:
                 if tree.root() != tree_root:
                     raise ProofError("the tiles give a root other than the one stored with them")
@@ -373,23 +373,56 @@ class CheckpointSigner:
             )
         raise LogCorrupt(f"{problem}: refusing to sign a fork of it. {_RESTORE}")
 
-    def _published(self, store: ObjectStore) -> Checkpoint | None:
-        """``log/checkpoint`` as the store has it, if it opens with the log key."""
+    def _published(self, store: ObjectStore, signed_size: int) -> Checkpoint | None:
+        """The furthest checkpoint of this log the store holds, as far as two small reads
+        tell: ``log/checkpoint`` (the newest, put again with each) and the checkpoints that
+        follow the index's latest one there.
+
+        The second is what a deleted or overwritten ``log/checkpoint`` cannot hide from a new
+        process: the next checkpoint after size ``signed_size`` mirrored the leaf bundle
+        ``log/leaves/{signed_size}-…``, and bundles and checkpoints are WORM versions, which a
+        delete marker hides from a plain listing but not from a listing of versions. Found
+        there only when the index lost that checkpoint (or when a signer stored the objects
+        and died before its row: then the index has those leaves and the roots agree)."""
         note = store.read_current(keys.PUBLISHED_CHECKPOINT, limit=PUBLISHED_MAX)
-        if note is None:
-            if self._furthest is None and self.state().latest is not None:
-                log.warning("%s is missing from the store although checkpoints were signed",
-                            keys.PUBLISHED_CHECKPOINT)  # fmt: skip
-            return None
+        found = [] if note is None else [self._opened(keys.PUBLISHED_CHECKPOINT, note)]
+        if note is None and self._furthest is None and self.state().latest is not None:
+            log.warning("%s is missing from the store although checkpoints were signed",
+                        keys.PUBLISHED_CHECKPOINT)  # fmt: skip
+        found += self._following(store, signed_size)
+        return max((c for c in found if c is not None), key=lambda c: c.size, default=None)
+
+    def _following(self, store: ObjectStore, signed_size: int) -> list[Checkpoint | None]:
+        """The stored checkpoints whose leaf bundles begin at leaf ``signed_size``."""
+        sizes = {
+            bounds[1] + 1
+            for version in store.list_versions(keys.leaf_bundles_from(signed_size))
+            if (bounds := keys.parse_leaf_bundle_key(version.key)) and bounds[0] == signed_size
+        }
+        found: list[Checkpoint | None] = []
+        for size in sorted(sizes):
+            key = keys.checkpoint_key(size)
+            note = store.read_current(key, limit=PUBLISHED_MAX)
+            if note is not None:
+                found.append(self._opened(key, note))
+                continue
+            # Hidden by a delete marker (or never stored: its signer died first). The prefix
+            # also lists longer numbers and time-stamps: only this key's versions count.
+            for version in store.list_versions(key):
+                if version.key == key and version.size <= PUBLISHED_MAX:
+                    found.append(self._opened(key, store.read_bytes(key, version.version_id)))
+        return found
+
+    def _opened(self, key: str, note: bytes) -> Checkpoint | None:
+        """The checkpoint ``note`` holds if it opens with the log key and is this log's."""
         try:
             published = open_checkpoint(note.decode("utf-8"), self.key.verifier)
         except (UnicodeDecodeError, NoteError) as e:
-            log.warning("%s does not open with the log key; not checked: %s",
-                        keys.PUBLISHED_CHECKPOINT, e)  # fmt: skip
+            log.warning("%s does not open with the log key; not checked: %s", key, e)
             return None
         if published.origin != self.origin:
             log.warning("%s is for log %r, not %r; not checked",
-                        keys.PUBLISHED_CHECKPOINT, published.origin, self.origin)  # fmt: skip
+                        key, published.origin, self.origin)  # fmt: skip
             return None
         return published
 

@@ -47,6 +47,11 @@ _BUNDLE = re.compile(r"log/leaves/(0|[1-9][0-9]*)-(0|[1-9][0-9]*)\.jsonl")
 _CHECKPOINT = re.compile(r"log/checkpoints/(0|[1-9][0-9]*)")
 
 
+def leaf_bundles_from(first: int) -> str:
+    """The prefix of every leaf bundle that begins at leaf ``first``."""
+    return f"{LEAF_BUNDLES_PREFIX}{first}-"
+
+
 def parse_leaf_bundle_key(key: str) -> tuple[int, int] | None:
     """(first, last) of a leaf bundle key, or None if ``key`` is not one."""
     m = _BUNDLE.fullmatch(key)

@@ -690,6 +690,51 @@ def test_an_index_restored_from_an_older_backup_is_not_signed_over(
             assert [cp.size for cp in repo.checkpoints(s)] == [night.size]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "hide", ["deleted", "the older one put back", "deleted with its numbered copy"]
+)
+def test_a_restored_index_is_not_signed_over_when_the_published_copy_is_hidden(
+    make_settings: SettingsFactory, tmp_path: Path, hide: str
+) -> None:
+    """As above, and ``log/checkpoint`` no longer says how far the log went (deleted: a delete
+    marker over it; or last night's copy put over today's): a new process, which has seen
+    nothing published, still finds today's checkpoint by the leaf bundle that follows the
+    index's latest one, even with that checkpoint's own object deleted too."""
+    settings = make_settings()
+    assert settings.database.url is not None
+    index = Path(settings.database.url.removeprefix("sqlite:///"))
+    backup = tmp_path / "backup.sqlite3"
+    with runtime(settings) as rt:
+        _leaves(rt, 5, "before the backup")
+        night = rt.ledger.publish()
+    with sqlite3.connect(index) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+    with runtime(settings) as rt:
+        _leaves(rt, 20, "the day")
+        day = rt.ledger.publish().checkpoint
+        store = rt.store
+        if hide == "the older one put back":
+            store.put_bytes(
+                keys.PUBLISHED_CHECKPOINT, night.note.encode(), content_type="text/plain"
+            )
+        else:
+            store.client.remove_object(store.bucket, keys.PUBLISHED_CHECKPOINT)
+        if hide == "deleted with its numbered copy":
+            store.client.remove_object(store.bucket, keys.checkpoint_key(day.size))
+            assert store.read_current(keys.checkpoint_key(day.size), limit=1 << 16) is None
+    for leftover in index.parent.glob(index.name + "-*"):  # -wal, -shm
+        leftover.unlink()
+    backup.replace(index)
+
+    with runtime(settings) as rt:
+        _leaves(rt, 3, "after the restore")
+        with pytest.raises(LogCorrupt, match=f"checkpoint {day.size} of this log was published"):
+            rt.ledger.publish()
+        with rt.sessions() as s:
+            assert [cp.size for cp in repo.checkpoints(s)] == [night.checkpoint.size]
+
+
 def test_a_published_checkpoint_that_is_not_the_logs_is_passed_over(
     rt: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
