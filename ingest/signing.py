@@ -32,7 +32,7 @@ from ingest import metrics
 from ingest.errors import SignerRace
 from integrity.errors import IntegrityError, NoteError, ProofError, TimestampError
 from integrity.log import LogKey, SignedCheckpoint, next_checkpoint, open_checkpoint
-from integrity.merkle import TILE_WIDTH, TiledTree, TileKey, leaf_hash
+from integrity.merkle import HASH_SIZE, TILE_WIDTH, TiledTree, TileKey, leaf_hash
 from integrity.note import Checkpoint
 from storage import keys
 from storage import repository as repo
@@ -284,6 +284,15 @@ class CheckpointSigner:
         row: CheckpointRow | None = None
         if size > signed_size:
             row = self._mirror(store, signed, tree, bundle, first=signed_size, now=now)
+        elif tiles := _full_tiles(tree):
+            # The tiles of an index from before them, built again with nothing new to sign:
+            # mirrored like any, for readers who fetch tiles (C2SP tlog-tiles) and not rows.
+            until = retain_until(self.retention, now=now)
+            put = functools.partial(store.put_bytes, retain_until=until)
+            with ThreadPoolExecutor(self.mirror_at_once, "liuhen-mirror") as pool:
+                puts = [pool.submit(put, key, data, content_type=kind) for key, data, kind in tiles]
+                for done in puts:
+                    done.result()
         with contextlib.ExitStack() as publishing:
             if row is not None:  # an empty log's checkpoint is signed for readers, never stored
                 # Published while the row commits: everything it covers is stored by now, and
@@ -505,11 +514,7 @@ class CheckpointSigner:
                 "".join(line + "\n" for line in bundle).encode(),
                 "application/jsonl",
             ),
-            *(
-                (keys.tile_key(level, index), hashes, "application/octet-stream")
-                for (level, index), hashes in sorted(tree.changed().items())
-                if len(hashes) == TILE_WIDTH * 32
-            ),
+            *_full_tiles(tree),
             (keys.checkpoint_key(size), note, "text/plain; charset=utf-8"),  # last: the row's
         ]
         puts = [
@@ -568,3 +573,12 @@ def load_tsa_config(url: str | None, roots: list[Path], timeout_s: float) -> Tsa
     if not url:
         return None
     return TsaConfig(url=url, roots=tuple(p.read_bytes() for p in roots), timeout_s=timeout_s)
+
+
+def _full_tiles(tree: TiledTree) -> list[tuple[str, bytes, str]]:
+    """The tiles that filled up since ``tree`` was read, as objects to mirror."""
+    return [
+        (keys.tile_key(level, index), hashes, "application/octet-stream")
+        for (level, index), hashes in sorted(tree.changed().items())
+        if len(hashes) == TILE_WIDTH * HASH_SIZE
+    ]

@@ -79,3 +79,17 @@ def tile_key(level: int, index: int) -> str:
     digits = digits.rjust(-(-len(digits) // 3) * 3, "0")
     groups = [digits[i : i + 3] for i in range(0, len(digits), 3)]
     return f"log/tile/{level}/" + "/".join([*(f"x{g}" for g in groups[:-1]), groups[-1]])
+
+
+TILES_PREFIX = "log/tile/"
+_TILE = re.compile(r"log/tile/(0|[1-9][0-9]*)/((?:x[0-9]{3}/)*[0-9]{3})")
+
+
+def parse_tile_key(key: str) -> tuple[int, int] | None:
+    """(level, index) of a full tile key as :func:`tile_key` writes it, or None (a partial
+    tile, a non-canonical path, anything else)."""
+    m = _TILE.fullmatch(key)
+    if m is None:
+        return None
+    level, index = int(m[1]), int(m[2].replace("x", "").replace("/", ""))
+    return (level, index) if tile_key(level, index) == key else None

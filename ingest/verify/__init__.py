@@ -27,6 +27,7 @@ Codes (``Failure.what``):
     log_size                     log_state, the leaf rows and the checkpoints disagree
     leaf_mirror                  the leaf bundles in object storage do not rebuild the log
     log_tree, log_tile           the stored tree (its root, a tile) differs from the leaf rows
+    tile_mirror                  a full tile in object storage is missing or not the leaf rows
     checkpoint_signature         a checkpoint does not verify with the log key
     log_key                      the log key verifies none of the checkpoints (key replaced?)
     checkpoint_origin, checkpoint_root, checkpoint_consistency, checkpoint_mirror
@@ -124,6 +125,11 @@ def _verify_all(audit: Audit, *, actor: str, progress: Progress | None) -> Repor
     audit.name_bad_leaves()
     checkpoints.check_checkpoints(audit, signed)
     tiles.check_tiles(audit)
+    # The tiles of the latest stored checkpoint: a signing that died partway left copies
+    # without a row, and perhaps without all their tiles (the next checkpoint puts them).
+    tiles.check_mirrored_tiles(
+        audit, max((r.size for r in rows if r.size <= audit.size), default=0)
+    )
     done = 0
     checked: list[str] = []
     after = ""

@@ -106,6 +106,9 @@ class Audit:
         self.walk: MirrorWalk | None = None
         self.mirror_incomplete = False
         """Some of the mirror could not be read: what it lacks proves nothing."""
+        self.other_logs = False
+        """The bucket holds checkpoints the log key does not open (or of another origin):
+        another log shares it, and its tiles are put at the same keys as ours."""
         self.store_down: str | None = None
         """Why the store was first found unavailable in this run, if it was."""
         self.verifier = rt.ledger.key.verifier

@@ -166,9 +166,10 @@ def unrowed_checkpoints(audit: Audit, rows: Sequence[CheckpointRow]) -> list[Sig
     with ThreadPoolExecutor(READERS) as pool:
         for v, note in pool.map(read, versions):
             opened = open_checkpoint(audit, note) if note is not None else None
-            if opened is None or isinstance(opened, str):
+            if opened is None:
                 continue
-            if opened.origin != audit.rt.settings.log.origin:
+            if isinstance(opened, str) or opened.origin != audit.rt.settings.log.origin:
+                audit.other_logs = True
                 continue
             if opened.size != keys.parse_checkpoint_key(v.key):
                 audit.fail(

@@ -14,11 +14,16 @@ there (the signer writes both in one transaction).
 from __future__ import annotations
 
 import bisect
+from concurrent.futures import ThreadPoolExecutor
 
 from ingest.verify.log import Audit
 from integrity.merkle import HASH_SIZE, TILE_HEIGHT, TILE_WIDTH, TileKey, tile_width
+from storage import keys
 from storage import repository as repo
-from storage.errors import NotFound
+from storage.errors import NotFound, ObjectStoreError, StoreUnavailable
+
+MIRROR_READERS = 8
+TILE_BYTES = TILE_WIDTH * HASH_SIZE
 
 
 def check_tiles(audit: Audit) -> None:
@@ -121,3 +126,73 @@ def _tiles_of(size: int) -> list[TileKey]:
         keys += [(level, n) for n in range((nodes + TILE_WIDTH - 1) // TILE_WIDTH)]
         level += 1
     return keys
+
+
+def check_mirrored_tiles(audit: Audit, signed_size: int) -> None:
+    """The full tiles mirrored to the store, which readers who fetch tiles (C2SP tlog-tiles)
+    and not rows prove with, against the tree rebuilt from the leaf rows: each full tile of
+    the latest checkpoint (``signed_size``) must be there, holding the rebuilt hashes.
+
+    The current version is what a reader fetches: it must hold the rebuilt hashes. Unless
+    the bucket holds another log (``audit.other_logs``), whose tiles are put at the same keys
+    (its checkpoints and leaf bundles are told apart by their signatures; tiles carry none):
+    then any version of the key holding the rebuilt hashes will do."""
+    size = min(signed_size, audit.tree.size)
+    wanted = [
+        tile
+        for tile in _tiles_of(size)
+        if tile_width(size, tile) == TILE_WIDTH and not _covers_hole(audit, *_leaves_of(tile))
+    ]
+    with ThreadPoolExecutor(MIRROR_READERS) as pool:
+        for tile, problem in zip(
+            wanted, pool.map(lambda t: _mirrored(audit, t), wanted), strict=True
+        ):
+            if problem is not None:
+                level, idx = tile
+                audit.fail(None, "tile_mirror", f"{keys.tile_key(level, idx)}: {problem}")
+
+
+def _mirrored(audit: Audit, tile: TileKey) -> str | None:
+    """What is wrong with the mirrored copies of ``tile``, or None (also when they cannot be
+    read now: listed as not checked)."""
+    level, idx = tile
+    key = keys.tile_key(level, idx)
+    if audit.skipped(None, key, None):
+        return None
+    expected = audit.tree.nodes(level * TILE_HEIGHT, idx * TILE_WIDTH, TILE_WIDTH)
+    start, count = _leaves_of(tile)
+    leaves = f"leaves {start}..{start + count - 1}"
+    store = audit.rt.store
+    try:
+        current = store.read_current(key, limit=TILE_BYTES + 1)
+        if current == expected:
+            return None
+        if current is not None and not audit.other_logs:
+            return f"the current version, what a reader fetches, is not the hashes of {leaves}"
+        versions = [v for v in store.list_versions(key) if v.key == key]
+        if (
+            audit.other_logs
+            and current is not None
+            and any(
+                v.size == TILE_BYTES and store.read_bytes(key, v.version_id) == expected
+                for v in versions
+            )
+        ):
+            return None
+    except StoreUnavailable as e:
+        audit.unavailable(None, key, None, e)
+        return None
+    except ObjectStoreError as e:
+        return f"unreadable: {e}"
+    if versions and current is None:
+        return f"hidden by a delete marker ({len(versions)} version(s) of {leaves} under it)"
+    if not versions:
+        return f"not mirrored ({leaves}, a full tile of the latest checkpoint)"
+    return f"none of its {len(versions)} version(s) holds the hashes of {leaves}"
+
+
+def _leaves_of(tile: TileKey) -> tuple[int, int]:
+    """(first leaf, leaves) under a full ``tile``."""
+    level, idx = tile
+    span = TILE_WIDTH << (level * TILE_HEIGHT)
+    return idx * span, span

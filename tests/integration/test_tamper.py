@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-from ingest import custody, jobs
+from ingest import custody, jobs, signing
 from ingest.intake import SealResult
 from ingest.ledger import LogCorrupt
 from ingest.retrieve import log_read, resolve
@@ -748,3 +748,97 @@ def test_a_published_checkpoint_that_is_not_the_logs_is_passed_over(
     assert "does not open with the log key" in caplog.text
     current = rt.store.read_current(keys.PUBLISHED_CHECKPOINT, limit=1 << 16)
     assert current == signed.note.encode()
+
+
+def _viewed(rt: Runtime, n: int) -> None:
+    """One item and ``n`` views of it, signed: ``n + 1`` leaves or more."""
+    sealed = seal(rt, distinct_files(rt.settings.home_dir / "in", 1)[0])
+    _many_leaves(rt, sealed.item_id, n)
+
+
+def _own_bucket(make_settings: SettingsFactory, home: str = "home", **kw: Any) -> Any:
+    """Settings on a bucket no other test's log writes tiles to (or ``kw['bucket']``)."""
+    bucket = kw.pop("bucket", None) or f"t-tiles-{secrets.token_hex(4)}"
+    return make_settings(home=make_settings().home.parent / home, s3={"bucket": bucket}, **kw)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "edit,expect",
+    [
+        ("other bytes put over it", "the current version, what a reader fetches, is not"),
+        ("deleted", "hidden by a delete marker (1 version(s) of leaves 0..255 under it)"),
+        ("never mirrored", "not mirrored (leaves 0..255, a full tile of the latest checkpoint)"),
+    ],
+)
+def test_a_mirrored_tile_readers_cannot_prove_with_is_named(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, edit: str, expect: str
+) -> None:
+    """A reader who fetches tiles (C2SP tlog-tiles) proves with ``log/tile/…``, not the
+    index's rows: a tile there that is not the leaves, or not there, is named."""
+    with runtime(_own_bucket(make_settings)) as rt:
+        with monkeypatch.context() as m:
+            if edit == "never mirrored":  # as signed before tiles were mirrored
+                m.setattr(signing, "_full_tiles", lambda _tree: [])
+            _viewed(rt, 300)
+        key = keys.tile_key(0, 0)
+        if edit != "never mirrored":
+            assert verify_all(rt, actor="auditor").ok
+        if edit == "other bytes put over it":
+            rt.store.put_bytes(key, bytes(32 * 256), content_type="application/octet-stream")
+        elif edit == "deleted":
+            rt.store.client.remove_object(rt.store.bucket, key)
+        report = verify_all(rt, actor="auditor")
+        found = [f for f in report.failures if f.what == "tile_mirror"]
+        assert [f.detail.split(": ", 1)[0] for f in found] == [key], report.failures
+        assert expect in found[0].detail
+        assert [f.what for f in report.failures] == ["tile_mirror"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_tiles_built_again_for_an_older_index_are_mirrored(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index signed before full tiles were mirrored, its tiles then built again (nothing
+    new to sign): the built tiles go to the store too, and the mirror is whole."""
+    with runtime(_own_bucket(make_settings)) as rt:
+        with monkeypatch.context() as m:
+            m.setattr(signing, "_full_tiles", lambda _tree: [])
+            _viewed(rt, 599)
+        with rt.sessions() as s:
+            signed = [cp.size for cp in repo.checkpoints(s)]
+        tiles = [keys.tile_key(0, 0), keys.tile_key(0, 1)]
+        assert [rt.store.read_current(k, limit=1 << 14) for k in tiles] == [None, None]
+        sql(rt, "DELETE FROM log_tiles")
+        sql(rt, "UPDATE log_tree SET size = 0, root_hash = :r WHERE id = 1", r=MerkleTree().root())
+        rt.ledger.receipt(599)  # builds the tiles from the leaf rows again
+        with rt.sessions() as s:
+            assert [cp.size for cp in repo.checkpoints(s)] == signed  # nothing new was signed
+            stored = repo.read_tiles(s, keys=[(0, 0), (0, 1)])
+        assert [rt.store.read_current(k, limit=1 << 14) for k in tiles] == [
+            stored[(0, 0)],
+            stored[(0, 1)],
+        ]
+        report = verify_all(rt, actor="auditor")
+        assert report.ok, report.failures
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_another_logs_tiles_at_the_same_keys_are_not_a_difference(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """Two logs (two keys) in one bucket put their tiles at the same keys; each finds its own
+    among the versions, told from tampering by the other log's checkpoints beside them."""
+    shared = f"t-tiles-{secrets.token_hex(4)}"
+    dbs = {name: tmp_path / f"{name}.sqlite3" for name in ("first", "second")}
+    homes = [
+        _own_bucket(make_settings, name, bucket=shared, database={"url": f"sqlite:///{db}"})
+        for name, db in dbs.items()
+    ]
+    for settings in homes:
+        with runtime(settings) as rt:
+            _viewed(rt, 300)
+    for settings in homes:
+        with runtime(settings) as rt:
+            report = verify_all(rt, actor="auditor")
+            assert report.ok, report.failures

@@ -89,3 +89,24 @@ def test_mirror_keys_parse_back_and_nothing_else_does() -> None:
         "proxy.mp4"
     )
     assert keys.derivative_file_name("derived/../x.mp4") is None
+
+
+@pytest.mark.parametrize("level,index", [(0, 0), (0, 255), (1, 1000), (2, 1234067), (0, 999)])
+def test_tile_keys_read_back(level: int, index: int) -> None:
+    assert keys.parse_tile_key(keys.tile_key(level, index)) == (level, index)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "log/tile/0/x000/001",  # not canonical: 1 is 001
+        "log/tile/0/1",
+        "log/tile/0/001.p/5",  # a partial tile: never mirrored
+        "log/tile/00/001",
+        "log/tile/0/x1234/567",
+        "log/tiles/0/001",
+        "log/tile/0/",
+    ],
+)
+def test_what_is_not_a_full_tile_key(key: str) -> None:
+    assert keys.parse_tile_key(key) is None
