@@ -9,6 +9,8 @@ the same run (absolute times on shared machines mean little).
 2. Inclusion and consistency proof generation + verification at 1,000,000 leaves (goal < 1 ms).
 3. ``verify --all`` throughput against a plain S3 GET + hashlib pass over the same objects
    (goal >= 0.8).
+4. ``verify --all`` of a log of ``--tile-leaves`` leaves with its mirrored full tiles checked
+   against the same run without that check: what reading every ``log/tile/…`` costs.
 """
 
 from __future__ import annotations
@@ -182,6 +184,36 @@ def bench_verify(objects: int, mib: int) -> None:
             )
 
 
+def bench_verify_tiles(leaves: int) -> None:
+    from ingest.verify import tiles, verify_all
+
+    with bench_runtime() as rt:
+        now = datetime.now(UTC)
+        for start in range(0, leaves, 1000):
+            batch = [_leaf_dict(i) for i in range(start, min(start + 1000, leaves))]
+            with transaction(rt.sessions) as s:
+                rt.ledger.append_many(s, [("custody", None, d) for d in batch], now=now)
+        rt.ledger.publish()
+        checked = tiles.check_mirrored_tiles
+        runs: dict[bool, list[float]] = {True: [], False: []}
+        for round_ in range(4):  # alternate: the machine is shared and noisy
+            with_tiles = round_ % 2 == 0
+            tiles.check_mirrored_tiles = checked if with_tiles else (lambda *_: None)
+            try:
+                runs[with_tiles].append(_time(lambda: verify_all(rt, actor="bench")))
+            finally:
+                tiles.check_mirrored_tiles = checked
+        full = (leaves // 256) + (leaves // 65536)
+        on, off = statistics.median(runs[True]), statistics.median(runs[False])
+        line(f"verify --all, {leaves:,} leaves, tiles not read", off, "s")
+        line(
+            f"verify --all, {leaves:,} leaves, {full} mirrored tiles read",
+            on,
+            "s",
+            f"ratio {on / off:.3f}",
+        )
+
+
 def _time(fn: Any) -> float:
     t0 = time.perf_counter()
     fn()
@@ -194,10 +226,14 @@ def main() -> None:
     ap.add_argument("--tree", type=int, default=1_000_000)
     ap.add_argument("--objects", type=int, default=40)
     ap.add_argument("--mib", type=int, default=8, help="size of each object for verify")
+    ap.add_argument("--tile-leaves", type=int, default=100_000, help="log size for part 4")
+    ap.add_argument("--only-tiles", action="store_true", help="part 4 alone")
     args = ap.parse_args()
-    bench_append(args.leaves)
-    bench_proofs(args.tree)
-    bench_verify(args.objects, args.mib)
+    if not args.only_tiles:
+        bench_append(args.leaves)
+        bench_proofs(args.tree)
+        bench_verify(args.objects, args.mib)
+    bench_verify_tiles(args.tile_leaves)
 
 
 if __name__ == "__main__":
