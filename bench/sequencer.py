@@ -252,7 +252,8 @@ def bench_mirror(root: Path, s3: EmbeddedS3, rounds: int, per_checkpoint: int) -
             try:
                 rt.ledger.interval = 0
                 signer = rt.ledger.signer
-                published, publish = signer._published, signer._publish
+                published, following = signer._published, signer._following
+                publish = signer._publish
                 times: dict[str, list[float]] = {"apart": [], "together": [], "unchecked": []}
                 for _ in range(rounds):  # interleaved, so that a busy machine hits all alike
                     for kind in times:
@@ -262,7 +263,10 @@ def bench_mirror(root: Path, s3: EmbeddedS3, rounds: int, per_checkpoint: int) -
                         # first and without putting it after.
                         off = kind == "unchecked"
                         signer._published = (  # type: ignore[method-assign]
-                            (lambda *_, **__: None) if off else published
+                            (lambda *_, **__: []) if off else published
+                        )
+                        signer._following = (  # type: ignore[method-assign]
+                            (lambda *_, **__: []) if off else following
                         )
                         signer._publish = (  # type: ignore[method-assign]
                             (lambda *_, **__: None) if off else publish

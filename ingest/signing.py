@@ -37,7 +37,7 @@ from integrity.note import Checkpoint
 from storage import keys
 from storage import repository as repo
 from storage.db import one_moment, transaction
-from storage.errors import ObjectStoreError
+from storage.errors import ObjectStoreError, StoreUnavailable
 from storage.objects import ObjectStore, retain_until
 from storage.tables import Checkpoint as CheckpointRow
 
@@ -256,10 +256,14 @@ class CheckpointSigner:
             return self.open(latest)  # nothing new since the latest checkpoint
         started = time.perf_counter()
         tree = TiledTree(tree_size, self.read_tiles)
-        with ThreadPoolExecutor(1, "liuhen-published") as reading:
-            # The published copy is read while the leaf rows are (an empty log's checkpoint is
-            # never stored: no store call for it).
-            published = reading.submit(self._published, store, signed_size) if size > 0 else None
+        with ThreadPoolExecutor(2, "liuhen-published") as reading:
+            # What the store says was published is read while the leaf rows are (an empty
+            # log's checkpoint is never stored: no store call for it).
+            published = (
+                [reading.submit(self._published, store),
+                 reading.submit(self._following, store, signed_size)]
+                if size > 0 else None
+            )  # fmt: skip
             try:
                 if tree.root() != tree_root:
                     raise ProofError("the tiles give a root other than the one stored with them")
@@ -268,7 +272,10 @@ class CheckpointSigner:
             except ProofError as e:
                 raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
             if published is not None:
-                self._check_published(published.result(), tree, size, tree_size=tree_size)
+                found = [c for reads in published for c in reads.result()]
+                self._check_published(
+                    store, found, tree, size, signed_size=signed_size, tree_size=tree_size
+                )
         try:
             signed = next_checkpoint(
                 tree=tree,
@@ -336,102 +343,134 @@ class CheckpointSigner:
                         signed.checkpoint.size, keys.PUBLISHED_CHECKPOINT, e)  # fmt: skip
 
     def _check_published(
-        self, published: Checkpoint | None, tree: TiledTree, size: int, *, tree_size: int
+        self,
+        store: ObjectStore,
+        found: list[Checkpoint],
+        tree: TiledTree,
+        size: int,
+        *,
+        signed_size: int,
+        tree_size: int,
     ) -> None:
-        """Refuse to sign what would fork the checkpoint last published to the store.
+        """Refuse to sign what would fork a checkpoint of this log already in the store.
 
         An index restored from an older backup, or one that lost its newest rows, has fewer
-        leaves than the log already published: signing on would give those leaf indexes other
-        leaves under this key, and every receipt handed out since would stop proving against
-        the checkpoints to come. The store's copy (put after each checkpoint's other objects,
-        WORM) says how far the log went; so does the furthest this process has seen, which a
-        deleted or overwritten copy cannot take back. A copy that does not open with the log
-        key is not the log's (bytes someone with write access put there): passed over with a
-        warning, as is a missing one where the index has checkpoints. A signer that lost its
-        lock while another signed past it is in a race, not on a forked index (``SignerRace``).
+        leaves than the log already published, or other leaves at their indexes: signing on
+        would give those leaf indexes other leaves under this key, and every receipt handed
+        out since would stop proving against the checkpoints to come. ``found`` is what the
+        store says: ``log/checkpoint`` (the newest, put after each checkpoint's other
+        objects) and the checkpoints that follow the index's latest one (``_following``);
+        so does the furthest this process has seen. Each checkpoint that agrees with the
+        index is followed in turn (a backup taken while a signer was between its objects and
+        its row holds the leaves of that checkpoint, not the ones after it), until one does
+        not or none follows. A signer that lost its lock while another signed past it is in
+        a race, not on a forked index (``SignerRace``).
         """
-        if published is not None and (
-            self._furthest is None or published.size > self._furthest.size
-        ):
-            self._furthest = published
-        head = self._furthest
-        if head is None:
-            return
-        problem: str | None = None
-        if head.size > size:
-            problem = (
-                f"checkpoint {head.size} of this log was published to the store, but the index "
-                f"holds {size} leaves"
-            )
-        else:
-            try:
-                root = tree.root(head.size)
-            except ProofError as e:
-                raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
-            if root != head.root_hash:
-                problem = (
-                    f"the index's first {head.size} leaves give another root than checkpoint "
-                    f"{head.size}, published to the store"
-                )
-        if problem is None:
-            return
-        if self.state().tree_size != tree_size:
+        listed = signed_size
+        while True:
+            if self._furthest is not None:
+                found = [*found, self._furthest]
+            head = max(found, key=lambda c: c.size, default=None)
+            if head is None:
+                return
+            self._furthest = head
+            problem = self._fork_of(head, tree, size)
+            for checkpoint in found:
+                problem = problem or self._fork_of(checkpoint, tree, size)
+            if problem is not None:
+                break
+            if head.size <= listed:  # every one agrees, and none follows the last listed
+                return
+            listed = head.size
+            found = self._following(store, listed)
+        state = self.state()
+        if state.tree_size != tree_size or (head.size > size and state.size >= head.size):
             raise SignerRace(
                 f"another signer moved the log from {tree_size} leaves first; "
                 f"checkpoint {size} was not signed"
             )
         raise LogCorrupt(f"{problem}: refusing to sign a fork of it. {_RESTORE}")
 
-    def _published(self, store: ObjectStore, signed_size: int) -> Checkpoint | None:
-        """The furthest checkpoint of this log the store holds, as far as two small reads
-        tell: ``log/checkpoint`` (the newest, put again with each) and the checkpoints that
-        follow the index's latest one there.
+    @staticmethod
+    def _fork_of(checkpoint: Checkpoint, tree: TiledTree, size: int) -> str | None:
+        """How signing ``size`` leaves of ``tree`` would fork ``checkpoint``, or None."""
+        if checkpoint.size > size:
+            return (
+                f"checkpoint {checkpoint.size} of this log was published to the store, but the "
+                f"index holds {size} leaves"
+            )
+        try:
+            root = tree.root(checkpoint.size)
+        except ProofError as e:
+            raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
+        if root != checkpoint.root_hash:
+            return (
+                f"the index's first {checkpoint.size} leaves give another root than checkpoint "
+                f"{checkpoint.size}, published to the store"
+            )
+        return None
 
-        The second is what a deleted or overwritten ``log/checkpoint`` cannot hide from a new
-        process: the next checkpoint after size ``signed_size`` mirrored the leaf bundle
-        ``log/leaves/{signed_size}-…``, and bundles and checkpoints are WORM versions, which a
-        delete marker hides from a plain listing but not from a listing of versions. Found
-        there only when the index lost that checkpoint (or when a signer stored the objects
-        and died before its row: then the index has those leaves and the roots agree)."""
+    def _published(self, store: ObjectStore) -> list[Checkpoint]:
+        """``log/checkpoint``, if it opens with the log key: the newest checkpoint, as far as
+        one read tells (a delete marker or an older copy put over it hide the newest; the
+        leaf bundles do not, ``_following``)."""
         note = store.read_current(keys.PUBLISHED_CHECKPOINT, limit=PUBLISHED_MAX)
-        found = [] if note is None else [self._opened(keys.PUBLISHED_CHECKPOINT, note)]
-        if note is None and self._furthest is None and self.state().latest is not None:
-            log.warning("%s is missing from the store although checkpoints were signed",
-                        keys.PUBLISHED_CHECKPOINT)  # fmt: skip
-        found += self._following(store, signed_size)
-        return max((c for c in found if c is not None), key=lambda c: c.size, default=None)
+        if note is None:
+            if self._furthest is None and self.state().latest is not None:
+                log.warning("%s is missing from the store although checkpoints were signed",
+                            keys.PUBLISHED_CHECKPOINT)  # fmt: skip
+            return []
+        opened = self._opened(keys.PUBLISHED_CHECKPOINT, note, size=None)
+        return [] if opened is None else [opened]
 
-    def _following(self, store: ObjectStore, signed_size: int) -> list[Checkpoint | None]:
-        """The stored checkpoints whose leaf bundles begin at leaf ``signed_size``."""
+    def _following(self, store: ObjectStore, start: int) -> list[Checkpoint]:
+        """The stored checkpoints of this log whose leaf bundles begin at leaf ``start``.
+
+        The next checkpoint after size ``start`` mirrored the leaf bundle
+        ``log/leaves/{start}-…``; bundles and checkpoints are WORM versions, which a delete
+        marker hides from a plain listing but not from a listing of versions, and a version
+        put over a checkpoint does not take the one under it away. So every version of each
+        such checkpoint key is read, and counts only if it holds that size. Found when the
+        index lost that checkpoint, or when a signer stored the objects and died before its
+        row (the index then has those leaves and the roots agree). What cannot be read is
+        passed over with a warning (an outage is raised: the mirror fails then anyway)."""
         sizes = {
             bounds[1] + 1
-            for version in store.list_versions(keys.leaf_bundles_from(signed_size))
-            if (bounds := keys.parse_leaf_bundle_key(version.key)) and bounds[0] == signed_size
+            for version in store.list_versions(keys.leaf_bundles_from(start))
+            if (bounds := keys.parse_leaf_bundle_key(version.key)) and bounds[0] == start
         }
-        found: list[Checkpoint | None] = []
+        found: list[Checkpoint] = []
         for size in sorted(sizes):
             key = keys.checkpoint_key(size)
-            note = store.read_current(key, limit=PUBLISHED_MAX)
-            if note is not None:
-                found.append(self._opened(key, note))
-                continue
-            # Hidden by a delete marker (or never stored: its signer died first). The prefix
-            # also lists longer numbers and time-stamps: only this key's versions count.
+            # The prefix also lists longer numbers and time-stamps: only this key counts.
             for version in store.list_versions(key):
-                if version.key == key and version.size <= PUBLISHED_MAX:
-                    found.append(self._opened(key, store.read_bytes(key, version.version_id)))
+                if version.key != key or version.size > PUBLISHED_MAX:
+                    continue
+                try:
+                    note = store.read_bytes(key, version.version_id)
+                except StoreUnavailable:
+                    raise
+                except ObjectStoreError as e:
+                    log.warning("%s@%s unreadable; not checked: %s", key, version.version_id, e)
+                    continue
+                if (opened := self._opened(f"{key}@{version.version_id}", note, size)) is not None:
+                    found.append(opened)
         return found
 
-    def _opened(self, key: str, note: bytes) -> Checkpoint | None:
-        """The checkpoint ``note`` holds if it opens with the log key and is this log's."""
+    def _opened(self, name: str, note: bytes, size: int | None) -> Checkpoint | None:
+        """The checkpoint ``note`` holds if it opens with the log key, is this log's and (when
+        ``size`` is given) of that size."""
         try:
             published = open_checkpoint(note.decode("utf-8"), self.key.verifier)
         except (UnicodeDecodeError, NoteError) as e:
-            log.warning("%s does not open with the log key; not checked: %s", key, e)
+            log.warning("%s does not open with the log key; not checked: %s", name, e)
             return None
         if published.origin != self.origin:
             log.warning("%s is for log %r, not %r; not checked",
-                        key, published.origin, self.origin)  # fmt: skip
+                        name, published.origin, self.origin)  # fmt: skip
+            return None
+        if size is not None and published.size != size:
+            log.warning("%s holds checkpoint %d; not checked", name, published.size)
             return None
         return published
 

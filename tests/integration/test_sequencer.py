@@ -493,3 +493,36 @@ def test_a_signer_overtaken_after_its_lock_was_lost_is_in_a_race_not_on_a_fork(
         signer.sign(rt.store)
     assert _checkpoint_sizes(rt) == [5, 15]
     _assert_checkpoints_extend_each_other(rt)
+
+
+def test_a_signer_overtaken_by_one_between_its_objects_and_its_row_is_in_a_race(
+    rt: Runtime, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but B has stored and published checkpoint 15 and not (yet, or ever) its
+    row: the tree state has not moved, the index holds those 15 leaves. A is in a race
+    (SignerRace), not on a restored index (LogCorrupt); its next round signs them."""
+    _append(rt, 5, "a")
+    rt.ledger.publish()
+    _append(rt, 5, "b")
+    signer = rt.ledger.signer
+    real_published = signer._published
+
+    def crash(*_: object, **__: object) -> None:
+        raise RuntimeError("B dies before its checkpoint row")
+
+    def overtaken_then_read(store: Any) -> Any:  # A has read the index: 10 leaves
+        _append(rt, 5, "c")
+        with runtime(settings) as other, monkeypatch.context() as m:
+            m.setattr(repo, "add_checkpoint", crash)
+            with pytest.raises(RuntimeError, match="B dies"):
+                other.ledger.publish()
+        return real_published(store)
+
+    signer._published = overtaken_then_read  # type: ignore[method-assign]
+    with pytest.raises(SignerRace, match="another signer moved the log from 5 leaves first"):
+        signer.sign(rt.store)
+    signer._published = real_published  # type: ignore[method-assign]
+    assert _checkpoint_sizes(rt) == [5]
+    assert signer.sign(rt.store).checkpoint.size == 15
+    assert _checkpoint_sizes(rt) == [5, 15]
+    _assert_checkpoints_extend_each_other(rt)

@@ -692,7 +692,14 @@ def test_an_index_restored_from_an_older_backup_is_not_signed_over(
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(
-    "hide", ["deleted", "the older one put back", "deleted with its numbered copy"]
+    "hide",
+    [
+        "deleted",
+        "the older one put back",
+        "deleted with its numbered copy",
+        "the older one put over both",
+        "deleted, the backup taken before a checkpoint's row",
+    ],
 )
 def test_a_restored_index_is_not_signed_over_when_the_published_copy_is_hidden(
     make_settings: SettingsFactory, tmp_path: Path, hide: str
@@ -700,29 +707,37 @@ def test_a_restored_index_is_not_signed_over_when_the_published_copy_is_hidden(
     """As above, and ``log/checkpoint`` no longer says how far the log went (deleted: a delete
     marker over it; or last night's copy put over today's): a new process, which has seen
     nothing published, still finds today's checkpoint by the leaf bundle that follows the
-    index's latest one, even with that checkpoint's own object deleted too."""
+    index's latest one: with that checkpoint's own object deleted too, or last night's note
+    put over it; and when the backup already held the leaves of the next checkpoint but not
+    its row (taken while a signer was at work), by following that one to the next."""
     settings = make_settings()
     assert settings.database.url is not None
     index = Path(settings.database.url.removeprefix("sqlite:///"))
     backup = tmp_path / "backup.sqlite3"
+    mid_round = hide.endswith("row")
     with runtime(settings) as rt:
         _leaves(rt, 5, "before the backup")
         night = rt.ledger.publish()
+        if mid_round:
+            _leaves(rt, 10, "committed, not yet signed")
     with sqlite3.connect(index) as src, sqlite3.connect(backup) as dst:
         src.backup(dst)
     with runtime(settings) as rt:
+        if mid_round:
+            assert rt.ledger.publish().checkpoint.size == night.checkpoint.size + 10
         _leaves(rt, 20, "the day")
         day = rt.ledger.publish().checkpoint
         store = rt.store
-        if hide == "the older one put back":
-            store.put_bytes(
-                keys.PUBLISHED_CHECKPOINT, night.note.encode(), content_type="text/plain"
-            )
+        older = night.note.encode()
+        if hide.startswith("the older one"):
+            store.put_bytes(keys.PUBLISHED_CHECKPOINT, older, content_type="text/plain")
         else:
             store.client.remove_object(store.bucket, keys.PUBLISHED_CHECKPOINT)
         if hide == "deleted with its numbered copy":
             store.client.remove_object(store.bucket, keys.checkpoint_key(day.size))
             assert store.read_current(keys.checkpoint_key(day.size), limit=1 << 16) is None
+        if hide == "the older one put over both":
+            store.put_bytes(keys.checkpoint_key(day.size), older, content_type="text/plain")
     for leftover in index.parent.glob(index.name + "-*"):  # -wal, -shm
         leftover.unlink()
     backup.replace(index)
