@@ -14,6 +14,7 @@ there (the signer writes both in one transaction).
 from __future__ import annotations
 
 import bisect
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from ingest.verify.log import Audit
@@ -22,6 +23,7 @@ from storage import keys
 from storage import repository as repo
 from storage.errors import NotFound, ObjectStoreError, StoreUnavailable
 
+log = logging.getLogger(__name__)
 MIRROR_READERS = 8
 TILE_BYTES = TILE_WIDTH * HASH_SIZE
 
@@ -143,6 +145,8 @@ def check_mirrored_tiles(audit: Audit, signed_size: int) -> None:
         for tile in _tiles_of(size)
         if tile_width(size, tile) == TILE_WIDTH and not _covers_hole(audit, *_leaves_of(tile))
     ]
+    if not wanted or audit.skipped(None, keys.TILES_PREFIX, None):
+        return
     with ThreadPoolExecutor(MIRROR_READERS) as pool:
         for tile, problem in zip(
             wanted, pool.map(lambda t: _mirrored(audit, t), wanted), strict=True
@@ -174,10 +178,10 @@ def _mirrored(audit: Audit, tile: TileKey) -> str | None:
             audit.other_logs
             and current is not None
             and any(
-                v.size == TILE_BYTES and store.read_bytes(key, v.version_id) == expected
-                for v in versions
+                _holds(audit, key, v.version_id, expected) for v in versions if v.size == TILE_BYTES
             )
         ):
+            log.warning("%s: the current version is another log's; this log's is under it", key)
             return None
     except StoreUnavailable as e:
         audit.unavailable(None, key, None, e)
@@ -189,6 +193,17 @@ def _mirrored(audit: Audit, tile: TileKey) -> str | None:
     if not versions:
         return f"not mirrored ({leaves}, a full tile of the latest checkpoint)"
     return f"none of its {len(versions)} version(s) holds the hashes of {leaves}"
+
+
+def _holds(audit: Audit, key: str, version_id: str, expected: bytes) -> bool:
+    """Whether that version of ``key`` is ``expected``; one that cannot be read is not."""
+    try:
+        return audit.rt.store.read_bytes(key, version_id) == expected
+    except StoreUnavailable:
+        raise
+    except ObjectStoreError as e:
+        log.warning("%s@%s unreadable: %s", key, version_id, e)
+        return False
 
 
 def _leaves_of(tile: TileKey) -> tuple[int, int]:
