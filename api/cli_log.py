@@ -1,4 +1,5 @@
-"""``liuhen log init-key``: make the one signer key of a deployment, explicitly."""
+"""``liuhen log init-key``: make the one signer key of a deployment, explicitly.
+``liuhen log mirror-tiles``: put again the mirrored tiles ``verify --all`` names."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from api.cli import JsonOpt, _emit, _fail, log_app
+from api.cli import JsonOpt, _emit, _fail, _runtime, log_app
 from configs.errors import ConfigError
 from configs.settings import Settings, load_settings
 from integrity.errors import LiuhenError
@@ -15,6 +16,37 @@ from integrity.errors import LiuhenError
 
 def register(app: typer.Typer) -> None:  # noqa: ARG001 - the command goes on the log group
     log_app.command("init-key")(init_key)
+    log_app.command("mirror-tiles")(mirror_tiles)
+
+
+def mirror_tiles(as_json: JsonOpt = False) -> None:
+    """Put again the mirrored tiles that `liuhen verify --all` names (tile_mirror).
+
+    Every full tile of the latest checkpoint is checked: one whose copy in the store
+    (log/tile/..., what a tile-fetching reader proves with) is missing or not the leaf rows'
+    hashes gets a new current version. The hashes are taken from the leaf rows again and
+    put only when they give the latest checkpoint's signed root; the versions under them
+    stay (Object Lock). In a bucket shared with another log this puts this log's tiles over
+    that one's.
+    """
+    from ingest.tile_mirror import mirror_tiles as put_again
+
+    with _runtime(as_json) as rt:
+        try:
+            done = put_again(rt)
+        except LiuhenError as e:
+            _fail(e, as_json)
+    doc = {"checkpoint": done.size, "checked": done.checked, "put": done.put}
+
+    def text() -> None:
+        for key in done.put:
+            typer.echo(f"put {key}")
+        typer.echo(
+            f"checked {done.checked} full tile(s) of checkpoint {done.size}: "
+            f"{len(done.put)} put again"
+        )
+
+    _emit(doc, as_json, text)
 
 
 def init_key(

@@ -27,6 +27,7 @@ from ingest.intake import SealResult
 from ingest.ledger import LogCorrupt
 from ingest.retrieve import log_read, resolve
 from ingest.runtime import Runtime, runtime
+from ingest.tile_mirror import mirror_tiles
 from ingest.verify import Report, verify_all, verify_item
 from ingest.verify import mirror as verify_mirror
 from integrity.errors import ProofError
@@ -39,8 +40,9 @@ from storage import repository as repo
 from storage.db import transaction
 from storage.errors import IndexUnavailable
 from storage.tables import ItemCase, LogLeaf
+from tests.cli import cli_env, run_cli
 from tests.conftest import TESTDATA, SettingsFactory
-from tests.integration.logkit import distinct_files, seal, sql
+from tests.integration.logkit import distinct_files, leaf_rows, seal, sql
 
 
 @pytest.fixture(scope="module")
@@ -857,3 +859,55 @@ def test_another_logs_tiles_at_the_same_keys_are_not_a_difference(
         with runtime(settings) as rt:
             report = verify_all(rt, actor="auditor")
             assert report.ok, report.failures
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_mirrored_tiles_named_by_verify_are_put_again_from_the_leaf_rows(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """``liuhen log mirror-tiles``: the tiles ``verify --all`` names (one overwritten, one
+    deleted) get a new current version with the leaf rows' hashes; a second run puts none."""
+    settings = _own_bucket(make_settings)
+    with runtime(settings) as rt:
+        _viewed(rt, 520)
+        zero, one = keys.tile_key(0, 0), keys.tile_key(0, 1)
+        rt.store.put_bytes(zero, bytes(32 * 256), content_type="application/octet-stream")
+        rt.store.client.remove_object(rt.store.bucket, one)
+        named = [f.detail.split(":")[0] for f in verify_all(rt, actor="auditor").failures]
+        assert named == [zero, one]
+    env = cli_env(settings.home, settings)
+    ran = run_cli("log", "mirror-tiles", "--json", env=env, cwd=tmp_path)
+    assert ran.returncode == 0, ran
+    assert ran.json()["put"] == [zero, one]
+    again = run_cli("log", "mirror-tiles", env=env, cwd=tmp_path)
+    assert again.returncode == 0, again
+    assert again.stdout.endswith("full tile(s) of checkpoint " + str(ran.json()["checkpoint"])
+                                 + ": 0 put again\n")  # fmt: skip
+    with runtime(settings) as rt:
+        report = verify_all(rt, actor="auditor")
+        assert report.ok, report.failures
+        with rt.sessions() as s:
+            stored = repo.read_tiles(s, keys=[(0, 0)])[(0, 0)]
+        assert rt.store.read_current(zero, limit=1 << 14) == stored
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_no_tile_is_put_from_leaf_rows_that_are_not_the_checkpoints(
+    make_settings: SettingsFactory,
+) -> None:
+    """A leaf row edited behind liuhen's back: the rows no longer give the signed root, and
+    nothing is published from them."""
+    with runtime(_own_bucket(make_settings)) as rt:
+        _viewed(rt, 300)
+        key = keys.tile_key(0, 0)
+        rt.store.put_bytes(key, bytes(32 * 256), content_type="application/octet-stream")
+        row = leaf_rows(rt)[7]
+        edited = row.data.replace('"view"', '"edit"')
+        sql(rt, "UPDATE log_leaves SET data = :d, leaf_hash = :h WHERE idx = 7",
+            d=edited, h=leaf_hash(edited.encode()))  # fmt: skip
+        with pytest.raises(LogCorrupt, match="do not give the root of checkpoint"):
+            mirror_tiles(rt)
+        sql(rt, "UPDATE log_leaves SET leaf_hash = :h WHERE idx = 7", h=bytes(32))
+        with pytest.raises(LogCorrupt, match="leaf 7 is not its data's hash"):
+            mirror_tiles(rt)
+        assert rt.store.read_current(key, limit=1 << 14) == bytes(32 * 256)
