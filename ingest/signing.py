@@ -37,7 +37,7 @@ from integrity.note import Checkpoint
 from storage import keys
 from storage import repository as repo
 from storage.db import one_moment, transaction
-from storage.errors import ObjectStoreError, StoreUnavailable
+from storage.errors import ObjectNotFound, ObjectStoreError
 from storage.objects import ObjectStore, retain_until
 from storage.tables import Checkpoint as CheckpointRow
 
@@ -360,13 +360,14 @@ class CheckpointSigner:
         out since would stop proving against the checkpoints to come. ``found`` is what the
         store says: ``log/checkpoint`` (the newest, put after each checkpoint's other
         objects) and the checkpoints that follow the index's latest one (``_following``);
-        so does the furthest this process has seen. Each checkpoint that agrees with the
-        index is followed in turn (a backup taken while a signer was between its objects and
-        its row holds the leaves of that checkpoint, not the ones after it), until one does
-        not or none follows. A signer that lost its lock while another signed past it is in
-        a race, not on a forked index (``SignerRace``).
+        so does the furthest this process has seen. Each checkpoint past the index's latest
+        that agrees with the index is followed in turn (a backup taken while a signer was
+        between its objects and its row holds the leaves of that checkpoint, not the ones
+        after it; a signer that died before its row left a dead end beside the next), until
+        one does not agree or none follows. A signer that lost its lock while another signed
+        past it is in a race, not on a forked index (``SignerRace``).
         """
-        listed = signed_size
+        listed = {signed_size}
         while True:
             if self._furthest is not None:
                 found = [*found, self._furthest]
@@ -374,41 +375,48 @@ class CheckpointSigner:
             if head is None:
                 return
             self._furthest = head
-            problem = self._fork_of(head, tree, size)
-            for checkpoint in found:
-                problem = problem or self._fork_of(checkpoint, tree, size)
-            if problem is not None:
+            forked = [c for c in found if c.size <= size and self._forks(c, tree, size)]
+            beyond = [c for c in found if c.size > size]
+            if forked or beyond:
                 break
-            if head.size <= listed:  # every one agrees, and none follows the last listed
+            # Every one agrees. Each one past the index's latest not listed yet may have been
+            # followed by others: a checkpoint whose row never committed (its signer died, or
+            # lost its lock) is a dead end beside the one the log went on from. (The history
+            # before the index's latest is the index's own: its rows.)
+            todo = sorted({c.size for c in found if c.size > signed_size} - listed)
+            if not todo:
                 return
-            listed = head.size
-            found = self._following(store, listed)
+            listed.update(todo)
+            found = [*found, *(c for start in todo for c in self._following(store, start))]
         state = self.state()
-        if state.tree_size != tree_size or (head.size > size and state.size >= head.size):
+        if state.tree_size != tree_size or (
+            not forked and state.size >= max(c.size for c in beyond)
+        ):
             raise SignerRace(
                 f"another signer moved the log from {tree_size} leaves first; "
                 f"checkpoint {size} was not signed"
             )
+        if forked:
+            worst = max(forked, key=lambda c: c.size)
+            problem = (
+                f"the index's first {worst.size} leaves give another root than checkpoint "
+                f"{worst.size}, published to the store"
+            )
+        else:
+            problem = (
+                f"checkpoint {max(c.size for c in beyond)} of this log was published to the "
+                f"store, but the index holds {size} leaves"
+            )
         raise LogCorrupt(f"{problem}: refusing to sign a fork of it. {_RESTORE}")
 
     @staticmethod
-    def _fork_of(checkpoint: Checkpoint, tree: TiledTree, size: int) -> str | None:
-        """How signing ``size`` leaves of ``tree`` would fork ``checkpoint``, or None."""
-        if checkpoint.size > size:
-            return (
-                f"checkpoint {checkpoint.size} of this log was published to the store, but the "
-                f"index holds {size} leaves"
-            )
+    def _forks(checkpoint: Checkpoint, tree: TiledTree, size: int) -> bool:
+        """Whether ``checkpoint`` (of at most ``size`` leaves) has another root than the first
+        leaves of ``tree``."""
         try:
-            root = tree.root(checkpoint.size)
+            return tree.root(checkpoint.size) != checkpoint.root_hash
         except ProofError as e:
             raise LogCorrupt(f"refusing to sign the log at size {size}: {e}") from e
-        if root != checkpoint.root_hash:
-            return (
-                f"the index's first {checkpoint.size} leaves give another root than checkpoint "
-                f"{checkpoint.size}, published to the store"
-            )
-        return None
 
     def _published(self, store: ObjectStore) -> list[Checkpoint]:
         """``log/checkpoint``, if it opens with the log key: the newest checkpoint, as far as
@@ -448,10 +456,8 @@ class CheckpointSigner:
                     continue
                 try:
                     note = store.read_bytes(key, version.version_id)
-                except StoreUnavailable:
-                    raise
-                except ObjectStoreError as e:
-                    log.warning("%s@%s unreadable; not checked: %s", key, version.version_id, e)
+                except ObjectNotFound as e:  # listed, then gone: nothing to hold against
+                    log.warning("%s@%s is gone; not checked: %s", key, version.version_id, e)
                     continue
                 if (opened := self._opened(f"{key}@{version.version_id}", note, size)) is not None:
                     found.append(opened)

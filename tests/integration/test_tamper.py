@@ -752,6 +752,57 @@ def test_a_restored_index_is_not_signed_over_when_the_published_copy_is_hidden(
             assert [cp.size for cp in repo.checkpoints(s)] == [night.checkpoint.size]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_dead_end_checkpoint_does_not_hide_the_one_the_log_went_on_from(
+    make_settings: SettingsFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signer A stored checkpoint 25 (and published it) but died before its row; signer B had
+    read the index at 20 leaves, signed 20, and the log went on from there (35). The index
+    goes back to a backup with checkpoint 5 and those 25 leaves, and A's copy of 25 is put
+    back at ``log/checkpoint``. 20 and 25 both agree with the index; 25 leads nowhere, 20
+    leads to 35: followed too, and the signer refuses."""
+    settings = make_settings()
+    assert settings.database.url is not None
+    index = Path(settings.database.url.removeprefix("sqlite:///"))
+    backup = tmp_path / "backup.sqlite3"
+    with runtime(settings) as rt:
+        _leaves(rt, 5, "night")
+        assert rt.ledger.publish().checkpoint.size == 5
+        _leaves(rt, 20, "committed, not yet signed")
+    with sqlite3.connect(index) as src, sqlite3.connect(backup) as dst:
+        src.backup(dst)
+
+    def crash(*_: object, **__: object) -> None:
+        raise RuntimeError("A dies before its checkpoint row")
+
+    with runtime(settings) as a, monkeypatch.context() as m:
+        m.setattr(repo, "add_checkpoint", crash)
+        with pytest.raises(RuntimeError, match="A dies"):
+            a.ledger.publish()
+        dead_end = a.store.read_current(keys.checkpoint_key(25), limit=1 << 16)
+        assert dead_end is not None
+    with runtime(settings) as b, monkeypatch.context() as m:
+        # B read the index when it held 20 leaves, before A's objects were there.
+        m.setattr(repo, "log_size", lambda _session: 20)
+        m.setattr(b.ledger.signer, "_published", lambda *_: [])
+        m.setattr(b.ledger.signer, "_following", lambda *_: [])
+        assert b.ledger.signer.sign(b.store).checkpoint.size == 20
+    with runtime(settings) as rt:
+        _leaves(rt, 10, "the day")
+        assert rt.ledger.publish().checkpoint.size == 35
+        rt.store.put_bytes(keys.PUBLISHED_CHECKPOINT, dead_end, content_type="text/plain")
+    for leftover in index.parent.glob(index.name + "-*"):  # -wal, -shm
+        leftover.unlink()
+    backup.replace(index)
+
+    with runtime(settings) as rt:
+        _leaves(rt, 3, "after the restore")
+        with pytest.raises(LogCorrupt, match="checkpoint 35 of this log was published"):
+            rt.ledger.publish()
+        with rt.sessions() as s:
+            assert [cp.size for cp in repo.checkpoints(s)] == [5]
+
+
 def test_a_published_checkpoint_that_is_not_the_logs_is_passed_over(
     rt: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
