@@ -368,9 +368,9 @@ class CheckpointSigner:
         past it is in a race, not on a forked index (``SignerRace``).
         """
         listed = {signed_size}
+        if self._furthest is not None:
+            found = [*found, self._furthest]
         while True:
-            if self._furthest is not None:
-                found = [*found, self._furthest]
             head = max(found, key=lambda c: c.size, default=None)
             if head is None:
                 return
@@ -440,8 +440,9 @@ class CheckpointSigner:
         put over a checkpoint does not take the one under it away. So every version of each
         such checkpoint key is read, and counts only if it holds that size. Found when the
         index lost that checkpoint, or when a signer stored the objects and died before its
-        row (the index then has those leaves and the roots agree). What cannot be read is
-        passed over with a warning (an outage is raised: the mirror fails then anyway)."""
+        row (the index then has those leaves and the roots agree). A version listed and then
+        gone is passed over with a warning; any other failure to read one stops the round
+        (what cannot be read could be what the restored index lacks)."""
         sizes = {
             bounds[1] + 1
             for version in store.list_versions(keys.leaf_bundles_from(start))

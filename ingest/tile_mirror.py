@@ -36,9 +36,11 @@ def mirror_tiles(rt: Runtime) -> TilesMirrored:
     """Check every full tile of the latest checkpoint in the store and put the ones whose
     current version is not the leaf rows' hashes. Raises LogCorrupt when the leaf rows do not
     give that checkpoint (``liuhen verify --all`` says where)."""
-    latest = rt.ledger.latest_checkpoint()
-    if latest is None:
+    with rt.reads() as session:
+        row = repo.latest_checkpoint(session)
+    if row is None:
         return TilesMirrored(0, 0, [])
+    latest = rt.ledger.signer.open(row)  # LogCorrupt unless it opens with the log key
     size, root = latest.checkpoint.size, latest.checkpoint.root_hash
     tree = _tree_of_rows(rt, size)
     if tree.root() != root:

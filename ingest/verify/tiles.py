@@ -174,15 +174,15 @@ def _mirrored(audit: Audit, tile: TileKey) -> str | None:
         if current is not None and not audit.other_logs:
             return f"the current version, what a reader fetches, is not the hashes of {leaves}"
         versions = [v for v in store.list_versions(key) if v.key == key]
-        if (
-            audit.other_logs
-            and current is not None
-            and any(
-                _holds(audit, key, v.version_id, expected) for v in versions if v.size == TILE_BYTES
-            )
-        ):
-            log.warning("%s: the current version is another log's; this log's is under it", key)
-            return None
+        held: list[bool | None] = []
+        if audit.other_logs and current is not None:
+            held = [_holds(audit, key, v.version_id, expected) for v in versions
+                    if v.size == TILE_BYTES]  # fmt: skip
+            if True in held:
+                log.warning("%s: the current version is another log's; this log's is under it",
+                            key)  # fmt: skip
+                return None
+        unreadable = held.count(None)
     except StoreUnavailable as e:
         audit.unavailable(None, key, None, e)
         return None
@@ -192,18 +192,19 @@ def _mirrored(audit: Audit, tile: TileKey) -> str | None:
         return f"hidden by a delete marker ({len(versions)} version(s) of {leaves} under it)"
     if not versions:
         return f"not mirrored ({leaves}, a full tile of the latest checkpoint)"
-    return f"none of its {len(versions)} version(s) holds the hashes of {leaves}"
+    unread = f", {unreadable} of them unreadable" if unreadable else ""
+    return f"none of its {len(versions)} version(s) holds the hashes of {leaves}{unread}"
 
 
-def _holds(audit: Audit, key: str, version_id: str, expected: bytes) -> bool:
-    """Whether that version of ``key`` is ``expected``; one that cannot be read is not."""
+def _holds(audit: Audit, key: str, version_id: str, expected: bytes) -> bool | None:
+    """Whether that version of ``key`` is ``expected``; None if it cannot be read."""
     try:
         return audit.rt.store.read_bytes(key, version_id) == expected
     except StoreUnavailable:
         raise
     except ObjectStoreError as e:
         log.warning("%s@%s unreadable: %s", key, version_id, e)
-        return False
+        return None
 
 
 def _leaves_of(tile: TileKey) -> tuple[int, int]:
