@@ -243,16 +243,23 @@ def test_a_port_taken_before_the_listen_gives_new_ports(
 ) -> None:
     """Another process may take a port between our check and the server's listen: the start is
     tried again on new ports (kept in the home) instead of failing."""
+    import socket
+
     from storage import seaweed
 
     root = tmp_path / "seaweed"
     root.mkdir()
-    first = seaweed.Ports(*seaweed.pick_ports(4))
+    for _attempt in range(20):  # the other test process may take the twin port first
+        first = seaweed.Ports(*seaweed.pick_ports(4))
+        blocker = socket.socket()
+        try:
+            blocker.bind(("127.0.0.1", first.s3 + 10000))  # the S3 gateway's gRPC twin
+            break
+        except OSError:
+            blocker.close()
+    else:
+        pytest.fail("no free port pair to block in 20 tries")
     (root / "ports.json").write_text(json.dumps(first.__dict__))
-    import socket
-
-    blocker = socket.socket()
-    blocker.bind(("127.0.0.1", first.s3 + 10000))  # the S3 gateway's gRPC twin
     blocker.listen()
     monkeypatch.setattr(seaweed, "_port_free_with_grpc", lambda _port: True)  # the race
     weed = EmbeddedSeaweed(root)
