@@ -656,6 +656,25 @@ def _leaves(rt: Runtime, n: int, tag: str) -> None:
         )  # fmt: skip
 
 
+class _Backup:
+    """A SQLite index's backup, taken with SQLite's own backup API and put back the way an
+    operator restores one (the file replaced, its -wal and -shm gone)."""
+
+    def __init__(self, settings: Any, tmp_path: Path) -> None:
+        assert settings.database.url is not None
+        self.index = Path(settings.database.url.removeprefix("sqlite:///"))
+        self.copy = tmp_path / "backup.sqlite3"
+
+    def take(self) -> None:
+        with sqlite3.connect(self.index) as src, sqlite3.connect(self.copy) as dst:
+            src.backup(dst)
+
+    def restore(self) -> None:
+        for leftover in self.index.parent.glob(self.index.name + "-*"):  # -wal, -shm
+            leftover.unlink()
+        self.copy.replace(self.index)
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # a backup is a file copy here
 def test_an_index_restored_from_an_older_backup_is_not_signed_over(
     make_settings: SettingsFactory, tmp_path: Path
@@ -665,21 +684,16 @@ def test_an_index_restored_from_an_older_backup_is_not_signed_over(
     (every receipt of the day would stop proving). The signer refuses, before and after the
     index grows past the published size again, and signs nothing."""
     settings = make_settings()
-    assert settings.database.url is not None
-    index = Path(settings.database.url.removeprefix("sqlite:///"))
-    backup = tmp_path / "backup.sqlite3"
+    backup = _Backup(settings, tmp_path)
     with runtime(settings) as rt:
         _leaves(rt, 5, "before the backup")
         night = rt.ledger.publish().checkpoint
-    with sqlite3.connect(index) as src, sqlite3.connect(backup) as dst:
-        src.backup(dst)
+    backup.take()
     with runtime(settings) as rt:
         _leaves(rt, 20, "the day")
         day = rt.ledger.publish().checkpoint
     assert day.size == night.size + 20
-    for leftover in index.parent.glob(index.name + "-*"):  # -wal, -shm
-        leftover.unlink()
-    backup.replace(index)
+    backup.restore()
 
     with runtime(settings) as rt:
         _leaves(rt, 3, "after the restore")
@@ -713,17 +727,14 @@ def test_a_restored_index_is_not_signed_over_when_the_published_copy_is_hidden(
     put over it; and when the backup already held the leaves of the next checkpoint but not
     its row (taken while a signer was at work), by following that one to the next."""
     settings = make_settings()
-    assert settings.database.url is not None
-    index = Path(settings.database.url.removeprefix("sqlite:///"))
-    backup = tmp_path / "backup.sqlite3"
+    backup = _Backup(settings, tmp_path)
     mid_round = hide.endswith("row")
     with runtime(settings) as rt:
         _leaves(rt, 5, "before the backup")
         night = rt.ledger.publish()
         if mid_round:
             _leaves(rt, 10, "committed, not yet signed")
-    with sqlite3.connect(index) as src, sqlite3.connect(backup) as dst:
-        src.backup(dst)
+    backup.take()
     with runtime(settings) as rt:
         if mid_round:
             assert rt.ledger.publish().checkpoint.size == night.checkpoint.size + 10
@@ -740,9 +751,7 @@ def test_a_restored_index_is_not_signed_over_when_the_published_copy_is_hidden(
             assert store.read_current(keys.checkpoint_key(day.size), limit=1 << 16) is None
         if hide == "the older one put over both":
             store.put_bytes(keys.checkpoint_key(day.size), older, content_type="text/plain")
-    for leftover in index.parent.glob(index.name + "-*"):  # -wal, -shm
-        leftover.unlink()
-    backup.replace(index)
+    backup.restore()
 
     with runtime(settings) as rt:
         _leaves(rt, 3, "after the restore")
@@ -762,15 +771,12 @@ def test_a_dead_end_checkpoint_does_not_hide_the_one_the_log_went_on_from(
     back at ``log/checkpoint``. 20 and 25 both agree with the index; 25 leads nowhere, 20
     leads to 35: followed too, and the signer refuses."""
     settings = make_settings()
-    assert settings.database.url is not None
-    index = Path(settings.database.url.removeprefix("sqlite:///"))
-    backup = tmp_path / "backup.sqlite3"
+    backup = _Backup(settings, tmp_path)
     with runtime(settings) as rt:
         _leaves(rt, 5, "night")
         assert rt.ledger.publish().checkpoint.size == 5
         _leaves(rt, 20, "committed, not yet signed")
-    with sqlite3.connect(index) as src, sqlite3.connect(backup) as dst:
-        src.backup(dst)
+    backup.take()
 
     def crash(*_: object, **__: object) -> None:
         raise RuntimeError("A dies before its checkpoint row")
@@ -791,9 +797,7 @@ def test_a_dead_end_checkpoint_does_not_hide_the_one_the_log_went_on_from(
         _leaves(rt, 10, "the day")
         assert rt.ledger.publish().checkpoint.size == 35
         rt.store.put_bytes(keys.PUBLISHED_CHECKPOINT, dead_end, content_type="text/plain")
-    for leftover in index.parent.glob(index.name + "-*"):  # -wal, -shm
-        leftover.unlink()
-    backup.replace(index)
+    backup.restore()
 
     with runtime(settings) as rt:
         _leaves(rt, 3, "after the restore")
